@@ -1,0 +1,47 @@
+"""deepliftjax: DeepLIFT as a JAX function transform.
+
+>>> import jax, jax.numpy as jnp, deepliftjax
+>>> f = lambda x: jnp.tanh(x).sum()
+>>> c = deepliftjax.deeplift(f, 0.0)(jnp.array([1.0, -2.0]))
+>>> bool(jnp.isclose(c.sum(), f(jnp.array([1.0, -2.0])) - f(jnp.zeros(2))))
+True
+"""
+
+from deepliftjax._api import deeplift, deeplift_vjp
+from deepliftjax._errors import DeepLiftError
+from deepliftjax._interpreter import RULES, Context, Options, Pair, register_rule
+from deepliftjax._rules_control import defcall
+from deepliftjax._rules_elementwise import (
+    custom_multiplier,
+    defbilinear,
+    definert,
+    defmaxmin,
+    defrescale,
+    defshapley,
+    secant,
+)
+from deepliftjax._rules_linear import deflinear
+from deepliftjax._rules_reduce import defmaxreduction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RULES",
+    "Context",
+    "DeepLiftError",
+    "Options",
+    "Pair",
+    "custom_multiplier",
+    "defbilinear",
+    "defcall",
+    "definert",
+    "deflinear",
+    "defmaxmin",
+    "defmaxreduction",
+    "defrescale",
+    "defshapley",
+    "deeplift",
+    "deeplift_vjp",
+    "register_rule",
+    "secant",
+]

@@ -1,0 +1,315 @@
+"""The public transforms: :func:`deeplift` and :func:`deeplift_vjp`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+# The rule modules fill the rule table when imported.
+from deepliftjax import _compat, _rules_control, _rules_elementwise, _rules_linear, _rules_reduce  # noqa: F401, I001
+from deepliftjax._errors import DeepLiftError
+from deepliftjax._interpreter import Options, Pair, eval_jaxpr
+
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, bool, complex)
+
+
+def deeplift(
+    f: Callable[..., Any],
+    ref: Any,
+    *,
+    argnums: int | Sequence[int] = 0,
+    multiply_by_inputs: bool = True,
+    has_aux: bool = False,
+    onehot_axis: int | None = None,
+    max_rule: str = "cross",
+    fallback: str | None = None,
+) -> Callable[..., Any]:
+    """DeepLIFT contribution scores of a scalar function, as a transform like ``jax.grad``.
+
+    ``f`` is traced to a jaxpr and re-run on (input, reference) pairs with every
+    primitive's derivative replaced by its DeepLIFT multiplier rule (Shrikumar et al.
+    2016, §2.3): linear maps keep their VJP, elementwise nonlinearities use Rescale,
+    products the midpoint rule, max/min and max pooling exact path rules. The scores
+    satisfy summation to delta: ``sum(C) == f(x) - f(ref)``.
+
+    Args:
+      f: function to attribute; returns a scalar (or ``(scalar, aux)`` with ``has_aux``).
+        To attribute one output of a vector function, wrap it, e.g. ``lambda x: f(x)[3]``,
+        or use :func:`deeplift_vjp`.
+      ref: the reference: an array broadcastable to the attributed argument, or a pytree
+        of such arrays with the structure of ``args[argnums]``.
+      argnums: which positional argument(s) to attribute, as in ``jax.grad``.
+      multiply_by_inputs: return contributions ``m * (x - ref)`` (default) or, when
+        False, the multipliers ``m``.
+      has_aux: ``f`` returns ``(out, aux)``; the transform returns ``(scores, aux)``.
+      onehot_axis: treat this axis of the input as one-hot with a sum constraint and
+        mean-centre the input multipliers over it: the weight normalisation of §2.6
+        (exact when the first layer is linear in the input, e.g. a convolution on one-hot
+        DNA). With ``ref=1/K`` the scores of the present base, ``m * x``, are the paper's
+        scores against an all-zero reference after normalisation.
+      max_rule: rule for max pooling and ``reduce_max``: ``"cross"`` (exact, default),
+        ``"paper"`` (eq. 11) or ``"gradient"`` (not exact).
+      fallback: ``"gradient"`` uses the ordinary derivative for primitives without a rule,
+        with a warning (not exact); by default they raise :class:`DeepLiftError`.
+
+    Returns:
+      A function with ``f``'s signature returning the scores for ``args[argnums]``
+      (a tuple for a tuple ``argnums``), plus ``aux`` when ``has_aux``.
+
+    Raises:
+      DeepLiftError: at trace time, for a non-scalar output, a reference that does not
+        broadcast, integer or boolean attributed inputs, or an unsupported primitive.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from deepliftjax import deeplift
+      >>> f = lambda x: 0.2 * jax.nn.relu(x[0] + 2 * x[1] + 2) + 0.1
+      >>> deeplift(f, jnp.zeros(2))(jnp.array([-1.0, -1.0]))
+      Array([-0.13333334, -0.26666668], dtype=float32)
+    """
+    options = Options(max_rule=max_rule, fallback=fallback)
+
+    @functools.wraps(f)
+    def scores(*args: Any, **kwargs: Any) -> Any:
+        out, _, pullback, aux, (diff, refs) = _vjp(f, ref, args, kwargs, argnums, has_aux, options)
+        if not (hasattr(out, "shape") and jnp.shape(out) == ()):
+            raise DeepLiftError(
+                f"deeplift needs f to return a scalar, like jax.grad; got "
+                f"{_describe(out)}.\nHint: pick a target, e.g. deeplift(lambda x: f(x)[i], ref) "
+                "for output i or lambda x: f(x)[i] - f(x)[j] for a difference, or use "
+                "deeplift_vjp(f, ref, x) to attribute any combination of a vector output."
+            )
+        (m,) = pullback(jnp.ones_like(out))
+        m = _finish(m, diff, refs, multiply_by_inputs, onehot_axis)
+        return (m, aux) if has_aux else m
+
+    return scores
+
+
+def deeplift_vjp(
+    f: Callable[..., Any],
+    ref: Any,
+    *primals: Any,
+    argnums: int | Sequence[int] = 0,
+    has_aux: bool = False,
+    max_rule: str = "cross",
+    fallback: str | None = None,
+) -> tuple[Any, ...]:
+    """DeepLIFT's analogue of ``jax.vjp``: attribute any linear combination of the outputs.
+
+    Args:
+      f: function to attribute; may return any pytree of arrays.
+      ref: the reference, as for :func:`deeplift`.
+      *primals: the arguments of ``f``.
+      argnums, has_aux, max_rule, fallback: as for :func:`deeplift`.
+
+    Returns:
+      ``(out, out_ref, pullback)`` (plus ``aux`` when ``has_aux``): ``f`` at the input
+      and at the reference, and ``pullback(cotangent)``, which returns the multipliers of
+      ``args[argnums]`` for the target ``sum(cotangent * out)``. Contributions are the
+      multipliers times ``x - ref``; they sum to ``sum(cotangent * (out - out_ref))``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from deepliftjax import deeplift_vjp
+      >>> f = lambda x: jnp.tanh(jnp.stack([x.sum(), x[0] * x[1]]))
+      >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
+      >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
+    """
+    options = Options(max_rule=max_rule, fallback=fallback)
+    out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
+
+    def multipliers(cotangent: Any) -> Any:
+        (m,) = pullback(cotangent)
+        return m
+
+    return (out, out_ref, multipliers, aux) if has_aux else (out, out_ref, multipliers)
+
+
+# ---- implementation ---------------------------------------------------------------------
+
+
+def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
+    if not callable(f):
+        raise DeepLiftError(f"deeplift expects a function; got {type(f).__name__}.")
+    argnums_t = _check_argnums(argnums, len(args))
+    diff = tuple(args[i] for i in argnums_t) if isinstance(argnums, Sequence) else args[argnums]
+    refs = _broadcast_ref(ref, diff, argnums)
+
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    diff_ids = _attributed_leaf_ids(args, kwargs, argnums_t)
+    dyn = [i for i, leaf in enumerate(leaves) if i in diff_ids or isinstance(leaf, _ARRAY_TYPES)]
+
+    def flat_f(*dyn_vals):
+        vals = list(leaves)
+        for i, v in zip(dyn, dyn_vals, strict=True):
+            vals[i] = v
+        a, k = jax.tree_util.tree_unflatten(treedef, vals)
+        return f(*a, **k)
+
+    try:
+        closed, out_shape = jax.make_jaxpr(flat_f, return_shape=True)(*[leaves[i] for i in dyn])
+    except DeepLiftError:
+        raise
+    if has_aux:
+        if not (isinstance(out_shape, tuple) and len(out_shape) == 2):
+            raise DeepLiftError(
+                f"has_aux=True needs f to return a pair (out, aux); got {_describe(out_shape)}."
+            )
+        out_tree = jax.tree_util.tree_structure(out_shape[0])
+    else:
+        if (
+            isinstance(out_shape, tuple | list)
+            and not isinstance(argnums, Sequence)
+            and _is_aux_like(out_shape)
+        ):
+            raise DeepLiftError(
+                f"f returned a {type(out_shape).__name__} of {len(out_shape)} values; deeplift "
+                "attributes one scalar.\nHint: pass has_aux=True if f returns (out, aux), or "
+                "select the output to attribute, e.g. lambda x: f(x)[0]."
+            )
+        out_tree = jax.tree_util.tree_structure(out_shape)
+    full_tree = jax.tree_util.tree_structure(out_shape)
+    n_main = out_tree.num_leaves
+    jaxpr, consts = _compat.open_jaxpr(closed)
+
+    ref_leaves = jax.tree_util.tree_leaves(refs)
+    diff_leaf_list = jax.tree_util.tree_leaves(diff)
+    diff_positions = [dyn.index(i) for i in sorted(diff_ids)]
+    base = [leaves[i] for i in dyn]
+
+    def run(*xs):
+        vals = list(base)
+        for pos, x, r in zip(diff_positions, xs, ref_leaves, strict=True):
+            r = jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x))
+            vals[pos] = Pair(x, jax.lax.stop_gradient(r))
+        outs = eval_jaxpr(jaxpr, consts, vals, options)
+        ox = [o.x if isinstance(o, Pair) else o for o in outs]
+        orf = [o.r if isinstance(o, Pair) else o for o in outs]
+        return ox[:n_main], (orf[:n_main], ox[n_main:])
+
+    out_flat, pullback_flat, (ref_flat, aux_flat) = jax.vjp(run, *diff_leaf_list, has_aux=True)
+    out = jax.tree_util.tree_unflatten(out_tree, out_flat)
+    out_ref = jax.tree_util.tree_unflatten(out_tree, ref_flat)
+    aux = None
+    if has_aux:
+        aux = jax.tree_util.tree_unflatten(full_tree, out_flat + aux_flat)[1]
+
+    diff_tree = jax.tree_util.tree_structure(diff)
+
+    def pullback(cotangent):
+        ct_flat = jax.tree_util.tree_leaves(cotangent)
+        if len(ct_flat) != len(out_flat):
+            raise DeepLiftError(
+                f"the cotangent has {len(ct_flat)} leaves but f's output has {len(out_flat)}.\n"
+                "Hint: pass a cotangent with the structure and shapes of out."
+            )
+        ct_flat = [
+            jnp.broadcast_to(jnp.asarray(c, o.dtype), o.shape)
+            for c, o in zip(ct_flat, out_flat, strict=True)
+        ]
+        ms = pullback_flat(ct_flat)
+        return (jax.tree_util.tree_unflatten(diff_tree, list(ms)),)
+
+    return out, out_ref, pullback, aux, (diff, refs)
+
+
+def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
+    def one(mi, xi, ri):
+        if onehot_axis is not None:
+            mi = mi - jnp.mean(mi, axis=onehot_axis, keepdims=True)
+        return mi * (xi - jnp.asarray(ri, xi.dtype)) if multiply_by_inputs else mi
+
+    return jax.tree_util.tree_map(one, m, diff, refs)
+
+
+def _check_argnums(argnums, nargs):
+    nums = tuple(argnums) if isinstance(argnums, Sequence) else (argnums,)
+    if not nums:
+        raise DeepLiftError("argnums is empty.\nHint: name at least one positional argument.")
+    for a in nums:
+        if not isinstance(a, int) or not -nargs <= a < nargs:
+            raise DeepLiftError(
+                f"argnums={argnums!r} does not name a positional argument of the "
+                f"{nargs} given.\nHint: pass the attributed input positionally."
+            )
+    return tuple(a % nargs for a in nums)
+
+
+def _attributed_leaf_ids(args, kwargs, argnums_t):
+    ids, start = set(), 0
+    for i, a in enumerate(args):
+        n = len(jax.tree_util.tree_leaves(a))
+        if i in argnums_t:
+            for k, leaf in enumerate(jax.tree_util.tree_leaves(a)):
+                dtype = jnp.result_type(leaf)
+                if not jnp.issubdtype(dtype, jnp.inexact):
+                    raise DeepLiftError(
+                        f"the attributed argument {i} has a leaf of dtype {dtype}; DeepLIFT "
+                        "attributes floating-point inputs only.\nHint: one-hot encode integer "
+                        "inputs (jax.nn.one_hot), or attribute the embedding output instead of "
+                        "token ids; cast with .astype(jnp.float32) if the values are real numbers."
+                    )
+                ids.add(start + k)
+        start += n
+    return ids
+
+
+def _broadcast_ref(ref, diff, argnums):
+    diff_tree = jax.tree_util.tree_structure(diff)
+    if ref is None:
+        raise DeepLiftError(
+            "ref is None.\nHint: pass a reference input, e.g. jnp.zeros_like(x) or 0.0."
+        )
+    if _is_leaf_like(ref):
+        refs = jax.tree_util.tree_map(lambda _: ref, diff)
+    else:
+        ref_tree = jax.tree_util.tree_structure(ref)
+        if ref_tree != diff_tree:
+            raise DeepLiftError(
+                f"the reference's pytree structure {ref_tree} does not match the attributed "
+                f"argument's {diff_tree}.\nHint: pass one array (broadcast to every leaf) or a "
+                "pytree with the structure of args[argnums]."
+            )
+        refs = ref
+
+    def check(r, x):
+        rs_, xs_ = jnp.shape(r), jnp.shape(x)
+        try:
+            b = jnp.broadcast_shapes(rs_, xs_)
+        except ValueError:
+            b = None
+        if b != tuple(xs_):
+            raise DeepLiftError(
+                f"the reference of shape {rs_} does not broadcast to the input's shape {xs_}.\n"
+                "Hint: give a reference of the input's shape, or one that broadcasts to it "
+                "(a scalar, or a per-feature array); to attribute a batch, jax.vmap the "
+                "transform (in_axes selects batched or shared references)."
+            )
+        return r
+
+    return jax.tree_util.tree_map(check, refs, diff)
+
+
+def _is_leaf_like(v):
+    return isinstance(v, _ARRAY_TYPES) or hasattr(v, "shape") and hasattr(v, "dtype")
+
+
+def _is_aux_like(out_shape):
+    return any(hasattr(o, "shape") for o in out_shape) and len(out_shape) >= 1
+
+
+def _describe(v):
+    if hasattr(v, "shape"):
+        return f"an array of shape {tuple(v.shape)}"
+    return f"a {type(v).__name__} ({jax.tree_util.tree_structure(v)})"
+
+
+ArrayTree = Any
+__all__ = ["deeplift", "deeplift_vjp", "ArrayLike"]

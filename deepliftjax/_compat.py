@@ -1,0 +1,79 @@
+"""Every JAX-version difference deepliftjax depends on, in one place.
+
+Each shim names the JAX version it serves. Code elsewhere never inspects
+``jax.__version__`` or private JAX modules directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.extend.core as jex_core
+from jax import lax
+from jax.extend.core import primitives as _prims
+
+JAX_VERSION: tuple[int, ...] = tuple(int(p) for p in jax.__version__.split(".")[:3] if p.isdigit())
+
+Literal = jex_core.Literal
+Primitive = jex_core.Primitive
+Var = jex_core.Var
+DropVar = jex_core.DropVar
+
+
+def primitive(name: str) -> Primitive | None:
+    """The primitive object ``name_p`` from ``jax.extend.core.primitives`` or ``jax.lax``.
+
+    Primitives come and go between releases (``split_p``, ``tile_p`` appeared
+    around jax 0.5; ``remat_p`` is ``remat2`` since 0.4); a missing one gives ``None``
+    and its rule is simply not registered.
+    """
+    return getattr(_prims, name, None) or getattr(lax, name, None)
+
+
+def open_jaxpr(j: Any) -> tuple[Any, list[Any]]:
+    """Split a (closed) jaxpr parameter into ``(jaxpr, consts)``.
+
+    jax <= 0.10: ``ClosedJaxpr`` wraps ``Jaxpr`` (``.jaxpr``, ``.consts``); a bare
+    ``Jaxpr`` (remat's ``jaxpr`` parameter) has no consts.
+    jax >= 0.11: ``ClosedJaxpr`` and ``Jaxpr`` merged; the merged object carries its
+    consts itself (``.consts``) and has no ``.jaxpr`` wrapper.
+    """
+    inner = getattr(j, "jaxpr", None)
+    if inner is not None and hasattr(j, "consts") and hasattr(inner, "eqns"):
+        return inner, list(j.consts)
+    return j, list(getattr(j, "consts", ()) or ())
+
+
+def bind_params(eqn: Any) -> dict[str, Any]:
+    """Keyword parameters to re-bind an equation's primitive, as ``eval_jaxpr`` does.
+
+    jax >= 0.7 (incl. 0.10): ``get_bind_params`` returns one dict (subfunctions inside it).
+    older jax: it returned ``(subfuns, params)``; the subfunctions went first, positionally.
+    """
+    out = eqn.primitive.get_bind_params(eqn.params)
+    if isinstance(out, tuple):  # jax < 0.7
+        subfuns, params = out
+        if subfuns:
+            raise NotImplementedError("positional subfunctions need jax >= 0.7")
+        return params
+    return out
+
+
+def scan_counts(params: dict[str, Any]) -> tuple[int, int]:
+    """``(num_consts, num_carry)`` of a scan equation.
+
+    jax <= 0.10: the parameters ``num_consts`` and ``num_carry``.
+    jax >= 0.11: renamed ``ft_in`` / ``ft_out`` (the loop's fixed and carried inputs).
+    """
+    if "num_consts" in params:
+        return params["num_consts"], params["num_carry"]
+    return params["ft_in"], params["ft_out"]  # jax >= 0.11
+
+
+def make_closed(jaxpr: Any, consts: list[Any]) -> Any:
+    """A closed jaxpr from an open one (jax <= 0.10: ``ClosedJaxpr``; 0.11: already closed)."""
+    closed = getattr(jex_core, "ClosedJaxpr", None)
+    if closed is None:  # jax >= 0.11
+        return jaxpr
+    return closed(jaxpr, consts)

@@ -1,0 +1,33 @@
+"""Errors raised by deepliftjax."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DeepLiftError(ValueError):
+    """Raised when a function or its inputs cannot be attributed exactly.
+
+    The message names what was wrong and ends with a ``Hint:`` saying how to fix it.
+    """
+
+
+def eqn_str(eqn: Any, limit: int = 600) -> str:
+    """The equation as JAX prints it, shortened for error messages."""
+    try:
+        text = str(eqn)
+    except Exception:  # pragma: no cover - printing must never mask the real error
+        text = f"{eqn.primitive.name} ..."
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def unsupported_primitive(eqn: Any) -> DeepLiftError:
+    name = eqn.primitive.name
+    return DeepLiftError(
+        f"DeepLIFT rule for primitive '{name}' not implemented, and one of its inputs "
+        f"depends on the attributed input:\n    {eqn_str(eqn)}\n"
+        f"Hint: register a rule with deepliftjax.register_rule(<the {name} primitive>, rule) "
+        "(see deepliftjax.deflinear / defrescale for the common cases), rewrite this step with "
+        "supported operations, or pass fallback='gradient' to use the plain gradient here "
+        "(not exact: summation to delta no longer holds)."
+    )

@@ -1,0 +1,200 @@
+"""The jaxpr interpreter that runs the input and the reference side by side.
+
+Every value that depends on the attributed input is a :class:`Pair` of
+``(actual, reference)``. Values that do not (weights, constants) stay plain
+arrays and are computed once. Each primitive with a :class:`Pair` operand is
+dispatched to its rule in :data:`RULES`; a rule returns the pair of outputs,
+where the actual side is built so that its VJP is the DeepLIFT multiplier
+(usually a ``jax.custom_vjp`` function) and the reference side is the ordinary
+forward pass on the reference, which never carries gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from deepliftjax import _compat
+from deepliftjax._errors import DeepLiftError, eqn_str, unsupported_primitive
+
+
+class Pair:
+    """A value that depends on the attributed input: ``x`` (actual) and ``r`` (reference)."""
+
+    __slots__ = ("x", "r")
+
+    def __init__(self, x: Any, r: Any):
+        self.x = x
+        self.r = r
+
+    @property
+    def dtype(self):
+        return jnp.result_type(self.x)
+
+    @property
+    def is_float(self) -> bool:
+        return jnp.issubdtype(self.dtype, jnp.inexact)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Pair(x={self.x!r}, r={self.r!r})"
+
+
+MAX_RULES = ("cross", "paper", "gradient")
+FALLBACKS = (None, "error", "gradient")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Choices that change which rule a primitive gets.
+
+    Attributes:
+      max_rule: rule for ``reduce_max``/``reduce_window_max`` (max pooling): ``"cross"``
+        (exact, default), ``"paper"`` (eq. 11 of the paper, exact only when the input's
+        argmax moved) or ``"gradient"`` (not exact).
+      fallback: what to do with a primitive that has no rule: ``None``/``"error"`` raises,
+        ``"gradient"`` uses its ordinary derivative with a warning (not exact).
+    """
+
+    max_rule: str = "cross"
+    fallback: str | None = None
+
+    def __post_init__(self):
+        if self.max_rule not in MAX_RULES:
+            raise DeepLiftError(
+                f"max_rule={self.max_rule!r} is not one of {MAX_RULES}.\n"
+                "Hint: 'cross' is exact and the default."
+            )
+        if self.fallback not in FALLBACKS:
+            raise DeepLiftError(
+                f"fallback={self.fallback!r} is not one of {FALLBACKS}.\n"
+                "Hint: leave it unset to get an error for unsupported primitives."
+            )
+
+
+@dataclasses.dataclass
+class Context:
+    """What a rule may need besides its operands: the options and the equation."""
+
+    options: Options
+    eqn: Any = None
+
+    def error(self, what: str, hint: str) -> DeepLiftError:
+        return DeepLiftError(f"{what}\n    {eqn_str(self.eqn)}\nHint: {hint}")
+
+
+Rule = Callable[..., Any]
+RULES: dict[_compat.Primitive, Rule] = {}
+"""The rule table: primitive -> ``rule(ctx, *operands, **params)``.
+
+Operands are :class:`Pair` or plain arrays; the rule returns a :class:`Pair` (or a list
+of them for primitives with several results).
+"""
+
+
+def register_rule(prim: _compat.Primitive | None, rule: Rule) -> None:
+    """Register ``rule`` for ``prim`` (ignored when ``prim`` is None: absent in this JAX)."""
+    if prim is not None:
+        RULES[prim] = rule
+
+
+def is_pair(v: Any) -> bool:
+    return isinstance(v, Pair)
+
+
+def xs(vals: Sequence[Any]) -> list[Any]:
+    return [v.x if isinstance(v, Pair) else v for v in vals]
+
+
+def rs(vals: Sequence[Any]) -> list[Any]:
+    return [v.r if isinstance(v, Pair) else v for v in vals]
+
+
+def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
+    """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff."""
+    ox = prim.bind(*xs(vals), **params)
+    orf = prim.bind(*rs(vals), **params)
+    if prim.multiple_results:
+        return [Pair(a, b) for a, b in zip(ox, orf, strict=True)]
+    return Pair(ox, orf)
+
+
+def eval_jaxpr(
+    jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], options: Options
+) -> list[Any]:
+    """Evaluate an open jaxpr on arguments that may be :class:`Pair` values."""
+    env: dict[Any, Any] = {}
+
+    def read(v: Any) -> Any:
+        return v.val if isinstance(v, _compat.Literal) else env[v]
+
+    for v, val in zip(jaxpr.constvars, consts, strict=True):
+        env[v] = val
+    for v, val in zip(jaxpr.invars, args, strict=True):
+        env[v] = val
+
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        if any(isinstance(v, Pair) for v in invals):
+            outs = apply_rule(eqn, invals, options)
+        else:
+            outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
+        if not eqn.primitive.multiple_results:
+            outs = [outs]
+        for v, val in zip(eqn.outvars, outs, strict=True):
+            if not isinstance(v, _compat.DropVar):
+                env[v] = val
+    return [read(v) for v in jaxpr.outvars]
+
+
+def eval_closed(closed: Any, args: Sequence[Any], options: Options) -> list[Any]:
+    jaxpr, consts = _compat.open_jaxpr(closed)
+    return eval_jaxpr(jaxpr, consts, args, options)
+
+
+def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
+    prim = eqn.primitive
+    ctx = Context(options, eqn)
+    pairs = [v for v in invals if isinstance(v, Pair)]
+    if not any(p.is_float for p in pairs) and not _is_float_output(eqn):
+        # Integer and boolean values carry no contribution of their own: evaluate both sides.
+        return bind_both(prim, invals, _compat.bind_params(eqn))
+    rule = RULES.get(prim)
+    if rule is None:
+        if options.fallback == "gradient":
+            warnings.warn(
+                f"deepliftjax: no DeepLIFT rule for '{prim.name}'; using its gradient "
+                f"(fallback='gradient'), so summation to delta does not hold here:\n"
+                f"    {eqn_str(eqn)}",
+                stacklevel=4,
+            )
+            return bind_both(prim, invals, _compat.bind_params(eqn))
+        raise unsupported_primitive(eqn)
+    return rule(ctx, *invals, **eqn.params)
+
+
+def _is_float_output(eqn: Any) -> bool:
+    return any(
+        jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars if hasattr(v.aval, "dtype")
+    )
+
+
+def check_not_integer_pairs(ctx: Context, vals: Sequence[Any], which: str) -> None:
+    """Raise when a non-float operand that varies with the input feeds a float result."""
+    for v in vals:
+        if isinstance(v, Pair) and not v.is_float:
+            raise ctx.error(
+                f"'{ctx.eqn.primitive.name}' takes {which} that depends on the attributed "
+                "input and is integer or boolean, so its effect has no multiplier:",
+                "integer and boolean values (indices, masks, comparisons) may depend on the "
+                "input only through jnp.where/select; compute indices from constants, or "
+                "write a mask m * x as jnp.where(cond, x, 0).",
+            )
+
+
+def stop_gradient_ref(v: Any) -> Any:
+    return jax.lax.stop_gradient(v)

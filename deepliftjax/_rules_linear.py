@@ -1,0 +1,81 @@
+"""Rules for linear (and affine) primitives: the ordinary VJP is the multiplier (§2.3.1).
+
+A primitive is linear here when it is linear in its varying operands jointly for
+fixed constant operands, e.g. ``add``, ``concatenate``, ``dot_general`` with one
+constant operand, ``gather`` with constant indices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepliftjax._compat import primitive
+from deepliftjax._interpreter import (
+    Context,
+    Pair,
+    bind_both,
+    check_not_integer_pairs,
+    register_rule,
+)
+
+
+def linear_rule(prim: Any, ctx: Context, *vals: Any, **params: Any) -> Any:
+    """Bind on both sides; autodiff of the actual side is the DeepLIFT multiplier."""
+    check_not_integer_pairs(ctx, vals, "an operand (an index, mask or count)")
+    return bind_both(prim, vals, params)
+
+
+def deflinear(prim: Any) -> None:
+    """Register the linear rule for ``prim``."""
+    register_rule(prim, lambda ctx, *vals, **params: linear_rule(prim, ctx, *vals, **params))
+
+
+def _stop_gradient_rule(ctx: Context, operand: Pair, **params: Any) -> Pair:
+    # Every difference must be attributed, or the sum breaks: pass the multiplier through.
+    return Pair(operand.x, operand.r)
+
+
+# ---- arithmetic -------------------------------------------------------------------------
+deflinear(primitive("neg_p"))
+deflinear(primitive("add_p"))
+deflinear(primitive("sub_p"))
+deflinear(primitive("add_jaxvals_p"))
+deflinear(primitive("reduce_precision_p"))
+deflinear(primitive("real_p"))
+deflinear(primitive("imag_p"))
+deflinear(primitive("conj_p"))
+deflinear(primitive("complex_p"))
+
+# ---- type and copies --------------------------------------------------------------------
+deflinear(primitive("convert_element_type_p"))
+deflinear(primitive("copy_p"))
+deflinear(primitive("device_put_p"))
+deflinear(primitive("sharding_constraint_p"))
+deflinear(primitive("optimization_barrier_p"))
+register_rule(primitive("stop_gradient_p"), _stop_gradient_rule)
+
+# ---- shape ------------------------------------------------------------------------------
+deflinear(primitive("reshape_p"))
+deflinear(primitive("squeeze_p"))
+deflinear(primitive("expand_dims_p"))
+deflinear(primitive("broadcast_in_dim_p"))
+deflinear(primitive("transpose_p"))
+deflinear(primitive("rev_p"))
+deflinear(primitive("concatenate_p"))
+deflinear(primitive("pad_p"))
+deflinear(primitive("split_p"))
+deflinear(primitive("tile_p"))
+
+# ---- indexing with constant indices ----------------------------------------------------
+deflinear(primitive("slice_p"))
+deflinear(primitive("dynamic_slice_p"))
+deflinear(primitive("dynamic_update_slice_p"))
+deflinear(primitive("gather_p"))
+deflinear(primitive("scatter_p"))
+deflinear(primitive("scatter_add_p"))
+deflinear(primitive("scatter_sub_p"))
+
+# ---- reductions and windows -------------------------------------------------------------
+deflinear(primitive("reduce_sum_p"))
+deflinear(primitive("reduce_window_sum_p"))
+deflinear(primitive("cumsum_p"))
