@@ -1,0 +1,71 @@
+"""The DeepLIFT paper's genomics experiment (§3.2): simulated GATA + CAGATG sequences, the
+paper's CNN, DeepLIFT vs gradient×input, and motif-recovery metrics.
+
+Run it all with the console command ``deepliftjax-genomics`` (or
+``python -m deepliftjax.genomics``).
+"""
+
+from deepliftjax.genomics._attribute import (
+    METHODS,
+    UNIFORM_REFERENCE,
+    attribute,
+    deeplift_onehot,
+    gradient_x_input,
+)
+from deepliftjax.genomics._experiment import TINY, Config, main, run_experiment
+from deepliftjax.genomics._metrics import (
+    auprc,
+    auroc,
+    motif_auprc,
+    per_position,
+    top_window_hit,
+)
+from deepliftjax.genomics._model import GenomicsCNN, PReLU, window_max
+from deepliftjax.genomics._report import format_table, plot_scores, write_report
+from deepliftjax.genomics._simulate import (
+    BASES,
+    GATA,
+    TAL1,
+    Motif,
+    SimulatedData,
+    load_motifs,
+    parse_motifs,
+    simulate,
+    split,
+)
+from deepliftjax.genomics._train import TrainResult, predict, train
+
+__all__ = [
+    "BASES",
+    "GATA",
+    "METHODS",
+    "TAL1",
+    "TINY",
+    "UNIFORM_REFERENCE",
+    "Config",
+    "GenomicsCNN",
+    "Motif",
+    "PReLU",
+    "SimulatedData",
+    "TrainResult",
+    "attribute",
+    "auprc",
+    "auroc",
+    "deeplift_onehot",
+    "format_table",
+    "gradient_x_input",
+    "load_motifs",
+    "main",
+    "motif_auprc",
+    "parse_motifs",
+    "per_position",
+    "plot_scores",
+    "predict",
+    "run_experiment",
+    "simulate",
+    "split",
+    "top_window_hit",
+    "train",
+    "window_max",
+    "write_report",
+]
