@@ -164,33 +164,45 @@ def _wilson_tree(key: jax.Array, counts: jax.Array, root: jax.Array, present: ja
     return lax.while_loop(cond, body, state)[1]
 
 
-def _dinuc_shuffle_tokens(key: jax.Array, tok: jax.Array, n: int) -> jax.Array:
+def _edge_counts(tok: jax.Array, n: int) -> jax.Array:
+    """Flattened dinucleotide counts ``(n * n,)`` of a token sequence."""
+    return jnp.zeros((n * n,), jnp.int32).at[tok[:-1] * n + tok[1:]].add(1)
+
+
+def _dinuc_sample(key: jax.Array, tok: jax.Array, counts: jax.Array, n: int) -> jax.Array:
+    """One dinucleotide shuffle of ``tok`` given its flattened edge ``counts``.
+
+    After the random last-edge tree, the walk leaves each letter v along a uniformly
+    random arrangement of v's out-edges with v's tree edge reserved for last, drawn
+    without replacement as the walk goes (no sort, which is slow on CPU).
+    """
     length = tok.shape[0]
-    if length < 3:
-        return tok
-    src, dst = tok[:-1], tok[1:]
-    counts = jnp.zeros((n, n), jnp.int32).at[src, dst].add(1)
     root = tok[-1]
-    present = counts.sum(axis=1) > 0
-    k_tree, k_order = jax.random.split(key)
-    nxt = _wilson_tree(k_tree, counts, root, present)
-    # Order each letter's out-edges at random, with one tree edge last (key >= 1).
-    u = jax.random.uniform(k_order, (length - 1,))
-    is_tree_edge = (src != root) & (dst == nxt[src])
-    order = jnp.lexsort((u + is_tree_edge, src))  # grouped by source, shuffled within
-    starts = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(counts.sum(1))[:-1]])
+    k_tree, k_walk = jax.random.split(key)
+    counts2 = counts.reshape(n, n)
+    nxt = _wilson_tree(k_tree, counts2, root, counts2.sum(1) > 0)
+    u = jax.random.uniform(k_walk, (length - 1,))
+    idx = jnp.arange(n)
 
-    def walk(carry, _):
-        cur, ptr = carry
-        edge = order[ptr[cur]]
-        nxt_letter = dst[edge]
-        return (nxt_letter, ptr.at[cur].add(1)), nxt_letter
+    def step(carry, ui):
+        cur, rem = carry
+        row = lax.dynamic_slice(rem, (cur * n,), (n,))
+        reserved = nxt[cur]
+        avail = row - ((idx == reserved) & (cur != root))
+        tot = avail.sum()
+        thr = jnp.minimum((ui * tot).astype(jnp.int32), tot - 1)
+        nxt_letter = jnp.where(tot > 0, jnp.sum(jnp.cumsum(avail) <= thr), reserved)
+        nxt_letter = nxt_letter.astype(jnp.int32)
+        return (nxt_letter, rem.at[cur * n + nxt_letter].add(-1)), nxt_letter
 
-    _, rest = lax.scan(walk, (tok[0], starts.astype(jnp.int32)), None, length=length - 1)
+    _, rest = lax.scan(step, (tok[0], counts), u)
     return jnp.concatenate([tok[:1], rest])
 
 
-def dinuc_shuffle(key: jax.Array, x: ArrayLike, num_shuffles: int | None = None) -> jax.Array:
+def dinuc_shuffle(
+    key: jax.Array, x: ArrayLike, num_shuffles: int | None = None, *,
+    alphabet_size: int | None = None,
+) -> jax.Array:
     """Dinucleotide-preserving shuffle of one sequence (jit- and vmap-able).
 
     The result is a permutation of ``x``'s positions with exactly the same counts of
@@ -206,6 +218,8 @@ def dinuc_shuffle(key: jax.Array, x: ArrayLike, num_shuffles: int | None = None)
       num_shuffles: ``None`` for one shuffle of shape ``x.shape``, or ``K`` for
         ``(K, *x.shape)``. ``functools.partial(dinuc_shuffle, num_shuffles=K)`` is a
         reference generator ``(key, example) -> (K, ...)`` for :func:`deeplift_shap`.
+      alphabet_size: for token input, the number of token values (tokens must lie in
+        ``[0, alphabet_size)``); without it tokens are relabelled, which is slower.
 
     Returns:
       The shuffled sequence(s), same dtype as ``x``.
@@ -222,12 +236,21 @@ def dinuc_shuffle(key: jax.Array, x: ArrayLike, num_shuffles: int | None = None)
     """
     x = jnp.asarray(x)
     keys = _split_keys(key, num_shuffles)
-    if keys is not None:
-        return jax.vmap(lambda k: dinuc_shuffle(k, x))(keys)
     tok, n, onehot = _to_tokens(x)
     if not onehot:
-        # Remap token values to 0..n-1 without a data-dependent shape: sort + rank.
-        vals, inv = jnp.unique(tok, return_inverse=True, size=tok.shape[0], fill_value=0)
-        out = vals[_dinuc_shuffle_tokens(key, inv.reshape(-1).astype(jnp.int32), tok.shape[0])]
-        return out.astype(x.dtype)
-    return _from_tokens(_dinuc_shuffle_tokens(key, tok, n), x, onehot)
+        if alphabet_size is None:
+            # Relabel token values 0..L-1 with fixed shapes (jit-able, slower).
+            vals, tok = jnp.unique(tok, return_inverse=True, size=tok.shape[0], fill_value=0)
+            tok, n = tok.reshape(-1).astype(jnp.int32), x.shape[0]
+        else:
+            vals, n = None, int(alphabet_size)
+    if tok.shape[0] < 3:  # nothing to shuffle: the only such sequence is x itself
+        return x if keys is None else jnp.broadcast_to(x, (num_shuffles, *x.shape))
+    counts = _edge_counts(tok, n)  # shared by all shuffles of this sequence
+    if keys is None:
+        out = _dinuc_sample(key, tok, counts, n)
+    else:
+        out = jax.vmap(lambda k: _dinuc_sample(k, tok, counts, n))(keys)
+    if onehot:
+        return _from_tokens(out, x, True)
+    return (out if vals is None else vals[out]).astype(x.dtype)
