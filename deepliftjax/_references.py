@@ -132,8 +132,9 @@ def deeplift_shap(
                 f"references must have x's pytree structure {x_struct}, got "
                 f"{jax.tree_util.tree_structure(refs)}."
             )
-        for xl, rl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs),
-                          strict=True):
+        for xl, rl in zip(
+            jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs), strict=True
+        ):
             if rl.ndim != jnp.ndim(xl) + 1 or rl.shape[1:] != jnp.shape(xl):
                 raise ValueError(
                     f"references must be shaped (K, *x.shape) with x.shape={jnp.shape(xl)}, "

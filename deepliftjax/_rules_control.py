@@ -134,8 +134,6 @@ def _while_rule(ctx: Context, *vals: Any, **params: Any) -> Any:
 
 # ---- registrations ----------------------------------------------------------------------
 defcall(primitive("jit_p"), "jaxpr")
-defcall(primitive("closed_call_p"), "call_jaxpr")
-defcall(primitive("core_call_p"), "call_jaxpr")
 defcall(primitive("custom_jvp_call_p"), "call_jaxpr")
 defcall(primitive("custom_vjp_call_p"), "call_jaxpr")
 register_rule(primitive("remat_p"), _remat_rule)

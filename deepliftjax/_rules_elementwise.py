@@ -82,6 +82,8 @@ def secant(
     exact for any non-zero Δx, and the derivative at the point is used only where x == r.
     """
     x, r = jnp.broadcast_arrays(x, r)
+    wide = jnp.promote_types(x.dtype, jnp.result_type(y))
+    x, r, y, yr = (jnp.asarray(v, wide) for v in (x, r, y, yr))  # differences in the wider type
     dx = x - r
     if smooth:
         tol = jnp.sqrt(jnp.finfo(dx.dtype).eps).astype(dx.dtype)
@@ -394,9 +396,12 @@ defrescale(primitive("sign_p"), smooth=False)
 defrescale(primitive("floor_p"), smooth=False)
 defrescale(primitive("ceil_p"), smooth=False)
 defrescale(primitive("round_p"), smooth=False)
+defrescale(primitive("reduce_precision_p"), smooth=False)
 
 # ---- two inputs -------------------------------------------------------------------------
 defbilinear(primitive("mul_p"))
+defbilinear(primitive("dot_general_p"))
+defbilinear(primitive("conv_general_dilated_p"))
 defmaxmin(max_p, 1.0)
 defmaxmin(min_p, -1.0)
 register_rule(primitive("clamp_p"), _clamp_rule)
@@ -405,7 +410,6 @@ register_rule(div_p, _div_rule)
 defshapley(primitive("pow_p"))
 defshapley(primitive("atan2_p"))
 defshapley(primitive("rem_p"), smooth=False)
-defshapley(primitive("nextafter_p"), smooth=False)
 
 # ---- no contribution of their own -------------------------------------------------------
 definert(primitive("eq_p"))

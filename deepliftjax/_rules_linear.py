@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
+
 from deepliftjax._compat import primitive
 from deepliftjax._interpreter import (
     Context,
@@ -35,19 +37,28 @@ def _stop_gradient_rule(ctx: Context, operand: Pair, **params: Any) -> Pair:
     return Pair(operand.x, operand.r)
 
 
+def _convert_rule(ctx: Context, operand: Any, *, new_dtype: Any, **params: Any) -> Pair:
+    """Widening float casts are linear; a narrowing cast rounds, so it gets Rescale."""
+    params = dict(params, new_dtype=new_dtype)
+    old = jnp.dtype(operand.dtype)
+    new = jnp.dtype(new_dtype)
+    if operand.is_float and jnp.issubdtype(new, jnp.inexact) and new.itemsize < old.itemsize:
+        from deepliftjax._rules_elementwise import rescale_rule
+
+        return rescale_rule(convert_element_type_p, False, ctx, operand, **params)
+    return linear_rule(convert_element_type_p, ctx, operand, **params)
+
+
+convert_element_type_p = primitive("convert_element_type_p")
+
 # ---- arithmetic -------------------------------------------------------------------------
 deflinear(primitive("neg_p"))
 deflinear(primitive("add_p"))
 deflinear(primitive("sub_p"))
 deflinear(primitive("add_jaxvals_p"))
-deflinear(primitive("reduce_precision_p"))
-deflinear(primitive("real_p"))
-deflinear(primitive("imag_p"))
-deflinear(primitive("conj_p"))
-deflinear(primitive("complex_p"))
 
 # ---- type and copies --------------------------------------------------------------------
-deflinear(primitive("convert_element_type_p"))
+register_rule(primitive("convert_element_type_p"), _convert_rule)
 deflinear(primitive("copy_p"))
 deflinear(primitive("device_put_p"))
 deflinear(primitive("sharding_constraint_p"))

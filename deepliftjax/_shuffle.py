@@ -200,7 +200,10 @@ def _dinuc_sample(key: jax.Array, tok: jax.Array, counts: jax.Array, n: int) -> 
 
 
 def dinuc_shuffle(
-    key: jax.Array, x: ArrayLike, num_shuffles: int | None = None, *,
+    key: jax.Array,
+    x: ArrayLike,
+    num_shuffles: int | None = None,
+    *,
     alphabet_size: int | None = None,
 ) -> jax.Array:
     """Dinucleotide-preserving shuffle of one sequence (jit- and vmap-able).

@@ -1,0 +1,367 @@
+"""Table-driven tests: one case per DeepLIFT rule, each run plain, jitted and vmapped.
+
+Every case checks summation to delta (eq. 1 of the paper) on random inputs and random
+references, and that the multipliers tend to ``jax.grad`` as the reference tends to the
+input. ``test_every_rule_has_a_case`` fails when a registered rule has no case here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _helpers import primitives_in, rel_sum_error, rel_sum_errors_batch
+from jax import lax
+
+import deepliftjax as dl
+from deepliftjax._compat import primitive as P
+
+TOL = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    fn: Callable  # x -> array; nonlinear in x through the primitives under test
+    prims: tuple  # the primitive objects this case exercises
+    shape: tuple = (3, 4)
+    low: float = -2.0
+    high: float = 2.0
+    smooth: bool = True  # multipliers -> gradient is checked away from kinks only
+    tol: float = TOL  # looser only where the case itself computes in a narrower dtype
+
+    def __repr__(self):
+        return self.name
+
+
+def _idx():
+    return jnp.array([2, 0, 1])
+
+
+CASES = [
+    # ---- linear ----
+    Case("neg", lambda x: jnp.tanh(-x), (P("neg_p"),)),
+    Case("add", lambda x: jnp.tanh(x[0] + x[1]), (P("add_p"),), (2, 3, 4)),
+    Case("sub", lambda x: jnp.tanh(x[0] - x[1]), (P("sub_p"),), (2, 3, 4)),
+    Case(
+        "add_any",
+        lambda x: jax.grad(lambda y: jnp.sum(jnp.sin(y) * y))(x),
+        (P("add_jaxvals_p"), P("sin_p"), P("cos_p")),
+    ),
+    Case(
+        "convert_widen",
+        lambda x: jnp.tanh(x.astype(jnp.float16).astype(jnp.float32)),
+        (P("convert_element_type_p"),),
+        smooth=False,
+        tol=4e-3,
+    ),
+    Case("copy", lambda x: jnp.tanh(jnp.copy(x)), (P("copy_p"),)),
+    Case("device_put", lambda x: jnp.tanh(jax.device_put(x)), (P("device_put_p"),)),
+    Case(
+        "sharding_constraint",
+        lambda x: jnp.tanh(
+            lax.with_sharding_constraint(x, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        ),
+        (P("sharding_constraint_p"),),
+    ),
+    Case(
+        "optimization_barrier",
+        lambda x: jnp.tanh(lax.optimization_barrier(x)),
+        (P("optimization_barrier_p"),),
+    ),
+    Case(
+        "stop_gradient",
+        lambda x: jnp.tanh(x) * lax.stop_gradient(jnp.exp(x)),
+        (P("stop_gradient_p"),),
+        smooth=False,
+    ),
+    Case("reshape", lambda x: jnp.tanh(x.reshape(4, 3)), (P("reshape_p"),)),
+    Case("squeeze", lambda x: jnp.tanh(x[:, :1].squeeze(1)), (P("squeeze_p"),)),
+    Case(
+        "broadcast",
+        lambda x: jnp.tanh(x[None] * jnp.arange(1.0, 3.0)[:, None, None]),
+        (P("broadcast_in_dim_p"),),
+    ),
+    Case("transpose", lambda x: jnp.tanh(x.T) @ jnp.ones(3), (P("transpose_p"),)),
+    Case("rev", lambda x: jnp.tanh(x[::-1]) * jnp.arange(3.0)[:, None], (P("rev_p"),)),
+    Case("concatenate", lambda x: jnp.tanh(jnp.concatenate([x, 2 * x])), (P("concatenate_p"),)),
+    Case("pad", lambda x: jnp.tanh(jnp.pad(x, 1) + 0.3), (P("pad_p"),)),
+    Case("split", lambda x: jnp.tanh(jnp.split(x, 2, axis=1)[0]), (P("split_p"),)),
+    Case("tile", lambda x: jnp.tanh(jnp.tile(x, (2, 1))), (P("tile_p"),)),
+    Case("slice", lambda x: jnp.tanh(x[1:, ::2]), (P("slice_p"),)),
+    Case(
+        "dynamic_slice",
+        lambda x: jnp.tanh(lax.dynamic_slice(x, (1, 1), (2, 2))),
+        (P("dynamic_slice_p"),),
+    ),
+    Case(
+        "dynamic_update_slice",
+        lambda x: jnp.tanh(lax.dynamic_update_slice(x, x[:1, :2] * 3, (2, 1))),
+        (P("dynamic_update_slice_p"),),
+    ),
+    Case("gather", lambda x: jnp.tanh(x[_idx()]), (P("gather_p"),)),
+    Case("scatter", lambda x: jnp.tanh(x.at[_idx()[:2]].set(x[:2] * 2)), (P("scatter_p"),)),
+    Case("scatter_add", lambda x: jnp.tanh(x.at[_idx()].add(x * 0.5)), (P("scatter_add_p"),)),
+    Case(
+        "scatter_sub",
+        lambda x: jnp.tanh(
+            lax.scatter_sub(
+                x, _idx()[:, None], x * 0.5, lax.ScatterDimensionNumbers((1,), (0,), (0,))
+            )
+        ),
+        (P("scatter_sub_p"),),
+    ),
+    Case("reduce_sum", lambda x: jnp.tanh(x.sum(0)), (P("reduce_sum_p"),)),
+    Case(
+        "avg_pool",
+        lambda x: jnp.tanh(lax.reduce_window(x, 0.0, lax.add, (2, 2), (1, 1), "VALID")),
+        (P("reduce_window_sum_p"),),
+    ),
+    Case("cumsum", lambda x: jnp.tanh(jnp.cumsum(x, 1)), (P("cumsum_p"),)),
+    # ---- Rescale, smooth ----
+    Case("exp", lambda x: jnp.exp(x), (P("exp_p"),)),
+    Case("exp2", lambda x: jnp.exp2(x), (P("exp2_p"),)),
+    Case("expm1", lambda x: jnp.expm1(x), (P("expm1_p"),)),
+    Case("log", lambda x: jnp.log(x), (P("log_p"),), low=0.1, high=3.0),
+    Case("log1p", lambda x: jnp.log1p(x), (P("log1p_p"),), low=-0.5, high=3.0),
+    Case("logistic", lambda x: jax.nn.sigmoid(x), (P("logistic_p"),)),
+    Case("tanh", lambda x: jnp.tanh(x), (P("tanh_p"),)),
+    Case("sin", lambda x: jnp.sin(x), (P("sin_p"),)),
+    Case("cos", lambda x: jnp.cos(x), (P("cos_p"),)),
+    Case("tan", lambda x: jnp.tan(x), (P("tan_p"),), low=-1.2, high=1.2),
+    Case("asin", lambda x: jnp.arcsin(x), (P("asin_p"),), low=-0.9, high=0.9),
+    Case("acos", lambda x: jnp.arccos(x), (P("acos_p"),), low=-0.9, high=0.9),
+    Case("atan", lambda x: jnp.arctan(x), (P("atan_p"),)),
+    Case("sinh", lambda x: jnp.sinh(x), (P("sinh_p"),)),
+    Case("cosh", lambda x: jnp.cosh(x), (P("cosh_p"),)),
+    Case("asinh", lambda x: jnp.arcsinh(x), (P("asinh_p"),)),
+    Case("acosh", lambda x: jnp.arccosh(x), (P("acosh_p"),), low=1.1, high=4.0),
+    Case("atanh", lambda x: jnp.arctanh(x), (P("atanh_p"),), low=-0.9, high=0.9),
+    Case("erf", lambda x: lax.erf(x), (P("erf_p"),)),
+    Case("erfc", lambda x: lax.erfc(x), (P("erfc_p"),)),
+    Case("erf_inv", lambda x: lax.erf_inv(x), (P("erf_inv_p"),), low=-0.9, high=0.9),
+    Case("lgamma", lambda x: lax.lgamma(x), (P("lgamma_p"),), low=0.5, high=4.0),
+    Case("digamma", lambda x: lax.digamma(x), (P("digamma_p"),), low=0.5, high=4.0),
+    Case("bessel_i0e", lambda x: lax.bessel_i0e(x), (P("bessel_i0e_p"),)),
+    Case("bessel_i1e", lambda x: lax.bessel_i1e(x), (P("bessel_i1e_p"),)),
+    Case("sqrt", lambda x: jnp.sqrt(x), (P("sqrt_p"),), low=0.1, high=4.0),
+    Case("rsqrt", lambda x: lax.rsqrt(x), (P("rsqrt_p"),), low=0.2, high=4.0),
+    Case("cbrt", lambda x: jnp.cbrt(x), (P("cbrt_p"),), low=0.1, high=4.0),
+    Case("square", lambda x: lax.square(x), (P("square_p"),)),
+    Case("integer_pow", lambda x: x**3, (P("integer_pow_p"),)),
+    # ---- Rescale, piecewise ----
+    Case("abs", lambda x: jnp.abs(x), (P("abs_p"),), smooth=False),
+    Case("sign", lambda x: jnp.sign(x) * 0.5, (P("sign_p"),), smooth=False),
+    Case("floor", lambda x: jnp.floor(2 * x), (P("floor_p"),), smooth=False),
+    Case("ceil", lambda x: jnp.ceil(2 * x), (P("ceil_p"),), smooth=False),
+    Case("round", lambda x: jnp.round(2 * x), (P("round_p"),), smooth=False),
+    Case(
+        "reduce_precision",
+        lambda x: lax.reduce_precision(x, 4, 3),
+        (P("reduce_precision_p"),),
+        smooth=False,
+    ),
+    Case(
+        "convert_narrow",
+        lambda x: x.astype(jnp.bfloat16).astype(jnp.float32) * 3,
+        (P("convert_element_type_p"),),
+        smooth=False,
+        tol=2e-2,
+    ),
+    Case(
+        "relu",
+        lambda x: jax.nn.relu(x),
+        (P("max_p"), P("custom_jvp_call_p"), P("jit_p")),
+        smooth=False,
+    ),
+    # ---- two inputs ----
+    Case("mul", lambda x: x[0] * x[1], (P("mul_p"),), (2, 3, 4)),
+    Case("mul_square", lambda x: x * x, (P("mul_p"),)),
+    Case("dot_general", lambda x: jnp.tanh(x[0] @ x[1].T), (P("dot_general_p"),), (2, 3, 4)),
+    Case(
+        "conv",
+        lambda x: lax.conv_general_dilated(
+            x[0][None, None], x[1][None, None, :2, :2], (1, 1), "SAME"
+        ),
+        (P("conv_general_dilated_p"),),
+        (2, 4, 5),
+    ),
+    Case("max", lambda x: jnp.maximum(x[0], x[1]), (P("max_p"),), (2, 3, 4), smooth=False),
+    Case("min", lambda x: jnp.minimum(x[0], x[1]), (P("min_p"),), (2, 3, 4), smooth=False),
+    Case(
+        "clamp",
+        lambda x: lax.clamp(x[0] - 1, x[1], x[2] + 1),
+        (P("clamp_p"),),
+        (3, 3, 4),
+        smooth=False,
+    ),
+    Case("clamp_const", lambda x: lax.clamp(-0.5, x, 0.7), (P("clamp_p"),), smooth=False),
+    Case("div", lambda x: x[0] / (x[1] + 3.0), (P("div_p"),), (2, 3, 4)),
+    Case("div_const", lambda x: jnp.tanh(x / 3.0), (P("div_p"),)),
+    Case("pow", lambda x: (x[0] + 2.5) ** x[1], (P("pow_p"),), (2, 3, 4)),
+    Case("atan2", lambda x: jnp.arctan2(x[0], x[1] + 3.0), (P("atan2_p"),), (2, 3, 4)),
+    Case(
+        "rem",
+        lambda x: lax.rem(x[0] + 3.0, x[1] * 0.5 + 4.0),
+        (P("rem_p"),),
+        (2, 3, 4),
+        smooth=False,
+    ),
+    Case(
+        "select",
+        lambda x: jnp.where(x[0] > x[1], jnp.tanh(x[0]), x[1] ** 2),
+        (P("select_n_p"), P("gt_p")),
+        (2, 3, 4),
+        smooth=False,
+    ),
+    Case(
+        "where_prelu",
+        lambda x: jnp.where(x >= 0, x, 0.2 * x),
+        (P("select_n_p"), P("ge_p")),
+        smooth=False,
+    ),
+    Case("where_abs", lambda x: jnp.where(x > 0, x, -x), (P("select_n_p"),), smooth=False),
+    Case(
+        "select_int_pred",
+        lambda x: lax.select_n(jnp.argmax(x, 0), x[0], x[1] * 2, x[2] ** 2),
+        (P("select_n_p"), P("argmax_p")),
+        (3, 4),
+        smooth=False,
+    ),
+    Case(
+        "compare_eq_ne_lt_le",
+        lambda x: jnp.where((x[0] < x[1]) & (x[0] <= 1) & (x[1] != 0) & ~(x[0] == 5), x[0], x[1]),
+        (P("lt_p"), P("le_p"), P("ne_p"), P("eq_p")),
+        (2, 3, 4),
+        smooth=False,
+    ),
+    Case("is_finite", lambda x: jnp.where(jnp.isfinite(x), jnp.tanh(x), 0.0), (P("is_finite_p"),)),
+    Case(
+        "argmin",
+        lambda x: lax.select_n(jnp.argmin(x, 0), x[0], x[1] * 2, x[2] ** 2),
+        (P("argmin_p"),),
+        (3, 4),
+        smooth=False,
+    ),
+    # ---- max reductions and pooling ----
+    Case("reduce_max", lambda x: jnp.max(x, 1), (P("reduce_max_p"),), smooth=False),
+    Case("reduce_min", lambda x: jnp.min(x, 0), (P("reduce_min_p"),), smooth=False),
+    Case(
+        "max_pool_overlap",
+        lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (2, 2), (1, 1), "VALID"),
+        (P("reduce_window_max_p"),),
+        (5, 6),
+        smooth=False,
+    ),
+    Case(
+        "max_pool_same",
+        lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (3, 3), (2, 2), "SAME"),
+        (P("reduce_window_max_p"),),
+        (5, 6),
+        smooth=False,
+    ),
+    Case(
+        "min_pool",
+        lambda x: lax.reduce_window(x, jnp.inf, lax.min, (2, 2), (1, 1), "VALID"),
+        (P("reduce_window_min_p"),),
+        (5, 6),
+        smooth=False,
+    ),
+    # ---- calls and control flow ----
+    Case("jit", lambda x: jax.jit(jnp.tanh)(x), (P("jit_p"),)),
+    Case(
+        "custom_jvp",
+        lambda x: jax.nn.softplus(x) + jax.nn.gelu(x, approximate=False),
+        (P("custom_jvp_call_p"),),
+    ),
+    Case("custom_vjp", lambda x: _my_custom_vjp(x), (P("custom_vjp_call_p"),)),
+    Case("remat", lambda x: jax.checkpoint(lambda y: jnp.sin(y) * y)(x), (P("remat_p"),)),
+    Case(
+        "cond",
+        lambda x: lax.cond(x.sum() > 0, jnp.tanh, lambda y: y**2, x),
+        (P("cond_p"),),
+        smooth=False,
+    ),
+    Case(
+        "scan",
+        lambda x: lax.scan(lambda c, xi: (jnp.tanh(c * 0.5 + xi), c), x[0], x)[1],
+        (P("scan_p"),),
+    ),
+]
+
+
+@jax.custom_vjp
+def _my_custom_vjp(x):
+    return jnp.sin(x) * 2
+
+
+# The custom rule is the true derivative, so the multipliers must tend to it; DeepLIFT
+# interprets the primal computation and never calls it.
+_my_custom_vjp.defvjp(lambda x: (_my_custom_vjp(x), x), lambda x, g: (g * 2 * jnp.cos(x),))
+
+
+NOT_TESTED_HERE = {
+    # primitives whose rule exists only to give a clear error; tested in test_errors.py
+    P("while_p"),
+}
+
+
+def _target(case: Case):
+    w = jax.random.normal(jax.random.PRNGKey(7), case.shape)
+
+    def f(x):
+        y = case.fn(x)
+        return jnp.sum(jnp.reshape(y, (-1,)) * jnp.resize(w.reshape(-1), y.size))
+
+    return f
+
+
+def _draw(case: Case, seed: int, batch: tuple = ()):
+    key = jax.random.PRNGKey(seed)
+    return jax.random.uniform(key, batch + case.shape, minval=case.low, maxval=case.high)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_case_uses_its_primitives(case):
+    found = primitives_in(jax.make_jaxpr(case.fn)(_draw(case, 0)))
+    missing = [p.name for p in case.prims if p not in found]
+    assert not missing, f"case {case.name} does not exercise {missing}"
+
+
+@pytest.mark.parametrize("mode", ["plain", "jit", "vmap"])
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_summation_to_delta(case, mode):
+    f = _target(case)
+    if mode == "vmap":
+        xs, rs = _draw(case, 1, (4,)), _draw(case, 2, (4,))
+        c = jax.jit(jax.vmap(lambda x, r: dl.deeplift(f, r)(x)))(xs, rs)
+        errs = rel_sum_errors_batch(c, jax.vmap(f)(xs), jax.vmap(f)(rs))
+        assert errs.max() <= case.tol, errs
+        return
+    x, r = _draw(case, 1), _draw(case, 2)
+    transform = dl.deeplift(f, r)
+    c = jax.jit(transform)(x) if mode == "jit" else transform(x)
+    assert c.shape == x.shape and c.dtype == x.dtype
+    assert np.isfinite(np.asarray(c)).all()
+    assert rel_sum_error(c, f(x), f(r)) <= case.tol
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.smooth], ids=repr)
+def test_multipliers_tend_to_gradient(case):
+    f = _target(case)
+    x = _draw(case, 3)
+    grad = jax.grad(f)(x)
+    for eps in (1e-2, 1e-5, 0.0):
+        r = x + eps * jax.random.normal(jax.random.PRNGKey(4), x.shape)
+        m = jax.jit(dl.deeplift(f, r, multiply_by_inputs=False))(x)
+        np.testing.assert_allclose(m, grad, rtol=max(eps, 1e-4) * 20, atol=max(eps, 1e-4) * 20)
+
+
+def test_every_rule_has_a_case():
+    covered = set().union(*(set(c.prims) for c in CASES)) | NOT_TESTED_HERE
+    missing = sorted(p.name for p in dl.RULES if p not in covered)
+    assert not missing, f"registered rules without a test case: {missing}"
