@@ -1,0 +1,344 @@
+"""Tests of the §3.2 genomics experiment: simulator, metrics, model, §2.6 equivalence, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepliftjax.genomics import (
+    GATA,
+    TAL1,
+    Config,
+    GenomicsCNN,
+    auprc,
+    auroc,
+    gradient_x_input,
+    load_motifs,
+    main,
+    motif_auprc,
+    parse_motifs,
+    per_position,
+    simulate,
+    split,
+    top_window_hit,
+    window_max,
+)
+
+# ---------------------------------------------------------------- motifs
+
+
+def test_load_motifs_shipped_pwms():
+    m = load_motifs()
+    assert list(m) == [GATA, TAL1]
+    assert m[GATA].length == 10 and m[TAL1].length == 16
+    for motif in m.values():
+        np.testing.assert_allclose(motif.pwm.sum(1), 1.0, atol=1e-12)
+    assert "GATA" in m[GATA].consensus
+    assert "CAGATG" in m[TAL1].consensus
+    # informative positions: GATAAG of GATA_disc1; CAGATG plus the A/T after it in TAL1_known1
+    assert "".join(np.array(list(m[GATA].consensus))[m[GATA].informative()]) == "GATAAG"
+    assert m[TAL1].informative().sum() == 7
+    ic = m[GATA].information_content
+    assert ic[3] == pytest.approx(2.0) and 0 <= ic.min() and ic.max() <= 2.0 + 1e-12
+
+
+def test_parse_motifs_renormalises_and_rejects_bad_input():
+    m = parse_motifs("# c\n>X d\nA 2 0 0 0\nN 1 1 1 1\n")
+    np.testing.assert_allclose(m["X"].pwm, [[1, 0, 0, 0], [0.25] * 4])
+    with pytest.raises(ValueError, match="before any"):
+        parse_motifs("A 1 0 0 0\n")
+    with pytest.raises(ValueError, match="expected"):
+        parse_motifs(">X\nA 1 0 0\n")
+    with pytest.raises(ValueError, match="non-numeric"):
+        parse_motifs(">X\nA 1 0 0 z\n")
+    with pytest.raises(ValueError, match="no rows"):
+        parse_motifs(">X\n>Y\nA 1 0 0 0\n")
+
+
+# ---------------------------------------------------------------- simulator
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate(3000, seed=3)
+
+
+def test_simulate_shapes_and_onehot(sim):
+    assert sim.x.shape == (3000, 200, 4) and sim.x.dtype == np.float32
+    assert sim.y.shape == (3000,)
+    np.testing.assert_array_equal(sim.x.sum(-1), 1.0)
+    assert set(np.unique(sim.x)) == {0.0, 1.0}
+    assert sim.y.sum() == 1500
+    for name in (GATA, TAL1):
+        assert sim.masks[name].shape == (3000, 200)
+        assert sim.starts[name].shape == (3000, 2)
+        assert not (sim.core_masks[name] & ~sim.masks[name]).any()
+
+
+def test_simulate_motif_placement(sim):
+    motifs = load_motifs()
+    present = {k: (sim.starts[k] >= 0).sum(1) for k in (GATA, TAL1)}
+    pos, neg = sim.y == 1, sim.y == 0
+    # positives: exactly one instance of each motif
+    assert (present[GATA][pos] == 1).all() and (present[TAL1][pos] == 1).all()
+    # negatives: one motif type only, once or twice; both types and both counts occur
+    only_g = (present[GATA] > 0) & (present[TAL1] == 0)
+    only_t = (present[TAL1] > 0) & (present[GATA] == 0)
+    assert (only_g | only_t)[neg].all()
+    assert only_g[neg].mean() == pytest.approx(0.5, abs=0.05)
+    counts = np.maximum(present[GATA], present[TAL1])[neg]
+    assert set(np.unique(counts)) == {1, 2}
+    # masks agree with the recorded starts; instances never overlap
+    total = np.zeros((len(sim), 200), int)
+    for k in (GATA, TAL1):
+        L = motifs[k].length
+        mask = np.zeros((len(sim), 200), bool)
+        for i, j in zip(*np.nonzero(sim.starts[k] >= 0), strict=True):
+            s = sim.starts[k][i, j]
+            assert 0 <= s <= 200 - L
+            mask[i, s : s + L] = True
+            total[i, s : s + L] += 1
+        np.testing.assert_array_equal(mask, sim.masks[k])
+        assert sim.masks[k].sum() == L * (sim.starts[k] >= 0).sum()
+    assert total.max() == 1
+    # deterministic PWM columns hold their base: GAT of GATA_disc1, CAG and TG of TAL1_known1
+    seq = sim.x.argmax(-1)
+    for k, cols, bases in ((GATA, [3, 4, 5], [2, 0, 3]), (TAL1, [5, 6, 7, 9, 10], [1, 0, 2, 3, 2])):
+        i, j = np.nonzero(sim.starts[k] >= 0)
+        s = sim.starts[k][i, j]
+        np.testing.assert_array_equal(seq[i[:, None], s[:, None] + np.array(cols)],
+                                      np.broadcast_to(bases, (len(i), len(cols))))
+
+
+def test_simulate_base_frequencies_follow_pwm_and_background(sim):
+    motifs = load_motifs()
+    seq = sim.x.argmax(-1)
+    i, j = np.nonzero(sim.starts[TAL1] >= 0)
+    s = sim.starts[TAL1][i, j]
+    inst = seq[i[:, None], s[:, None] + np.arange(16)]
+    freq = np.stack([(inst == b).mean(0) for b in range(4)], 1)
+    se = np.sqrt(0.25 / len(i))
+    np.testing.assert_allclose(freq, motifs[TAL1].pwm, atol=5 * se)
+    bg = sim.x[~(sim.masks[GATA] | sim.masks[TAL1])].mean(0)
+    np.testing.assert_allclose(bg, 0.25, atol=0.005)
+
+
+def test_simulate_seeded():
+    a, b, c = simulate(50, seed=1), simulate(50, seed=1), simulate(50, seed=2)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.starts[GATA], b.starts[GATA])
+    assert not np.array_equal(a.x, c.x)
+
+
+def test_simulate_and_split_errors(sim):
+    with pytest.raises(ValueError, match="n must be"):
+        simulate(0)
+    with pytest.raises(ValueError, match="too short"):
+        simulate(5, seq_len=20)
+    with pytest.raises(ValueError, match="unknown motif"):
+        simulate(5, names=(GATA, "nope"))
+    parts = split(sim, (0.5, 0.3, 0.2))
+    assert [len(p) for p in parts] == [1500, 900, 600]
+    np.testing.assert_array_equal(parts[1].x, sim.x[1500:2400])
+    with pytest.raises(ValueError, match="sum to 1"):
+        split(sim, (0.5, 0.2))
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_auroc_hand_computed():
+    assert auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+    assert auroc([1, 1, 0], [3, 2, 1]) == pytest.approx(1.0)
+    assert auroc([1, 0, 0, 1], [0.2, 0.2, 0.9, 0.5]) == pytest.approx(0.375)  # (0.5+0+1+0)/4
+    with pytest.raises(ValueError, match="one positive and one negative"):
+        auroc([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="0/1"):
+        auroc([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="entries"):
+        auroc([0, 1], [0.1])
+
+
+def test_auprc_hand_computed():
+    # thresholds 0.8 (P=1, R=.5), 0.4 (P=.5), 0.35 (P=2/3, R=1), 0.1
+    assert auprc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # ties enter together: {1, 1}: P=1/2, R=1/2; {0}: P=2/3, R=1
+    assert auprc([1, 0, 1], [1, 1, 0]) == pytest.approx(0.25 + 0.5 * 2 / 3)
+    assert auprc([1, 0, 0], [5, 1, 1]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one positive"):
+        auprc([0, 0], [1, 2])
+    with pytest.raises(ValueError, match="finite"):
+        auprc([0, 1], [0.0, np.nan])
+
+
+def test_metrics_agree_with_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        y = rng.integers(0, 2, 300)
+        s = np.round(rng.standard_normal(300) + y, 1)  # rounded: many ties
+        assert auroc(y, s) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
+        assert auprc(y, s) == pytest.approx(sk.average_precision_score(y, s), abs=1e-12)
+
+
+def test_motif_metrics():
+    x = np.eye(4, dtype=np.float32)[[0, 1, 2, 3]]
+    sc = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.testing.assert_array_equal(per_position(sc, x), [0, 5, 10, 15])
+    scores = np.array([[0.0, 3, 2, 0, 0, 1], [1.0, 0, 0, 0, 0, 0]])
+    mask = np.array([[0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], bool)
+    out = motif_auprc(scores, mask)
+    assert out[0] == pytest.approx(1.0) and math.isnan(out[1])
+    starts = np.array([[1, -1], [4, -1]])
+    # windows of 2: row 0 best at 1 (sum 5) -> hit; row 1 best at 0 -> miss at 4
+    np.testing.assert_array_equal(top_window_hit(scores, starts, 2), [True, False])
+    # excluding positions 1-2 in row 0 moves its best window away from the motif
+    excl = np.zeros_like(mask)
+    excl[0, 1:3] = True
+    np.testing.assert_array_equal(top_window_hit(scores, starts, 2, exclude=excl),
+                                  [False, False])
+    with pytest.raises(ValueError, match="width"):
+        top_window_hit(scores, starts, 0)
+
+
+# ---------------------------------------------------------------- model
+
+
+def test_model_shapes_and_errors():
+    model = GenomicsCNN()
+    x = jnp.asarray(simulate(3, seed=0).x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
+    apply = jax.jit(model.apply)
+    assert apply(params, x).shape == (3,)
+    assert apply(params, x[0]).shape == ()
+    assert params["params"]["conv"]["kernel"].shape == (15, 4, 20)
+    assert params["params"]["dense_1"]["kernel"].shape == (4 * 20, 200)
+    with pytest.raises(ValueError, match="one-hot"):
+        model.apply(params, x[..., :3])
+    h = jnp.arange(2 * 186 * 3, dtype=jnp.float32).reshape(2, 186, 3)
+    pooled = window_max(h, 50)
+    assert pooled.shape == (2, 4, 3)
+    np.testing.assert_array_equal(pooled[:, 3], h[:, 185])  # the 36-wide last window
+
+
+# ---------------------------------------------------------------- §2.6 equivalence
+
+
+def _small_model_and_inputs():
+    model = GenomicsCNN(filters=4, kernel=5, pool=10, hidden=8)
+    x = jnp.asarray(simulate(6, seq_len=40, seed=5).x)
+
+    @jax.jit
+    def init(key):
+        params = model.init(key, x)["params"]
+        # random non-zero biases and slopes, so the reference activations are not trivial
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+        leaves = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=1)]
+        return jax.tree_util.tree_unflatten(tree, leaves)
+
+    return model, init(jax.random.key(1)), x
+
+
+def test_weight_normalisation_equals_uniform_reference():
+    deeplift = pytest.importorskip("deepliftjax").deeplift
+    model, params, x = _small_model_and_inputs()
+    f = lambda p: lambda xi: model.apply({"params": p}, xi)
+
+    # §2.6: W <- W - mean over the base axis, b <- b + sum of the means (c = 1 per column)
+    w, b = params["conv"]["kernel"], params["conv"]["bias"]  # (kernel, 4, filters), (filters,)
+    mu = w.mean(axis=1, keepdims=True)
+    norm = {**params, "conv": {"kernel": w - mu, "bias": b + mu.sum(axis=(0, 1))}}
+
+    @jax.jit
+    def run(x):
+        one = lambda xi: deeplift(f(params), 0.25, onehot_axis=-1, multiply_by_inputs=False)(xi)
+        return {
+            "f": jax.vmap(f(params))(x),
+            "f_norm": jax.vmap(f(norm))(x),
+            "f_ref": f(params)(jnp.full(x.shape[1:], 0.25)),
+            "normalised": jax.vmap(deeplift(f(norm), 0.0))(x),  # zero reference: m * x
+            "onehot": jax.vmap(one)(x) * x,
+            "plain": jax.vmap(deeplift(f(params), 0.25))(x),
+        }
+
+    r = run(x)
+    np.testing.assert_allclose(r["f_norm"], r["f"], rtol=1e-5, atol=1e-5)
+    onehot = r["onehot"]
+    assert float(jnp.abs(onehot).max()) > 1e-3  # not trivially zero
+    np.testing.assert_allclose(onehot, r["normalised"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(onehot.sum(-1), r["plain"].sum(-1), rtol=1e-5, atol=1e-6)
+    # the plain scores differ per base, the normalised ones only score the present base
+    assert float(jnp.abs(r["plain"] * (1 - x)).max()) > 1e-3
+    assert float(jnp.abs(onehot * (1 - x)).max()) == 0.0
+    # both sum to f(x) - f(uniform reference)
+    np.testing.assert_allclose(onehot.sum(axis=(1, 2)), r["f"] - r["f_ref"], rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_x_input_matches_grad():
+    model, params, x = _small_model_and_inputs()
+    f = lambda xi: model.apply({"params": params}, xi)
+    got = jax.jit(gradient_x_input(f))(x[0])
+    np.testing.assert_allclose(got, jax.jit(jax.grad(f))(x[0]) * x[0], rtol=1e-6)
+    assert float(jnp.abs(got * (1 - x[0])).max()) == 0.0 and float(jnp.abs(got).max()) > 0
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _check_results(out, r):
+    for name in ("report.md", "fig3.png", "metrics.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    assert (out / "fig3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["model"]["test_auroc"] == pytest.approx(r["model"]["test_auroc"])
+    assert 0.0 <= r["model"]["test_auroc"] <= 1.0 and 0.0 <= r["model"]["test_auprc"] <= 1.0
+    assert r["n_scored"] >= 1
+    assert {row["method"] for row in r["table"]} == {"DeepLIFT", "gradient×input", "random"}
+    assert len(r["table"]) == 6
+    for row in r["table"]:
+        for k in ("auprc_core", "auprc_motif", "top_window", "top_window_alone"):
+            assert math.isfinite(row[k]) and 0.0 <= row[k] <= 1.0, (row, k)
+        assert 0 <= row["n_missed"] <= r["n_scored"]
+    assert r["summation"]["DeepLIFT"] < 1e-3 * max(1.0, abs(r["occlusion_drop"][GATA]))
+    report = (out / "report.md").read_text()
+    assert "auROC" in report and "| DeepLIFT | GATA_disc1 |" in report
+
+
+def test_tiny_end_to_end(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    t = time.perf_counter()
+    assert main(["--tiny", "--out", str(out), "--no-progress", "--seed", "1"]) == 0
+    assert time.perf_counter() - t < 120  # ~10 s on an idle 2-core machine; slack for load
+    printed = capsys.readouterr().out
+    assert "Test auROC" in printed and "| gradient×input | TAL1_known1 |" in printed
+    assert str(out) in printed
+    _check_results(out, json.loads((out / "metrics.json").read_text()))
+
+
+def test_cli_rejects_bad_sizes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--n-train", "0"])
+    assert "n_train" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch_size"):
+        Config(n_train=10)
+
+
+@pytest.mark.slow
+def test_default_run_reaches_paper_auroc(tmp_path):
+    """The main command's default setting: auROC >= 0.90 and DeepLIFT summation to delta."""
+    pytest.importorskip("matplotlib")
+    from deepliftjax.genomics import run_experiment
+
+    r = run_experiment(Config(), tmp_path, progress=False)
+    assert r["model"]["test_auroc"] >= 0.90
+    _check_results(tmp_path, r)
+    assert r["timing"]["total_s"] < 300
