@@ -36,12 +36,13 @@ class Config:
     batch_size: int = 128
     learning_rate: float = 3e-3
     patience: int = 4
+    min_epochs: int = 8
     min_bits: float = 1.0
     n_plot: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for k in ("n_train", "n_val", "n_test", "epochs", "batch_size", "patience"):
+        for k in ("n_train", "n_val", "n_test", "epochs", "batch_size", "patience", "min_epochs"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.n_train < self.batch_size:
@@ -131,7 +132,8 @@ def run_experiment(
     model = GenomicsCNN()
     res = train(model, tr.x, tr.y, va.x, va.y, epochs=config.epochs,
                 batch_size=config.batch_size, learning_rate=config.learning_rate,
-                patience=config.patience, seed=config.seed, progress=progress)
+                patience=config.patience, min_epochs=min(config.min_epochs, config.epochs),
+                seed=config.seed, progress=progress)
     logits = predict(model, res.params, te.x)
     timing["train_s"] = time.perf_counter() - t
 

@@ -117,7 +117,7 @@ def format_missed(table: Sequence[Mapping[str, Any]]) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     lines = [
-        "| method | motif | missed | logit drop on occlusion, missed | ..., found |",
+        "| method | motif | missed | logit drop on occlusion, missed | logit drop, found |",
         "|---|---|---:|---:|---:|",
     ]
     for r in table:

@@ -76,6 +76,7 @@ def train(
     batch_size: int = 128,
     learning_rate: float = 1e-3,
     patience: int = 3,
+    min_epochs: int = 1,
     seed: int = 0,
     progress: bool = True,
 ) -> TrainResult:
@@ -89,6 +90,7 @@ def train(
       batch_size: minibatch size.
       learning_rate: Adam learning rate.
       patience: stop after this many epochs without a lower validation loss.
+      min_epochs: never stop before this many epochs (the loss can plateau at first).
       seed: seed of the initialisation and the shuffling.
       progress: show a tqdm progress bar.
 
@@ -101,8 +103,8 @@ def train(
         raise ValueError("inputs and labels differ in length")
     if len(x_train) < batch_size:
         raise ValueError(f"{len(x_train)} training sequences are fewer than batch {batch_size}")
-    if epochs < 1 or patience < 1:
-        raise ValueError("epochs and patience must be >= 1")
+    if epochs < 1 or patience < 1 or min_epochs < 1:
+        raise ValueError("epochs, patience and min_epochs must be >= 1")
     key = jax.random.key(seed)
     params = model.init(key, jnp.asarray(x_train[:1]))["params"]
     opt = optax.adam(learning_rate)
@@ -142,7 +144,7 @@ def train(
             val_loss=f"{val_loss:.3f}",
             val_auroc=f"{rec['val_auroc']:.3f}",
         )
-        if epoch - best[2] >= patience:
+        if epoch >= min_epochs and epoch - best[2] >= patience:
             break
     bar.close()
     return TrainResult(best[1], best[2], history)
