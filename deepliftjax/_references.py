@@ -170,22 +170,28 @@ def deeplift_shap(
             return csum, hsum, jnp.max(r)
 
         n_full, rest = divmod(num_refs, chunk)
-        head = jax.tree_util.tree_map(
-            lambda r: r[: n_full * chunk].reshape(n_full, chunk, *r.shape[1:]), refs
-        )
 
-        def body(acc, ref_chunk):
+        def body(acc, i):
+            # dynamic_slice reads the chunk in place: no copy of the (K, ...) references
+            ref_chunk = jax.tree_util.tree_map(
+                lambda r: lax.dynamic_slice_in_dim(r, i * chunk, chunk), refs
+            )
             s = chunk_sums(ref_chunk)
             acc = jax.tree_util.tree_map(jnp.add, acc[:2], s[:2]) + (jnp.maximum(acc[2], s[2]),)
             return acc, None
 
-        first = jax.tree_util.tree_map(lambda r: r[0], head)
-        acc = chunk_sums(first)
-        if n_full > 1:
-            acc, _ = lax.scan(body, acc, jax.tree_util.tree_map(lambda r: r[1:], head))
+        zeros = jax.tree_util.tree_map(
+            lambda v: jnp.zeros(jnp.shape(v), jnp.result_type(v, jnp.float32)), x
+        )
+        acc = (zeros, zeros if hypothetical else None, jnp.zeros((), jnp.float32))
+        if n_full == 1:
+            acc, _ = body(acc, 0)
+        else:
+            acc, _ = lax.scan(body, acc, jnp.arange(n_full))
         if rest:
             tail = jax.tree_util.tree_map(lambda r: r[n_full * chunk :], refs)
-            acc, _ = body(acc, tail)
+            s = chunk_sums(tail)
+            acc = jax.tree_util.tree_map(jnp.add, acc[:2], s[:2]) + (jnp.maximum(acc[2], s[2]),)
         csum, hsum, resid = acc
         contrib = jax.tree_util.tree_map(lambda s: s / num_refs, csum)
         if not (hypothetical or return_residuals):
