@@ -416,7 +416,6 @@ def attribute(
         source = ((c, inputs[c * chunk_size : (c + 1) * chunk_size]) for c in range(num_chunks))
     else:
         source = enumerate(_rechunk(batches, chunk_size))
-    done_before = 0
     bar = tqdm(total=n, unit="ex", desc="deeplift", disable=not progress, smoothing=0.1)
     pending = None
     seen = 0
@@ -425,9 +424,9 @@ def attribute(
             seen = c + 1
             if is_done(c):
                 with np.load(chunk_path(c)) as z:
-                    _note_residuals(bad, z["residuals"], c * chunk_size, residual_threshold)
-                    done_before += z["residuals"].shape[0]
-                bar.update(z["residuals"].shape[0])
+                    resid = z["residuals"]
+                _note_residuals(bad, resid, c * chunk_size, residual_threshold)
+                bar.update(resid.shape[0])
                 continue
             launched = (c, *run_chunk(c, np.asarray(xs)))  # async dispatch
             if pending is not None:
