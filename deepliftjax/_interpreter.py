@@ -24,13 +24,21 @@ from deepliftjax._errors import DeepLiftError, eqn_str, unsupported_primitive
 
 
 class Pair:
-    """A value that depends on the attributed input: ``x`` (actual) and ``r`` (reference)."""
+    """A value that depends on the attributed input: ``x`` (actual) and ``r`` (reference).
 
-    __slots__ = ("x", "r")
+    A boolean or integer pair made by a comparison also carries ``s``, its *switch score*:
+    a float :class:`Pair` that is positive exactly where the predicate is true (``a - b``
+    for ``a > b``). Where input and reference take different sides, the jump of a
+    ``select``/``cond`` is credited through ``s``, which is what keeps predicates that
+    depend on several inputs exact.
+    """
 
-    def __init__(self, x: Any, r: Any):
+    __slots__ = ("x", "r", "s")
+
+    def __init__(self, x: Any, r: Any, s: Pair | None = None):
         self.x = x
         self.r = r
+        self.s = s
 
     @property
     def dtype(self):
@@ -94,6 +102,10 @@ RULES: dict[_compat.Primitive, Rule] = {}
 Operands are :class:`Pair` or plain arrays; the rule returns a :class:`Pair` (or a list
 of them for primitives with several results).
 """
+
+
+SCORE_RULES: set[_compat.Primitive] = set()
+"""Primitives whose rule propagates switch scores between boolean/integer pairs."""
 
 
 def register_rule(prim: _compat.Primitive | None, rule: Rule) -> None:
@@ -160,7 +172,8 @@ def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
     prim = eqn.primitive
     ctx = Context(options, eqn)
     pairs = [v for v in invals if isinstance(v, Pair)]
-    if not any(p.is_float for p in pairs) and not _is_float_output(eqn):
+    scored = any(p.s is not None for p in pairs) and prim in SCORE_RULES
+    if not any(p.is_float for p in pairs) and not _is_float_output(eqn) and not scored:
         # Integer and boolean values carry no contribution of their own: evaluate both sides.
         return bind_both(prim, invals, _compat.bind_params(eqn))
     rule = RULES.get(prim)

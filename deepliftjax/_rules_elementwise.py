@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import Context, Pair, bind_both, register_rule
+from deepliftjax._interpreter import SCORE_RULES, Context, Pair, bind_both, register_rule
 from deepliftjax._rules_linear import linear_rule
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -293,29 +293,35 @@ def _div_rule(ctx: Context, a: Any, b: Any, **params: Any) -> Pair:
 def _select_n_rule(ctx: Context, pred: Any, *cases: Any, **params: Any) -> Any:
     """``select_n(pred, *cases)``.
 
-    With the same predicate on both sides this is linear in the cases. Where the
-    predicate differs, the output's difference ``case_p(x) − case_q(r)`` is shared by
-    the two cases involved, ``m_i = Δy · sign(Δ_i) / (|Δ_p| + |Δ_q|)``: exact, and for a
-    composite of one input (``where(x > 0, x, a * x)``) it yields Rescale.
+    With the same predicate on both sides this is linear in the cases. Where input and
+    reference pick different cases p and q, ``Δy = c_p(x) − c_q(r)`` splits exactly into
+    ``½(Δc_p + Δc_q)`` through the two cases and the jump
+    ``J = ½[(c_p(r) − c_q(r)) + (c_p(x) − c_q(x))]``, credited through the predicate's switch
+    score s (``a − b`` for ``a > b``) with multiplier ``J / Δs``; Δs ≠ 0 wherever the sides
+    differ. A predicate without a score (from ``==``, ``argmax``) shares Δy between the two
+    cases by |Δc|, exact when the predicate is a function of those cases' inputs alone.
     """
     if not isinstance(pred, Pair):
         return linear_rule(select_n_p, ctx, pred, *cases, **params)
+    n = len(cases)
     if not any(isinstance(c, Pair) and c.is_float for c in cases):
-        if any(
-            jnp.issubdtype(jnp.result_type(c.x if isinstance(c, Pair) else c), jnp.inexact)
-            for c in cases
-        ):
+        dtypes = [jnp.result_type(c.x if isinstance(c, Pair) else c) for c in cases]
+        if not any(jnp.issubdtype(d, jnp.inexact) for d in dtypes):
+            return bind_both(select_n_p, [pred, *cases], params)
+        if pred.s is None:
             raise ctx.error(
                 "jnp.where/select picks between constants with a condition that depends on "
-                "the attributed input; this step function has no exact DeepLIFT multiplier:",
-                "make at least one branch depend on the input (e.g. jnp.where(x > 0, x, 0) "
-                "instead of jnp.where(x > 0, 1.0, 0.0) * x), or attribute a smooth surrogate.",
+                "the attributed input through ==, argmax or similar, which has no switch "
+                "score; this step function has no exact DeepLIFT multiplier:",
+                "compare with <, <=, >, >= (they carry a switch score), or make a branch "
+                "depend on the input.",
             )
-        return bind_both(select_n_p, [pred, *cases], params)
-    n = len(cases)
-    shape = jnp.shape(cases[0].x if isinstance(cases[0], Pair) else cases[0])
+    shape = jnp.broadcast_shapes(*(jnp.shape(c.x if isinstance(c, Pair) else c) for c in cases))
     cx = [jnp.broadcast_to(c.x if isinstance(c, Pair) else c, shape) for c in cases]
     cr = [jnp.broadcast_to(c.r if isinstance(c, Pair) else c, shape) for c in cases]
+    yr = select_n_p.bind(pred.r, *cr, **params)
+    if pred.s is not None and n == 2:
+        return _select_with_score(pred, cx, cr, yr, params)
 
     def primal(px, pr, *cs):
         return select_n_p.bind(px, *cs[:n], **params)
@@ -323,9 +329,8 @@ def _select_n_rule(ctx: Context, pred: Any, *cases: Any, **params: Any) -> Any:
     def backward(args, y, g):
         px, pr, *cs = args
         xs_, rs_ = cs[:n], cs[n:]
-        yr = select_n_p.bind(pr, *rs_, **params)
-        px_i = px.astype(jnp.int32)
-        pr_i = pr.astype(jnp.int32)
+        px_i = jnp.broadcast_to(px.astype(jnp.int32), y.shape)
+        pr_i = jnp.broadcast_to(pr.astype(jnp.int32), y.shape)
         deltas = [xv - rv for xv, rv in zip(xs_, rs_, strict=True)]
         dp = select_n_p.bind(px, *deltas, **params)
         dq = select_n_p.bind(pr, *deltas, **params)
@@ -334,15 +339,111 @@ def _select_n_rule(ctx: Context, pred: Any, *cases: Any, **params: Any) -> Any:
         same = px_i == pr_i
         cts = []
         for i, d in enumerate(deltas):
-            m_switch = (
-                share * jnp.sign(d) * ((px_i == i).astype(d.dtype) + (pr_i == i).astype(d.dtype))
-            )
+            involved = (px_i == i).astype(d.dtype) + (pr_i == i).astype(d.dtype)
+            m_switch = share * jnp.sign(d) * involved
             m = jnp.where(same, (px_i == i).astype(d.dtype), m_switch)
             cts.append(g * m)
         return (None, None, *cts, *([None] * n))
 
     ya = custom_multiplier(primal, backward)(pred.x, pred.r, *cx, *cr)
-    return Pair(ya, select_n_p.bind(pred.r, *cr, **params))
+    return Pair(ya, yr)
+
+
+def _select_with_score(pred: Pair, cx: list, cr: list, yr: Any, params: dict) -> Pair:
+    s = pred.s
+
+    def primal(px, pr, sx, sr, c0x, c1x, c0r, c1r):
+        return select_n_p.bind(px, c0x, c1x, **params)
+
+    def backward(args, y, g):
+        px, pr, sx, sr, c0x, c1x, c0r, c1r = args
+        px_b = jnp.broadcast_to(px.astype(jnp.int32) != 0, y.shape)
+        pr_b = jnp.broadcast_to(pr.astype(jnp.int32) != 0, y.shape)
+        same = px_b == pr_b
+        half = jnp.asarray(0.5, y.dtype)
+        m0 = jnp.where(same, jnp.where(px_b, 0, 1).astype(y.dtype), half)
+        m1 = jnp.where(same, jnp.where(px_b, 1, 0).astype(y.dtype), half)
+        # jump: chosen-by-input minus chosen-by-reference, at both ends, averaged
+        sign = jnp.where(px_b, 1, -1).astype(y.dtype)
+        jump = half * sign * ((c1r - c0r) + (c1x - c0x))
+        ds = jnp.broadcast_to(sx - sr, y.shape)
+        ms = jnp.where(same, 0, jump / jnp.where(same, jnp.ones_like(ds), ds))
+        return None, None, g * ms, None, g * m0, g * m1, None, None
+
+    ya = custom_multiplier(primal, backward)(pred.x, pred.r, s.x, s.r, *cx, *cr)
+    return Pair(ya, yr)
+
+
+# ---- comparisons carry a switch score; logic combines scores ----------------------------
+
+
+def _compare_rule(prim: Any, sign: float, ctx: Context, a: Any, b: Any, **params: Any) -> Pair:
+    out = bind_both(prim, [a, b], params)
+    fa, fb = (isinstance(v, Pair) and v.is_float for v in (a, b))
+    if not (fa or fb):
+        return out
+    ax, ar = (a.x, a.r) if isinstance(a, Pair) else (a, a)
+    bx, br = (b.x, b.r) if isinstance(b, Pair) else (b, b)
+    out.s = Pair(sign * (ax - bx), sign * (ar - br))
+    return out
+
+
+def defcompare(prim: Any, sign: float) -> None:
+    """A comparison whose truth is ``sign * (a - b) > 0`` (or ``>= 0``)."""
+    register_rule(prim, lambda ctx, a, b, **params: _compare_rule(prim, sign, ctx, a, b, **params))
+
+
+def _not_rule(ctx: Context, a: Pair, **params: Any) -> Pair:
+    out = bind_both(not_p, [a], params)
+    if a.s is not None:
+        out.s = Pair(-a.s.x, -a.s.r)
+    return out
+
+
+def _logic_rule(prim: Any, comb: Any, sign: float, ctx: Context, a: Any, b: Any, **params):
+    """``and`` is true where min(s_a, s_b) > 0, ``or`` where max(s_a, s_b) > 0."""
+    out = bind_both(prim, [a, b], params)
+    if not jnp.issubdtype(jnp.result_type(out.x), jnp.bool_):
+        return out
+    shape = jnp.shape(out.x)
+
+    def score(v):
+        if isinstance(v, Pair):
+            if v.s is None:
+                return None
+            return _broadcast_to(v.s, shape)
+        return jnp.broadcast_to(jnp.where(v, 1.0, -1.0), shape)  # constant: never switches
+
+    sa, sb = score(a), score(b)
+    if sa is None or sb is None:
+        return out
+    if not isinstance(sa, Pair):
+        sa = jnp.asarray(sa, sb.dtype)
+    if not isinstance(sb, Pair):
+        sb = jnp.asarray(sb, sa.dtype)
+    out.s = maxmin_rule(comb, sign, ctx, sa, sb)
+    return out
+
+
+def _convert_score_rule(ctx: Context, operand: Pair, *, new_dtype: Any, **params: Any) -> Pair:
+    """A boolean with a switch score cast to a number: a step, credited through the score."""
+    params = dict(params, new_dtype=new_dtype)
+    out = bind_both(convert_element_type_p, [operand], params)
+    if operand.s is None:
+        return out
+    if not jnp.issubdtype(jnp.dtype(new_dtype), jnp.inexact):
+        out.s = operand.s  # bool -> int keeps the score (cond's index)
+        return out
+    s = operand.s
+
+    def backward(args, y, g):
+        sx, sr, yx, yr = args
+        ds = sx - sr
+        still = ds == 0
+        return g * (yx - yr) / jnp.where(still, jnp.ones_like(ds), ds), None, None, None
+
+    ya = custom_multiplier(lambda sx, sr, yx, yr: yx, backward)(s.x, s.r, out.x, out.r)
+    return Pair(ya, out.r)
 
 
 # ---- comparisons and other outputs without contribution --------------------------------
@@ -354,8 +455,12 @@ def definert(prim: Any) -> None:
 
 
 max_p = primitive("max_p")
+and_p = primitive("and_p")
+or_p = primitive("or_p")
 min_p = primitive("min_p")
 select_n_p = primitive("select_n_p")
+not_p = primitive("not_p")
+convert_element_type_p = primitive("convert_element_type_p")
 div_p = primitive("div_p")
 
 # ---- smooth unary: Rescale --------------------------------------------------------------
@@ -414,10 +519,18 @@ defshapley(primitive("rem_p"), smooth=False)
 # ---- no contribution of their own -------------------------------------------------------
 definert(primitive("eq_p"))
 definert(primitive("ne_p"))
-definert(primitive("lt_p"))
-definert(primitive("le_p"))
-definert(primitive("gt_p"))
-definert(primitive("ge_p"))
+defcompare(primitive("gt_p"), 1.0)
+defcompare(primitive("ge_p"), 1.0)
+defcompare(primitive("lt_p"), -1.0)
+defcompare(primitive("le_p"), -1.0)
+register_rule(not_p, _not_rule)
+register_rule(
+    primitive("and_p"), lambda ctx, a, b, **params: _logic_rule(and_p, min_p, -1.0, ctx, a, b, **params)
+)
+register_rule(
+    primitive("or_p"), lambda ctx, a, b, **params: _logic_rule(or_p, max_p, 1.0, ctx, a, b, **params)
+)
+SCORE_RULES.update({not_p, and_p, or_p, convert_element_type_p})
 definert(primitive("is_finite_p"))
 definert(primitive("argmax_p"))
 definert(primitive("argmin_p"))

@@ -40,6 +40,10 @@ def _stop_gradient_rule(ctx: Context, operand: Pair, **params: Any) -> Pair:
 def _convert_rule(ctx: Context, operand: Any, *, new_dtype: Any, **params: Any) -> Pair:
     """Widening float casts are linear; a narrowing cast rounds, so it gets Rescale."""
     params = dict(params, new_dtype=new_dtype)
+    if operand.s is not None:
+        from deepliftjax._rules_elementwise import _convert_score_rule
+
+        return _convert_score_rule(ctx, operand, **params)
     old = jnp.dtype(operand.dtype)
     new = jnp.dtype(new_dtype)
     if operand.is_float and jnp.issubdtype(new, jnp.inexact) and new.itemsize < old.itemsize:
@@ -76,6 +80,8 @@ deflinear(primitive("concatenate_p"))
 deflinear(primitive("pad_p"))
 deflinear(primitive("split_p"))
 deflinear(primitive("tile_p"))
+deflinear(primitive("stack_p"))
+deflinear(primitive("unstack_p"))
 
 # ---- indexing with constant indices ----------------------------------------------------
 deflinear(primitive("slice_p"))
