@@ -76,24 +76,37 @@ def worker(args) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out_dir:
         res = attribute(
-            fn, batches(), functools.partial(dinuc_shuffle, num_shuffles=args.shuffles),
-            key=jax.random.key(1), chunk_size=bs, reference_chunk_size=args.ref_chunk,
-            out_dir=out_dir, progress=False,
+            fn,
+            batches(),
+            functools.partial(dinuc_shuffle, num_shuffles=args.shuffles),
+            key=jax.random.key(1),
+            chunk_size=bs,
+            reference_chunk_size=args.ref_chunk,
+            out_dir=out_dir,
+            progress=False,
             callback=lambda c, r: stamps.append(time.perf_counter()),
         )
         total = time.perf_counter() - t0
         max_resid = float(np.max(res.residuals))
     steady = (n - bs) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
-    return {"n": n, "pool": pool, "steady": steady, "e2e": n / total,
-            "compile_s": stamps[0] - t0, "rss_mib": rss, "max_residual": max_resid}
+    return {
+        "n": n,
+        "pool": pool,
+        "steady": steady,
+        "e2e": n / total,
+        "compile_s": stamps[0] - t0,
+        "rss_mib": rss,
+        "max_residual": max_resid,
+    }
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[2048, 8192])
-    p.add_argument("--pool", nargs="+", default=["reduce_window"],
-                   choices=["reduce_window", "reshape"])
+    p.add_argument(
+        "--pool", nargs="+", default=["reduce_window"], choices=["reduce_window", "reshape"]
+    )
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--ref-chunk", type=int, default=20)
     p.add_argument("--shuffles", type=int, default=20)
@@ -105,24 +118,41 @@ def main(argv=None) -> None:
     rows = []
     for pool in args.pool:
         for n in args.n:
-            cmd = [sys.executable, __file__, "--worker", str(n), "--pool", pool,
-                   "--chunk-size", str(args.chunk_size), "--ref-chunk", str(args.ref_chunk),
-                   "--shuffles", str(args.shuffles)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(n),
+                "--pool",
+                pool,
+                "--chunk-size",
+                str(args.chunk_size),
+                "--ref-chunk",
+                str(args.ref_chunk),
+                "--shuffles",
+                str(args.shuffles),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if out.returncode:
                 sys.exit(f"worker failed:\n{out.stderr}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], file=sys.stderr)
     load = os.getloadavg()[0]
-    print(f"\nDeepLIFT-SHAP, {args.shuffles} dinucleotide shuffles/sequence, genomics CNN (ReLU), "
-          f"200 bp; chunk {args.chunk_size} sequences x {args.ref_chunk} references per step; "
-          f"{os.cpu_count()} CPU cores, load average {load:.1f} at the end.\n")
-    print("| max pool written as | N sequences | steady seq/s | end-to-end seq/s | "
-          "compile s | peak RSS MiB | max residual |")
+    print(
+        f"\nDeepLIFT-SHAP, {args.shuffles} dinucleotide shuffles/sequence, genomics CNN (ReLU), "
+        f"200 bp; chunk {args.chunk_size} sequences x {args.ref_chunk} references per step; "
+        f"{os.cpu_count()} CPU cores, load average {load:.1f} at the end.\n"
+    )
+    print(
+        "| max pool written as | N sequences | steady seq/s | end-to-end seq/s | "
+        "compile s | peak RSS MiB | max residual |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['pool']} | {r['n']} | {r['steady']:.0f} | {r['e2e']:.0f} | "
-              f"{r['compile_s']:.1f} | {r['rss_mib']:.0f} | {r['max_residual']:.1e} |")
+        print(
+            f"| {r['pool']} | {r['n']} | {r['steady']:.0f} | {r['e2e']:.0f} | "
+            f"{r['compile_s']:.1f} | {r['rss_mib']:.0f} | {r['max_residual']:.1e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def _load_array(path: str, what: str, mmap: bool = True) -> np.ndarray:
             raise CliError(f"cannot read {what} file {path} as a numeric .npy array: {e}") from e
     else:
         raise CliError(f"{what} file must be .npy or .npz, got {path}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-            or arr.dtype == np.bool_):
+    if not (
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.integer)
+        or arr.dtype == np.bool_
+    ):
         raise CliError(
             f"{what} must be numeric (float, int or bool), got dtype {arr.dtype} in {path}."
         )
@@ -99,30 +102,49 @@ def _load_model(spec: str):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n\n")[0].strip("` "),
+        prog=PROG,
+        description=__doc__.split("\n\n")[0].strip("` "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
     p.add_argument("model", help="module:function or file.py:function (one example in)")
     p.add_argument("inputs", help=".npy (or one-array .npz) of shape (N, ...)")
     refs = p.add_mutually_exclusive_group()
-    refs.add_argument("-r", "--references",
-                      help=".npy references: (...) one, (K, ...) shared or (N, K, ...) each")
-    refs.add_argument("--shuffles", type=int, metavar="K",
-                      help="K shuffled references per example (one-hot (N, L, A) inputs)")
-    p.add_argument("--shuffle-kind", choices=["dinuc", "plain"], default="dinuc",
-                   help="dinucleotide-preserving (default) or plain shuffle")
-    p.add_argument("-t", "--target", default=None,
-                   help="output index to attribute, or .npy of per-example indices "
-                        "(default: the model returns a scalar)")
+    refs.add_argument(
+        "-r", "--references", help=".npy references: (...) one, (K, ...) shared or (N, K, ...) each"
+    )
+    refs.add_argument(
+        "--shuffles",
+        type=int,
+        metavar="K",
+        help="K shuffled references per example (one-hot (N, L, A) inputs)",
+    )
+    p.add_argument(
+        "--shuffle-kind",
+        choices=["dinuc", "plain"],
+        default="dinuc",
+        help="dinucleotide-preserving (default) or plain shuffle",
+    )
+    p.add_argument(
+        "-t",
+        "--target",
+        default=None,
+        help="output index to attribute, or .npy of per-example indices "
+        "(default: the model returns a scalar)",
+    )
     p.add_argument("-o", "--out-dir", default="deepliftjax_out", help="output directory")
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--reference-chunk-size", type=int, default=10)
-    p.add_argument("--hypothetical", action="store_true",
-                   help="also write hypothetical contributions (one-hot inputs)")
-    p.add_argument("--modisco", action="store_true",
-                   help="also write ohe.npy and shap.npy (N, 4, L) for modisco-lite "
-                        "(implies --hypothetical)")
+    p.add_argument(
+        "--hypothetical",
+        action="store_true",
+        help="also write hypothetical contributions (one-hot inputs)",
+    )
+    p.add_argument(
+        "--modisco",
+        action="store_true",
+        help="also write ohe.npy and shap.npy (N, 4, L) for modisco-lite (implies --hypothetical)",
+    )
     p.add_argument("--alphabet-axis", type=int, default=-1, help="one-hot axis of an example")
     p.add_argument("--seed", type=int, default=0, help="seed for shuffled references")
     p.add_argument("--residual-threshold", type=float, default=1e-3)
@@ -168,7 +190,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     elif args.references is not None:
         references = _load_array(args.references, "references")
         nd = references.ndim - len(ex_shape)
-        if tuple(references.shape[max(nd, 0):]) != ex_shape or nd not in (0, 1, 2):
+        if tuple(references.shape[max(nd, 0) :]) != ex_shape or nd not in (0, 1, 2):
             raise CliError(
                 f"references {args.references} have shape {references.shape}; for inputs of "
                 f"shape {inputs.shape} they must be {ex_shape}, (K, *{ex_shape}) or "
@@ -203,24 +225,36 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     try:
         res = attribute(
-            fn, inputs, references, target=target, key=jax.random.key(args.seed),
-            chunk_size=args.chunk_size, reference_chunk_size=args.reference_chunk_size,
-            hypothetical=hypothetical, alphabet_axis=args.alphabet_axis, out_dir=args.out_dir,
-            resume=not args.no_resume, progress=not args.no_progress,
+            fn,
+            inputs,
+            references,
+            target=target,
+            key=jax.random.key(args.seed),
+            chunk_size=args.chunk_size,
+            reference_chunk_size=args.reference_chunk_size,
+            hypothetical=hypothetical,
+            alphabet_axis=args.alphabet_axis,
+            out_dir=args.out_dir,
+            resume=not args.no_resume,
+            progress=not args.no_progress,
             residual_threshold=args.residual_threshold,
         )
     except ValueError as e:
         raise CliError(str(e)) from e
-    written = ["contributions.npy", "residuals.npy"] + (["hypothetical.npy"] if hypothetical
-                                                        else [])
+    written = ["contributions.npy", "residuals.npy"] + (
+        ["hypothetical.npy"] if hypothetical else []
+    )
     if args.modisco:
         try:
             export_modisco(args.out_dir, inputs, res.hypothetical, alphabet_axis=args.alphabet_axis)
         except ValueError as e:
             raise CliError(f"--modisco: {e}") from e
         written += ["ohe.npy", "shap.npy"]
-    print(f"{PROG}: wrote {', '.join(written)} to {args.out_dir} "
-          f"(max summation residual {float(np.max(res.residuals)):.2g})", file=sys.stderr)
+    print(
+        f"{PROG}: wrote {', '.join(written)} to {args.out_dir} "
+        f"(max summation residual {float(np.max(res.residuals)):.2g})",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -156,8 +156,12 @@ def _write_npy_streaming(path: str, parts: Iterable[np.ndarray], shape, dtype) -
 
     def write(fh):
         np.lib.format.write_array_header_2_0(
-            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                 "fortran_order": False, "shape": tuple(shape)}
+            fh,
+            {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                "fortran_order": False,
+                "shape": tuple(shape),
+            },
         )
         for p in parts:
             fh.write(np.ascontiguousarray(p, dtype=dtype).tobytes())
@@ -263,8 +267,11 @@ def attribute(
         batches = _chain(first, batches)
     else:
         raise ValueError(f"inputs must be an array or an iterable of arrays, got {type(inputs)}.")
-    if not (np.issubdtype(in_dtype, np.floating) or np.issubdtype(in_dtype, np.integer)
-            or in_dtype == np.bool_):
+    if not (
+        np.issubdtype(in_dtype, np.floating)
+        or np.issubdtype(in_dtype, np.integer)
+        or in_dtype == np.bool_
+    ):
         raise ValueError(f"inputs must be numeric (float, int or bool), got dtype {in_dtype}.")
     x_dtype = in_dtype if np.issubdtype(in_dtype, np.floating) else np.dtype(np.float32)
 
@@ -278,7 +285,7 @@ def attribute(
         ref_kind = "generator"
     else:
         r_shape = np.shape(references)
-        if tuple(r_shape[len(r_shape) - nd:]) != ex_shape or len(r_shape) - nd not in (0, 1, 2):
+        if tuple(r_shape[len(r_shape) - nd :]) != ex_shape or len(r_shape) - nd not in (0, 1, 2):
             raise ValueError(
                 f"references must be shaped {ex_shape} (one), (K, {', '.join(map(str, ex_shape))})"
                 f" (shared) or (N, K, ...) (per example) for examples of shape {ex_shape}; "
@@ -315,8 +322,13 @@ def attribute(
         else:
             refs, k = refs.astype(x_dtype), None
         out = deeplift_shap(
-            f, refs, key=k, reference_chunk_size=reference_chunk_size,
-            hypothetical=hypothetical, alphabet_axis=alphabet_axis, return_residuals=True,
+            f,
+            refs,
+            key=k,
+            reference_chunk_size=reference_chunk_size,
+            hypothetical=hypothetical,
+            alphabet_axis=alphabet_axis,
+            return_residuals=True,
             **deeplift_options,
         )(x)
         assert isinstance(out, ShapScores)
@@ -339,8 +351,11 @@ def attribute(
             refs = None
         else:
             refs = shared_dev
-        ts = jax.device_put(_pad(target_arr[lo : lo + valid], chunk_size), batch_sh) \
-            if per_target else None
+        ts = (
+            jax.device_put(_pad(target_arr[lo : lo + valid], chunk_size), batch_sh)
+            if per_target
+            else None
+        )
         idx = jax.device_put(np.arange(lo, lo + chunk_size, dtype=np.int32), batch_sh)
         return valid, compiled(xs, refs, ts, idx)
 
@@ -350,10 +365,15 @@ def attribute(
 
     # ---- disk state ------------------------------------------------------------------------
     config = {
-        "format": _FORMAT, "num_examples": n, "example_shape": list(ex_shape),
-        "input_dtype": in_dtype.str, "chunk_size": chunk_size, "references": ref_kind,
+        "format": _FORMAT,
+        "num_examples": n,
+        "example_shape": list(ex_shape),
+        "input_dtype": in_dtype.str,
+        "chunk_size": chunk_size,
+        "references": ref_kind,
         "num_references": None if shared_refs is None else int(shared_refs.shape[0]),
-        "hypothetical": hypothetical, "alphabet_axis": alphabet_axis,
+        "hypothetical": hypothetical,
+        "alphabet_axis": alphabet_axis,
         "target": None if target is None or per_target else repr(target),
         "model": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
         "key": np.asarray(jax.random.key_data(key)).tolist(),
@@ -362,7 +382,8 @@ def attribute(
     }
     if ref_kind in ("shared", "per_example"):
         config["references_sha1"] = _fingerprint_array(
-            shared_refs if ref_kind == "shared" else references)
+            shared_refs if ref_kind == "shared" else references
+        )
     if per_target:
         config["target_sha1"] = hashlib.sha1(target_arr.tobytes()).hexdigest()
     chunk_dir = None
@@ -374,8 +395,9 @@ def attribute(
         if resume and os.path.exists(manifest_path):
             with open(manifest_path) as fh:
                 old = json.load(fh)
-            diff = sorted(k for k in set(config) | set(old["config"])
-                          if config.get(k) != old["config"].get(k))
+            diff = sorted(
+                k for k in set(config) | set(old["config"]) if config.get(k) != old["config"].get(k)
+            )
             if diff:
                 raise ValueError(
                     f"{out_dir} holds a different job (settings differ: {', '.join(diff)}). "
@@ -409,8 +431,12 @@ def attribute(
             mem[c] = arrays
         _note_residuals(bad, arrays["residuals"], c * chunk_size, residual_threshold)
         if callback is not None:
-            callback(c, Attribution(arrays["contributions"], arrays.get("hypothetical"),
-                                    arrays["residuals"]))
+            callback(
+                c,
+                Attribution(
+                    arrays["contributions"], arrays.get("hypothetical"), arrays["residuals"]
+                ),
+            )
 
     if batches is None:
         source = ((c, inputs[c * chunk_size : (c + 1) * chunk_size]) for c in range(num_chunks))
@@ -469,10 +495,12 @@ def attribute(
                 with np.load(chunk_path(c)) as z:
                     yield z[name]
 
-        _write_npy_streaming(os.path.join(out_dir, f"{name}.npy"), parts(), (total, *row_shape),
-                             dtype)
-    _write_manifest(manifest_path, config, complete=True, num_chunks=total_chunks,
-                    num_examples=total)
+        _write_npy_streaming(
+            os.path.join(out_dir, f"{name}.npy"), parts(), (total, *row_shape), dtype
+        )
+    _write_manifest(
+        manifest_path, config, complete=True, num_chunks=total_chunks, num_examples=total
+    )
     if not keep_chunks:
         for c in range(total_chunks):
             os.remove(chunk_path(c))
@@ -499,12 +527,23 @@ def _note_residuals(bad: dict, r: np.ndarray, offset: int, threshold: float | No
             bad["worst"], bad["where"] = float(r[i]), offset + i
 
 
-def _write_manifest(path: str, config: dict, *, complete: bool, num_chunks: int | None = None,
-                    num_examples: int | None = None):
-    data = {"config": config, "complete": complete, "num_chunks": num_chunks,
-            "num_examples": num_examples,
-            "files": ["contributions.npy", "hypothetical.npy", "residuals.npy"]
-            if config["hypothetical"] else ["contributions.npy", "residuals.npy"]}
+def _write_manifest(
+    path: str,
+    config: dict,
+    *,
+    complete: bool,
+    num_chunks: int | None = None,
+    num_examples: int | None = None,
+):
+    data = {
+        "config": config,
+        "complete": complete,
+        "num_chunks": num_chunks,
+        "num_examples": num_examples,
+        "files": ["contributions.npy", "hypothetical.npy", "residuals.npy"]
+        if config["hypothetical"]
+        else ["contributions.npy", "residuals.npy"],
+    }
     _save_atomic(path, lambda fh: fh.write(json.dumps(data, indent=1).encode()))
 
 

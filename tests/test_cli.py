@@ -32,8 +32,18 @@ def files(tmp_path):
 
 
 def _run(tmp_path, *args):
-    return main([str(tmp_path / "mymodel.py") + ":predict", str(tmp_path / "x.npy"),
-                 "-o", str(tmp_path / "out"), "--no-progress", "--chunk-size", "4", *args])
+    return main(
+        [
+            str(tmp_path / "mymodel.py") + ":predict",
+            str(tmp_path / "x.npy"),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--chunk-size",
+            "4",
+            *args,
+        ]
+    )
 
 
 def test_references_file_and_target(files, capsys):
@@ -46,8 +56,9 @@ def test_references_file_and_target(files, capsys):
     exec(MODEL, ns)
     f = lambda v: ns["predict"](v)[2]
     want = jax.vmap(lambda v: deeplift_shap(f, jnp.asarray(refs))(v))(x)
-    np.testing.assert_allclose(np.load(tmp_path / "out" / "contributions.npy"), want,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out" / "contributions.npy"), want, rtol=1e-5, atol=1e-6
+    )
     assert np.load(tmp_path / "out" / "residuals.npy").shape == (11,)
 
 

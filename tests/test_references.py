@@ -27,8 +27,9 @@ def _cnn():
     w2 = jax.random.normal(k[1], (L - 4, 6)) * 0.1
 
     def f(x):  # conv - relu - dense - tanh: nonlinear, exact under DeepLIFT's rules
-        h = jax.lax.conv_general_dilated(x[None], w1, (1,), "VALID",
-                                         dimension_numbers=("NWC", "WIO", "NWC"))[0]
+        h = jax.lax.conv_general_dilated(
+            x[None], w1, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC")
+        )[0]
         return jnp.tanh(jnp.sum(jax.nn.relu(h - 0.1) * w2))
 
     return f
@@ -74,13 +75,15 @@ def test_residuals_hypothetical_and_projection():
     f = _cnn()
     x = _onehot(jax.random.key(6), (L,))
     refs = dinuc_shuffle(jax.random.key(7), x, 6)
-    out = deeplift_shap(f, refs, hypothetical=True, return_residuals=True,
-                        reference_chunk_size=4)(x)
+    out = deeplift_shap(f, refs, hypothetical=True, return_residuals=True, reference_chunk_size=4)(
+        x
+    )
     assert isinstance(out, ShapScores)
     assert out.residuals.shape == () and float(out.residuals) < 1e-5
     # hypothetical scores projected on the letter present = contributions per position
-    np.testing.assert_allclose(project_hypothetical(out.hypothetical, x),
-                               out.contributions.sum(-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        project_hypothetical(out.hypothetical, x), out.contributions.sum(-1), rtol=1e-5, atol=1e-6
+    )
     # and by definition: mean_k sum_c m_k[i, c] (e_b[c] - r_k[i, c])
     hyp = []
     mult = jax.jit(lambda r: deepliftjax.deeplift(f, r, multiply_by_inputs=False)(x))
@@ -88,8 +91,7 @@ def test_residuals_hypothetical_and_projection():
         m = mult(r)
         eye = jnp.eye(4)
         hyp.append(jnp.einsum("ic,ibc->ib", m, eye[None, :, :] - r[:, None, :]))
-    np.testing.assert_allclose(out.hypothetical, jnp.mean(jnp.stack(hyp), 0), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(out.hypothetical, jnp.mean(jnp.stack(hyp), 0), rtol=1e-5, atol=1e-6)
 
 
 def test_hypothetical_of_linear_model_is_the_counterfactual_change():
@@ -103,8 +105,7 @@ def test_hypothetical_of_linear_model_is_the_counterfactual_change():
     for i in (0, 5, L - 1):
         for b in range(4):
             xb = x.at[i].set(jax.nn.one_hot(b, 4))
-            np.testing.assert_allclose(hyp[i, b], f(xb) - f(x) + contrib[i], rtol=1e-5,
-                                       atol=1e-5)
+            np.testing.assert_allclose(hyp[i, b], f(xb) - f(x) + contrib[i], rtol=1e-5, atol=1e-5)
 
 
 def test_reference_memory_does_not_grow_with_k():
@@ -155,8 +156,9 @@ def test_export_modisco_layout(tmp_path):
     assert ohe.shape == shap.shape == (3, 4, L)
     np.testing.assert_array_equal(ohe[1, :, 5], x[1, 5])
     np.testing.assert_array_equal(shap[2, :, 7], h[2, 7])
-    s2, a2 = export_modisco(tmp_path / "z", x.transpose(0, 2, 1), h.transpose(0, 2, 1),
-                            alphabet_axis=1, compressed=True)
+    s2, a2 = export_modisco(
+        tmp_path / "z", x.transpose(0, 2, 1), h.transpose(0, 2, 1), alphabet_axis=1, compressed=True
+    )
     assert os.path.basename(s2) == "ohe.npz"
     np.testing.assert_array_equal(np.load(a2)["arr_0"], shap)
     with pytest.raises(ValueError, match="size"):

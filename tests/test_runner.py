@@ -39,6 +39,7 @@ def _direct(xs, refs, t):
 def test_matches_direct_and_compiles_once_across_chunks():
     xs = _x(23)
     refs = np.random.default_rng(2).uniform(size=(5, L, 4)).astype(np.float32)
+
     def traced_run(n):
         count = [0]
 
@@ -46,8 +47,9 @@ def test_matches_direct_and_compiles_once_across_chunks():
             count[0] += 1
             return model(x)
 
-        res = attribute(fresh_model, xs[:n], refs, target=1, chunk_size=8, hypothetical=True,
-                        progress=False)
+        res = attribute(
+            fresh_model, xs[:n], refs, target=1, chunk_size=8, hypothetical=True, progress=False
+        )
         return res, count[0]
 
     one, per_run = traced_run(4)  # one chunk
@@ -57,8 +59,9 @@ def test_matches_direct_and_compiles_once_across_chunks():
     np.testing.assert_allclose(one.contributions, res.contributions[:4], rtol=1e-6, atol=1e-7)
     assert res.contributions.shape == res.hypothetical.shape == (23, L, 4)
     assert res.residuals.shape == (23,) and float(res.residuals.max()) < 1e-5
-    np.testing.assert_allclose((res.hypothetical * xs).sum(-1), res.contributions.sum(-1),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        (res.hypothetical * xs).sum(-1), res.contributions.sum(-1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_reference_and_target_forms():
@@ -73,8 +76,9 @@ def test_reference_and_target_forms():
         np.testing.assert_allclose(res.contributions[i], want, rtol=1e-5, atol=1e-6)
     # one reference of the example's shape == (1, ...) shared; None == zeros
     single = attribute(model, xs, per_ex[0, 0], target=0, chunk_size=4, progress=False)
-    np.testing.assert_allclose(single.contributions, _direct(xs, per_ex[0, :1], 0), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        single.contributions, _direct(xs, per_ex[0, :1], 0), rtol=1e-5, atol=1e-6
+    )
     zeros = attribute(model, xs, None, target=lambda y: y.sum(), chunk_size=4, progress=False)
     f = lambda x: model(x).sum()
     want = jax.vmap(lambda x: deeplift_shap(f, jnp.zeros((1, L, 4)))(x))(xs)
@@ -82,10 +86,16 @@ def test_reference_and_target_forms():
     # generated references are keyed per example: same result whatever the chunking,
     # and for batches streamed from an iterator
     gen = functools.partial(dinuc_shuffle, num_shuffles=3)
-    a = attribute(model, xs, gen, target=2, key=jax.random.key(7), chunk_size=4,
-                  progress=False)
-    b = attribute(model, iter([xs[:2], xs[2:7], xs[7:]]), gen, target=2,
-                  key=jax.random.key(7), chunk_size=3, progress=False)
+    a = attribute(model, xs, gen, target=2, key=jax.random.key(7), chunk_size=4, progress=False)
+    b = attribute(
+        model,
+        iter([xs[:2], xs[2:7], xs[7:]]),
+        gen,
+        target=2,
+        key=jax.random.key(7),
+        chunk_size=3,
+        progress=False,
+    )
     np.testing.assert_allclose(a.contributions, b.contributions, rtol=1e-6, atol=1e-7)
     c = attribute(model, xs, gen, target=2, key=jax.random.key(8), chunk_size=4, progress=False)
     assert not np.allclose(a.contributions, c.contributions)
@@ -105,11 +115,14 @@ def test_resume_after_interruption_recomputes_nothing(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         attribute(model, xs, gen, out_dir=tmp_path / "job", callback=crash_after_two, **kw)
-    assert sorted(os.listdir(tmp_path / "job" / "chunks")) == ["chunk_000000.npz",
-                                                               "chunk_000001.npz"]
+    assert sorted(os.listdir(tmp_path / "job" / "chunks")) == [
+        "chunk_000000.npz",
+        "chunk_000001.npz",
+    ]
     again = []
-    res = attribute(model, xs, gen, out_dir=tmp_path / "job",
-                    callback=lambda c, _: again.append(c), **kw)
+    res = attribute(
+        model, xs, gen, out_dir=tmp_path / "job", callback=lambda c, _: again.append(c), **kw
+    )
     assert again == [2, 3, 4]  # chunks 0 and 1 were not recomputed
     for name in ("contributions", "hypothetical", "residuals"):
         a = (tmp_path / "clean" / f"{name}.npy").read_bytes()
@@ -120,13 +133,19 @@ def test_resume_after_interruption_recomputes_nothing(tmp_path):
     assert manifest["complete"] and manifest["num_examples"] == 40
     # a finished job is returned from disk; a different job in the same folder is refused
     third = []
-    attribute(model, xs, gen, out_dir=tmp_path / "job", callback=lambda c, _: third.append(c),
-              **kw)
+    attribute(model, xs, gen, out_dir=tmp_path / "job", callback=lambda c, _: third.append(c), **kw)
     assert third == []
     with pytest.raises(ValueError, match="different job.*chunk_size"):
         attribute(model, xs, gen, out_dir=tmp_path / "job", **{**kw, "chunk_size": 16})
-    attribute(model, xs, gen, out_dir=tmp_path / "job", resume=False,
-              callback=lambda c, _: third.append(c), **kw)
+    attribute(
+        model,
+        xs,
+        gen,
+        out_dir=tmp_path / "job",
+        resume=False,
+        callback=lambda c, _: third.append(c),
+        **kw,
+    )
     assert third == [0, 1, 2, 3, 4]
 
 
@@ -147,16 +166,17 @@ def test_killed_subprocess_resumes(tmp_path):
         print("computed", done)
     """)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    first = subprocess.run([sys.executable, "-c", script, "kill"], env=env,
-                           capture_output=True, text=True)
+    first = subprocess.run(
+        [sys.executable, "-c", script, "kill"], env=env, capture_output=True, text=True
+    )
     assert first.returncode == 9, first.stderr
-    second = subprocess.run([sys.executable, "-c", script, "run"], env=env,
-                            capture_output=True, text=True)
+    second = subprocess.run(
+        [sys.executable, "-c", script, "run"], env=env, capture_output=True, text=True
+    )
     assert second.returncode == 0, second.stderr
     assert "computed [3]" in second.stdout
     want = _direct(_x(30), np.zeros((1, L, 4), np.float32), 1)
-    np.testing.assert_allclose(np.load(tmp_path / "contributions.npy"), want, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "contributions.npy"), want, rtol=1e-5, atol=1e-6)
 
 
 def test_sharding_over_four_host_devices_matches_one(tmp_path):
@@ -176,10 +196,12 @@ def test_sharding_over_four_host_devices_matches_one(tmp_path):
         np.save({str(tmp_path / "one.npy")!r}, one.contributions)
         print("chunks", len(seen))
     """)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    }
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "chunks 3" in out.stdout  # chunk 6 rounded up to 8 = 2 per device
     many, one = np.load(tmp_path / "many.npy"), np.load(tmp_path / "one.npy")

@@ -80,8 +80,7 @@ def test_dinuc_shuffle_is_uniform(seq):
     out = np.asarray(jax.jit(lambda k: dinuc_shuffle(k, t, n, alphabet_size=3))(jax.random.key(3)))
     seen = collections.Counter(map(tuple, out.tolist()))
     want = {
-        p for p in set(itertools.permutations(seq))
-        if _pairs(p) == _pairs(seq) and p[0] == seq[0]
+        p for p in set(itertools.permutations(seq)) if _pairs(p) == _pairs(seq) and p[0] == seq[0]
     }
     assert len(want) > 5
     assert set(seen) == want
