@@ -175,7 +175,9 @@ def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
     scored = any(p.s is not None for p in pairs) and prim in SCORE_RULES
     if not any(p.is_float for p in pairs) and not _is_float_output(eqn) and not scored:
         # Integer and boolean values carry no contribution of their own: evaluate both sides.
-        return bind_both(prim, invals, _compat.bind_params(eqn))
+        out = bind_both(prim, invals, _compat.bind_params(eqn))
+        _inherit_score(pairs, out)
+        return out
     rule = RULES.get(prim)
     if rule is None:
         if options.fallback == "gradient":
@@ -188,6 +190,15 @@ def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
             return bind_both(prim, invals, _compat.bind_params(eqn))
         raise unsupported_primitive(eqn)
     return rule(ctx, *invals, **eqn.params)
+
+
+def _inherit_score(pairs: list[Pair], out: Any) -> None:
+    """A function of one scored value (``clip(i, 0, 2)``) switches only where it moved."""
+    if len(pairs) != 1 or pairs[0].s is None or not isinstance(out, Pair):
+        return
+    s = pairs[0].s
+    if jnp.shape(s.x) == jnp.shape(out.x) or jnp.shape(s.x) == ():
+        out.s = s
 
 
 def _is_float_output(eqn: Any) -> bool:

@@ -94,30 +94,62 @@ def _scan_rule(
     unroll: Any = 1,
     **params: Any,
 ) -> list[Any]:
-    """Rebuild the loop with a carry of (actual, reference) pairs and the body interpreted."""
+    """Rebuild the loop with a carry of (actual, reference) pairs and the body interpreted.
+
+    Float carries are always pairs; an integer carry (a counter) stays plain unless the
+    body makes it depend on the input, found by tracing the body (no execution) first.
+    """
     num_consts, num_carry = _compat.scan_counts(params)
     body, body_consts = _compat.open_jaxpr(jaxpr)
     consts = list(vals[:num_consts])
-    init = [_as_pair(v) for v in vals[num_consts : num_consts + num_carry]]
-    xs = list(vals[num_consts + num_carry :])
-    xs_flat, xs_is_p = _flatten(xs)
-    init_flat, _ = _flatten(init)
-    num_ys = len(body.outvars) - num_carry
+    init = list(vals[num_consts : num_consts + num_carry])
+    xs_flat, xs_is_p = _flatten(list(vals[num_consts + num_carry :]))
+    mask = [isinstance(v, Pair) or _is_float(v) for v in init]
 
-    def step(carry_flat, x_flat):
-        carry = [Pair(*c) for c in carry_flat]
-        outs = eval_jaxpr(
-            body, body_consts, consts + carry + _unflatten(x_flat, xs_is_p), ctx.options
-        )
-        new_carry = [_as_pair(v) for v in outs[:num_carry]]
-        ys = [_as_pair(v) for v in outs[num_carry:]]
-        return [(c.x, c.r) for c in new_carry], [(y.x, y.r) for y in ys]
+    def make_step(mask, grown, ys_mask):
+        def step(carry_flat, x_flat):
+            carry = _unflatten(carry_flat, mask)
+            args = consts + carry + _unflatten(x_flat, xs_is_p)
+            outs = eval_jaxpr(body, body_consts, args, ctx.options)
+            new = []
+            for k, (v, m) in enumerate(zip(outs[:num_carry], mask, strict=True)):
+                if m:
+                    v = _as_pair(v)
+                    new.append((v.x, v.r))
+                else:
+                    if isinstance(v, Pair):
+                        grown.add(k)
+                        v = v.x
+                    new.append(v)
+            ys = outs[num_carry:]
+            ys_mask[:] = [isinstance(y, Pair) for y in ys]
+            return new, _flatten(ys)[0]
+
+        return step
+
+    ys_mask: list[bool] = []
+    for _ in range(num_carry + 1):
+        grown: set[int] = set()
+        init_flat = _flatten([_as_pair(v) if m else v for v, m in zip(init, mask, strict=True)])[0]
+        x0 = jax.tree_util.tree_map(lambda a: a[0], xs_flat) if length else xs_flat
+        jax.eval_shape(make_step(mask, grown, ys_mask), init_flat, x0)
+        if not grown:
+            break
+        mask = [m or k in grown for k, m in enumerate(mask)]
 
     carry, ys = jax.lax.scan(
-        step, init_flat, xs_flat, length=length, reverse=reverse, unroll=unroll
+        make_step(mask, set(), []),
+        init_flat,
+        xs_flat,
+        length=length,
+        reverse=reverse,
+        unroll=unroll,
     )
-    assert len(ys) == num_ys
-    return [Pair(*c) for c in carry] + [Pair(*y) for y in ys]
+    return _unflatten(carry, mask) + _unflatten(ys, ys_mask)
+
+
+def _is_float(v: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(v), jnp.inexact)
 
 
 # ---- while ------------------------------------------------------------------------------
@@ -140,5 +172,3 @@ register_rule(primitive("remat_p"), _remat_rule)
 register_rule(primitive("cond_p"), _cond_rule)
 register_rule(primitive("scan_p"), _scan_rule)
 register_rule(primitive("while_p"), _while_rule)
-
-__all__ = ["defcall", "jnp"]

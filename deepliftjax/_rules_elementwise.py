@@ -320,7 +320,7 @@ def _select_n_rule(ctx: Context, pred: Any, *cases: Any, **params: Any) -> Any:
     cx = [jnp.broadcast_to(c.x if isinstance(c, Pair) else c, shape) for c in cases]
     cr = [jnp.broadcast_to(c.r if isinstance(c, Pair) else c, shape) for c in cases]
     yr = select_n_p.bind(pred.r, *cr, **params)
-    if pred.s is not None and n == 2:
+    if pred.s is not None:
         return _select_with_score(pred, cx, cr, yr, params)
 
     def primal(px, pr, *cs):
@@ -350,25 +350,30 @@ def _select_n_rule(ctx: Context, pred: Any, *cases: Any, **params: Any) -> Any:
 
 
 def _select_with_score(pred: Pair, cx: list, cr: list, yr: Any, params: dict) -> Pair:
-    s = pred.s
+    s, n = pred.s, len(cx)
 
-    def primal(px, pr, sx, sr, c0x, c1x, c0r, c1r):
-        return select_n_p.bind(px, c0x, c1x, **params)
+    def primal(px, pr, sx, sr, *cs):
+        return select_n_p.bind(px, *cs[:n], **params)
 
     def backward(args, y, g):
-        px, pr, sx, sr, c0x, c1x, c0r, c1r = args
-        px_b = jnp.broadcast_to(px.astype(jnp.int32) != 0, y.shape)
-        pr_b = jnp.broadcast_to(pr.astype(jnp.int32) != 0, y.shape)
-        same = px_b == pr_b
+        px, pr, sx, sr, *cs = args
+        xs_, rs_ = cs[:n], cs[n:]
+        px_i = jnp.broadcast_to(px.astype(jnp.int32), y.shape)
+        pr_i = jnp.broadcast_to(pr.astype(jnp.int32), y.shape)
+        same = px_i == pr_i
         half = jnp.asarray(0.5, y.dtype)
-        m0 = jnp.where(same, jnp.where(px_b, 0, 1).astype(y.dtype), half)
-        m1 = jnp.where(same, jnp.where(px_b, 1, 0).astype(y.dtype), half)
-        # jump: chosen-by-input minus chosen-by-reference, at both ends, averaged
-        sign = jnp.where(px_b, 1, -1).astype(y.dtype)
-        jump = half * sign * ((c1r - c0r) + (c1x - c0x))
+        # the jump: the input's case minus the reference's case, at both ends, averaged
+        jump = half * (
+            (select_n_p.bind(px, *rs_, **params) - select_n_p.bind(pr, *rs_, **params))
+            + (y - select_n_p.bind(pr, *xs_, **params))
+        )
         ds = jnp.broadcast_to(sx - sr, y.shape)
         ms = jnp.where(same, 0, jump / jnp.where(same, jnp.ones_like(ds), ds))
-        return None, None, g * ms, None, g * m0, g * m1, None, None
+        cts = []
+        for i in range(n):
+            p_i, q_i = (px_i == i).astype(y.dtype), (pr_i == i).astype(y.dtype)
+            cts.append(g * jnp.where(same, p_i, half * (p_i + q_i)))
+        return (None, None, g * ms, None, *cts, *([None] * n))
 
     ya = custom_multiplier(primal, backward)(pred.x, pred.r, s.x, s.r, *cx, *cr)
     return Pair(ya, yr)
@@ -525,10 +530,12 @@ defcompare(primitive("lt_p"), -1.0)
 defcompare(primitive("le_p"), -1.0)
 register_rule(not_p, _not_rule)
 register_rule(
-    primitive("and_p"), lambda ctx, a, b, **params: _logic_rule(and_p, min_p, -1.0, ctx, a, b, **params)
+    primitive("and_p"),
+    lambda ctx, a, b, **params: _logic_rule(and_p, min_p, -1.0, ctx, a, b, **params),
 )
 register_rule(
-    primitive("or_p"), lambda ctx, a, b, **params: _logic_rule(or_p, max_p, 1.0, ctx, a, b, **params)
+    primitive("or_p"),
+    lambda ctx, a, b, **params: _logic_rule(or_p, max_p, 1.0, ctx, a, b, **params),
 )
 SCORE_RULES.update({not_p, and_p, or_p, convert_element_type_p})
 definert(primitive("is_finite_p"))

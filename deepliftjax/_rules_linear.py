@@ -46,6 +46,10 @@ def _convert_rule(ctx: Context, operand: Any, *, new_dtype: Any, **params: Any) 
         return _convert_score_rule(ctx, operand, **params)
     old = jnp.dtype(operand.dtype)
     new = jnp.dtype(new_dtype)
+    if operand.is_float and not jnp.issubdtype(new, jnp.inexact):
+        out = bind_both(convert_element_type_p, [operand], params)
+        out.s = operand  # an integer made from a float switches only where the float moved
+        return out
     if operand.is_float and jnp.issubdtype(new, jnp.inexact) and new.itemsize < old.itemsize:
         from deepliftjax._rules_elementwise import rescale_rule
 

@@ -62,3 +62,18 @@ def sum_error_vs_float_noise(contribs, f, x, r) -> tuple[float, float]:
     scale = max(abs(float(f(jnp.asarray(x)))), abs(float(f(jnp.asarray(r)))), 1e-30)
     noise = 4 * abs(d32 - d64) + 2 * float(np.finfo(np.float32).eps) * scale
     return abs(total - d64), max(1e-5 * abs(d64), noise)
+
+
+def rel_sum_errors_f64(contribs, f, xs, refs) -> np.ndarray:
+    """Per example |sum(C) - Δf| / |Δf|, with Δf evaluated in float64 (the true difference).
+
+    ``f.f64``, when present, is f with float64 parameters (Flax models keep float32 state).
+    """
+    c = np.asarray(contribs, np.float64).reshape(len(xs), -1).sum(1)
+    with jax.enable_x64(True):
+        g = jax.jit(jax.vmap(getattr(f, "f64", f)))
+        fx = np.asarray(g(jnp.asarray(np.asarray(xs, np.float64))), np.float64)
+        fr = np.asarray(g(jnp.asarray(np.asarray(refs, np.float64))), np.float64)
+    delta = fx - fr
+    scale = np.maximum(np.maximum(abs(fx), abs(fr)), 1.0)
+    return abs(c - delta) / np.maximum(abs(delta), 1e-3 * scale)

@@ -54,7 +54,9 @@ def test_reference_pytree_of_the_wrong_structure():
 
 def test_while_loop_names_the_loop_and_the_fix():
     def f(x):
-        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (jnp.tanh(c[0]), c[1] + 1), (x, 0))[0].sum()
+        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (jnp.tanh(c[0]), c[1] + 1), (x, 0))[
+            0
+        ].sum()
 
     with pytest.raises(dl.DeepLiftError, match="(?s)'while' loop.*fori_loop"):
         dl.deeplift(f, 0.0)(X)

@@ -112,7 +112,9 @@ def _init(model, x):
     return {**variables, "batch_stats": stats} if stats else variables
 
 
-@pytest.mark.parametrize("mode", ["plain", "jit+vmap"])
+@pytest.mark.parametrize(
+    "mode", [pytest.param("plain", marks=pytest.mark.slow), "jit+vmap"]
+)  # eager mode dispatches every rule op by op: a minute on 2 cores
 def test_flax_cnn_with_every_layer(mode):
     model = EveryLayerCNN()
     xs = jax.random.normal(jax.random.PRNGKey(2), (6, 12, 12, 3))
@@ -239,7 +241,8 @@ def test_deeplift_vjp_vector_output():
     for ct in (jnp.array([1.0, 0.0, 0.0]), jnp.array([1.0, -1.0, 0.0]), jnp.array([0.2, 3, 1])):
         c = pullback(ct) * (x - r)
         np.testing.assert_allclose(c.sum(), jnp.dot(ct, out - out_ref), rtol=1e-5)
-        np.testing.assert_allclose(c, dl.deeplift(lambda v: jnp.dot(ct, f(v)), r)(x), rtol=1e-5)
+        target = lambda v, ct=ct: jnp.dot(ct, f(v))
+        np.testing.assert_allclose(c, dl.deeplift(target, r)(x), rtol=1e-5)
 
 
 def test_onehot_axis_equals_weight_normalisation():

@@ -38,12 +38,14 @@ FAMILIES = {
     "select": lambda x: jnp.where(x > x[::-1], x**2, -x),
     "dot": lambda x: jnp.tanh(jnp.outer(x[:6], x[6:]) @ x[:6]),
     # predicates that depend on several inputs: the jump is credited through the switch score
-    "step_mask": lambda x: (x > jnp.roll(x, 1)).astype(jnp.float32) * x
-    + jnp.where(x.sum() > 0, x, -x),
+    "step_mask": lambda x: (
+        (x > jnp.roll(x, 1)).astype(jnp.float32) * x + jnp.where(x.sum() > 0, x, -x)
+    ),
     # max reductions and pooling (ties are frequent on the integer grid below)
     "reduce_max": lambda x: jnp.max(x.reshape(3, 4), axis=1),
-    "max_pool": lambda x: lax.reduce_window(x.reshape(3, 4), -jnp.inf, lax.max, (2, 2), (1, 1),
-                                            "VALID"),
+    "max_pool": lambda x: lax.reduce_window(
+        x.reshape(3, 4), -jnp.inf, lax.max, (2, 2), (1, 1), "VALID"
+    ),
     "max_pool_1d": lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (3,), (1,), "SAME"),
     # control flow
     "cond": lambda x: lax.cond(x[0] > 0, lambda v: jnp.tanh(v), lambda v: v * 0.5, x),

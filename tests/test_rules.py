@@ -93,8 +93,11 @@ CASES = [
     Case("split", lambda x: jnp.tanh(jnp.split(x, 2, axis=1)[0]), (P("split_p"),)),
     Case("tile", lambda x: jnp.tanh(jnp.tile(x, (2, 1))), (P("tile_p"),)),
     Case("stack", lambda x: jnp.tanh(jnp.stack([x, 2 * x])), (P("stack_p"),)),
-    Case("unstack", lambda x: jnp.tanh(sum(i * v for i, v in enumerate(jnp.unstack(x)))),
-         (P("unstack_p"),)),
+    Case(
+        "unstack",
+        lambda x: jnp.tanh(sum(i * v for i, v in enumerate(jnp.unstack(x)))),
+        (P("unstack_p"),),
+    ),
     Case("slice", lambda x: jnp.tanh(x[1:, ::2]), (P("slice_p"),)),
     Case(
         "dynamic_slice",
@@ -242,10 +245,20 @@ CASES = [
         (2, 3, 4),
         smooth=False,
     ),
-    Case("step_mask", lambda x: (x[0] > x[1]).astype(jnp.float32) * x[1] + jnp.where(x[1] < 0.3, 1.0, -1.0),
-         (P("convert_element_type_p"), P("lt_p")), (2, 3, 4), smooth=False),
-    Case("logic", lambda x: jnp.where((x[0] > 0) & ~(x[1] > 0.5) | (x[2] < -1), x[0] * x[1], x[2]),
-         (P("and_p"), P("or_p"), P("not_p")), (3, 3, 4), smooth=False),
+    Case(
+        "step_mask",
+        lambda x: (x[0] > x[1]).astype(jnp.float32) * x[1] + jnp.where(x[1] < 0.3, 1.0, -1.0),
+        (P("convert_element_type_p"), P("lt_p")),
+        (2, 3, 4),
+        smooth=False,
+    ),
+    Case(
+        "logic",
+        lambda x: jnp.where((x[0] > 0) & ~(x[1] > 0.5) | (x[2] < -1), x[0] * x[1], x[2]),
+        (P("and_p"), P("or_p"), P("not_p")),
+        (3, 3, 4),
+        smooth=False,
+    ),
     Case("is_finite", lambda x: jnp.where(jnp.isfinite(x), jnp.tanh(x), 0.0), (P("is_finite_p"),)),
     Case(
         "argmin",
