@@ -24,10 +24,7 @@ def max_reduction_rule(prim: Any, comb: Any, ctx: Context, operand: Pair, **para
     rule = ctx.options.max_rule
     if rule == "gradient":
         return bind_both(prim, [operand], params)
-
-    def P(v):
-        return prim.bind(v, **params)
-
+    P = _tiled_window(comb, operand, params) or (lambda v: prim.bind(v, **params))
     yr = P(operand.r)
 
     def backward(args, y, g):
@@ -48,7 +45,38 @@ def max_reduction_rule(prim: Any, comb: Any, ctx: Context, operand: Pair, **para
     return Pair(custom_multiplier(lambda x, r, yr_: P(x), backward)(operand.x, operand.r, yr), yr)
 
 
+def _tiled_window(comb: Any, operand: Pair, params: dict[str, Any]) -> Any:
+    """Windows that tile the input (stride = window, no padding or dilation) as reshape + max.
+
+    Its VJP is a mask instead of ``select_and_scatter_add``, several times faster on CPU;
+    the values, and so the rule, are the same.
+    """
+    dims = params.get("window_dimensions")
+    if dims is None:
+        return None
+    ones = (1,) * len(dims)
+    if (
+        tuple(params.get("window_strides", ())) != tuple(dims)
+        or any(lo or hi for lo, hi in params.get("padding", ()))
+        or tuple(params.get("base_dilation", ones)) != ones
+        or tuple(params.get("window_dilation", ones)) != ones
+    ):
+        return None
+    shape = jnp.shape(operand.x)
+    counts = [s // w for s, w in zip(shape, dims, strict=True)]
+    split = [d for n, w in zip(counts, dims, strict=True) for d in (n, w)]
+    axes = tuple(range(1, 2 * len(dims), 2))
+    reduce = jnp.max if comb is jnp.maximum else jnp.min
+
+    def tiled(v):
+        v = v[tuple(slice(0, n * w) for n, w in zip(counts, dims, strict=True))]
+        return reduce(v.reshape(split), axis=axes)
+
+    return tiled
+
+
 def defmaxreduction(prim: Any, comb: Any) -> None:
+    """Register the max-type reduction rule (``comb`` is ``jnp.maximum`` or ``jnp.minimum``)."""
     register_rule(
         prim, lambda ctx, operand, **params: max_reduction_rule(prim, comb, ctx, operand, **params)
     )

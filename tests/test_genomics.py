@@ -112,8 +112,10 @@ def test_simulate_motif_placement(sim):
     for k, cols, bases in ((GATA, [3, 4, 5], [2, 0, 3]), (TAL1, [5, 6, 7, 9, 10], [1, 0, 2, 3, 2])):
         i, j = np.nonzero(sim.starts[k] >= 0)
         s = sim.starts[k][i, j]
-        np.testing.assert_array_equal(seq[i[:, None], s[:, None] + np.array(cols)],
-                                      np.broadcast_to(bases, (len(i), len(cols))))
+        np.testing.assert_array_equal(
+            seq[i[:, None], s[:, None] + np.array(cols)],
+            np.broadcast_to(bases, (len(i), len(cols))),
+        )
 
 
 def test_simulate_base_frequencies_follow_pwm_and_background(sim):
@@ -202,8 +204,7 @@ def test_motif_metrics():
     # excluding positions 1-2 in row 0 moves its best window away from the motif
     excl = np.zeros_like(mask)
     excl[0, 1:3] = True
-    np.testing.assert_array_equal(top_window_hit(scores, starts, 2, exclude=excl),
-                                  [False, False])
+    np.testing.assert_array_equal(top_window_hit(scores, starts, 2, exclude=excl), [False, False])
     with pytest.raises(ValueError, match="width"):
         top_window_hit(scores, starts, 0)
 

@@ -46,6 +46,9 @@ FAMILIES = {
     "max_pool": lambda x: lax.reduce_window(
         x.reshape(3, 4), -jnp.inf, lax.max, (2, 2), (1, 1), "VALID"
     ),
+    "max_pool_tiled": lambda x: lax.reduce_window(
+        x.reshape(3, 4), -jnp.inf, lax.max, (2, 2), (2, 2), "VALID"
+    ),
     "max_pool_1d": lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (3,), (1,), "SAME"),
     # control flow
     "cond": lambda x: lax.cond(x[0] > 0, lambda v: jnp.tanh(v), lambda v: v * 0.5, x),

@@ -285,6 +285,13 @@ CASES = [
         smooth=False,
     ),
     Case(
+        "max_pool_tiled",  # stride = window: lowered to reshape + max, remainder cropped
+        lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (2, 3), (2, 3), "VALID"),
+        (P("reduce_window_max_p"),),
+        (5, 7),
+        smooth=False,
+    ),
+    Case(
         "min_pool",
         lambda x: lax.reduce_window(x, jnp.inf, lax.min, (2, 2), (1, 1), "VALID"),
         (P("reduce_window_min_p"),),
