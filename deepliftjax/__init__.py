@@ -7,9 +7,16 @@
 True
 """
 
+from deepliftjax import genomics
 from deepliftjax._api import deeplift, deeplift_vjp
 from deepliftjax._errors import DeepLiftError
+from deepliftjax._hypothetical import (
+    export_modisco,
+    hypothetical_from_multipliers,
+    project_hypothetical,
+)
 from deepliftjax._interpreter import RULES, Context, Options, Pair, register_rule
+from deepliftjax._references import ShapScores, check_residuals, deeplift_shap
 from deepliftjax._rules_control import defcall
 from deepliftjax._rules_elementwise import (
     custom_multiplier,
@@ -22,10 +29,24 @@ from deepliftjax._rules_elementwise import (
 )
 from deepliftjax._rules_linear import deflinear
 from deepliftjax._rules_reduce import defmaxreduction
+from deepliftjax._runner import Attribution, attribute
+from deepliftjax._shuffle import dinuc_shuffle, dinucleotide_counts, shuffle
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attribution",
+    "ShapScores",
+    "attribute",
+    "check_residuals",
+    "deeplift_shap",
+    "dinuc_shuffle",
+    "dinucleotide_counts",
+    "export_modisco",
+    "genomics",
+    "hypothetical_from_multipliers",
+    "project_hypothetical",
+    "shuffle",
     "RULES",
     "Context",
     "DeepLiftError",
