@@ -16,6 +16,13 @@ from deepliftjax._hypothetical import (
     project_hypothetical,
 )
 from deepliftjax._interpreter import RULES, Context, Options, Pair, register_rule
+from deepliftjax._methods import (
+    gradient,
+    gradient_x_input,
+    guided_backprop,
+    integrated_gradients,
+    lrp_epsilon,
+)
 from deepliftjax._references import ShapScores, check_residuals, deeplift_shap
 from deepliftjax._rules_control import defcall
 from deepliftjax._rules_elementwise import (
@@ -35,6 +42,11 @@ from deepliftjax._shuffle import dinuc_shuffle, dinucleotide_counts, shuffle
 __version__ = "0.1.0"
 
 __all__ = [
+    "gradient",
+    "gradient_x_input",
+    "guided_backprop",
+    "integrated_gradients",
+    "lrp_epsilon",
     "Attribution",
     "ShapScores",
     "attribute",

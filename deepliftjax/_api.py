@@ -12,7 +12,14 @@ import numpy as np
 from jax.typing import ArrayLike
 
 # The rule modules fill the rule table when imported.
-from deepliftjax import _compat, _rules_control, _rules_elementwise, _rules_linear, _rules_reduce  # noqa: F401, I001
+from deepliftjax import (  # noqa: F401, I001
+    _compat,
+    _methods,  # noqa: F401, I001  (fills the other rule sets)
+    _rules_control,
+    _rules_elementwise,
+    _rules_linear,
+    _rules_reduce,
+)
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._interpreter import Options, Pair, eval_jaxpr
 
@@ -27,6 +34,7 @@ def deeplift(
     multiply_by_inputs: bool = True,
     has_aux: bool = False,
     onehot_axis: int | None = None,
+    rule: str = "rescale",
     max_rule: str = "cross",
     fallback: str | None = None,
 ) -> Callable[..., Any]:
@@ -53,6 +61,9 @@ def deeplift(
         (exact when the first layer is linear in the input, e.g. a convolution on one-hot
         DNA). With ``ref=1/K`` the scores of the present base, ``m * x``, are the paper's
         scores against an all-zero reference after normalisation.
+      rule: ``"rescale"`` (the paper's rules, default) or ``"reveal_cancel"`` (Shrikumar et
+        al. 2017: positive and negative parts of Δ kept apart through linear maps, weights
+        split by sign, and treated separately at each nonlinearity). Both are exact.
       max_rule: rule for max pooling and ``reduce_max``: ``"cross"`` (exact, default),
         ``"paper"`` (eq. 11) or ``"gradient"`` (not exact).
       fallback: ``"gradient"`` uses the ordinary derivative for primitives without a rule,
@@ -73,8 +84,11 @@ def deeplift(
       >>> deeplift(f, jnp.zeros(2))(jnp.array([-1.0, -1.0]))
       Array([-0.13333334, -0.26666668], dtype=float32)
     """
-    options = Options(max_rule=max_rule, fallback=fallback)
+    options = Options(max_rule=max_rule, fallback=fallback, method=rule)
+    return _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options)
 
+
+def _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options, post=None):
     @functools.wraps(f)
     def scores(*args: Any, **kwargs: Any) -> Any:
         out, _, pullback, aux, (diff, refs) = _vjp(f, ref, args, kwargs, argnums, has_aux, options)
@@ -86,6 +100,8 @@ def deeplift(
                 "deeplift_vjp(f, ref, x) to attribute any combination of a vector output."
             )
         (m,) = pullback(jnp.ones_like(out))
+        if post is not None:
+            m = jax.tree_util.tree_map(post, m, diff)
         m = _finish(m, diff, refs, multiply_by_inputs, onehot_axis)
         return (m, aux) if has_aux else m
 
@@ -98,6 +114,7 @@ def deeplift_vjp(
     *primals: Any,
     argnums: int | Sequence[int] = 0,
     has_aux: bool = False,
+    rule: str = "rescale",
     max_rule: str = "cross",
     fallback: str | None = None,
 ) -> tuple[Any, ...]:
@@ -107,7 +124,7 @@ def deeplift_vjp(
       f: function to attribute; may return any pytree of arrays.
       ref: the reference, as for :func:`deeplift`.
       *primals: the arguments of ``f``.
-      argnums, has_aux, max_rule, fallback: as for :func:`deeplift`.
+      argnums, has_aux, rule, max_rule, fallback: as for :func:`deeplift`.
 
     Returns:
       ``(out, out_ref, pullback)`` (plus ``aux`` when ``has_aux``): ``f`` at the input
@@ -122,7 +139,7 @@ def deeplift_vjp(
       >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
       >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
-    options = Options(max_rule=max_rule, fallback=fallback)
+    options = Options(max_rule=max_rule, fallback=fallback, method=rule)
     out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
 
     def multipliers(cotangent: Any) -> Any:

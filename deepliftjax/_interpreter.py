@@ -53,6 +53,9 @@ class Pair:
 
 
 MAX_RULES = ("cross", "paper", "gradient")
+METHODS: dict[str, Callable[[Any], Any] | None] = {"rescale": None}
+"""Rule sets over the same interpreter: name -> ``dispatch(prim)`` returning a rule (or None
+for the default table). Filled by the modules that define them (``_methods.py``)."""
 FALLBACKS = (None, "error", "gradient")
 
 
@@ -70,8 +73,16 @@ class Options:
 
     max_rule: str = "cross"
     fallback: str | None = None
+    method: str = "rescale"
+    epsilon: float = 0.0
+    bias: bool = True
 
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise DeepLiftError(
+                f"rule={self.method!r} is not one of {tuple(m for m in METHODS if m)}.\n"
+                "Hint: 'rescale' is the paper's default; 'reveal_cancel' is Shrikumar et al. 2017."
+            )
         if self.max_rule not in MAX_RULES:
             raise DeepLiftError(
                 f"max_rule={self.max_rule!r} is not one of {MAX_RULES}.\n"
@@ -178,7 +189,8 @@ def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
         out = bind_both(prim, invals, _compat.bind_params(eqn))
         _inherit_score(pairs, out)
         return out
-    rule = RULES.get(prim)
+    dispatch = METHODS[options.method]
+    rule = dispatch(prim) if dispatch is not None else RULES.get(prim)
     if rule is None:
         if options.fallback == "gradient":
             warnings.warn(

@@ -139,8 +139,14 @@ def rescale_rule(prim: Any, smooth: bool, ctx: Context, *vals: Any, **params: An
     return Pair(ya, yr)
 
 
+RESCALE_PRIMS: dict[Any, bool] = {}
+"""Primitives registered with :func:`defrescale`, mapped to whether they are smooth."""
+
+
 def defrescale(prim: Any, *, smooth: bool = True) -> None:
     """Register Rescale for a unary elementwise ``prim`` (or one with constant extras)."""
+    if prim is not None:
+        RESCALE_PRIMS[prim] = smooth
 
     def rule(ctx, *vals, **params):
         if len(_float_pair_positions(vals)) > 1:

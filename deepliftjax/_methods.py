@@ -1,0 +1,463 @@
+"""Other attribution rules over the same interpreter: RevealCancel, guided backpropagation,
+ε-LRP; and the gradient-based comparison methods of the paper.
+
+Each rule set is a ``dispatch(primitive) -> rule`` registered in
+:data:`deepliftjax._interpreter.METHODS`; primitives it does not mention fall back to the
+default table (or, for the gradient-based sets, to the ordinary derivative).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from deepliftjax._compat import primitive
+from deepliftjax._interpreter import METHODS, RULES, Context, Pair, bind_both, rs
+from deepliftjax._rules_elementwise import RESCALE_PRIMS, secant
+
+# ---- RevealCancel (Shrikumar, Greenside & Kundaje 2017, §3.5.3) -------------------------
+
+
+class SPair(Pair):
+    """A pair whose difference is split into a positive part ``dp`` and a negative ``dn``."""
+
+    __slots__ = ("dp", "dn")
+
+    def __init__(self, r: Any, dp: Any, dn: Any, s: Pair | None = None):
+        super().__init__(r + dp + dn, r, s)
+        self.dp = dp
+        self.dn = dn
+
+
+def _split(v: Any) -> Any:
+    """Split a float pair's difference by sign (a fresh ±-decomposition)."""
+    if isinstance(v, SPair) or not isinstance(v, Pair) or not v.is_float:
+        return v
+    d = v.x - v.r
+    return SPair(v.r, jnp.maximum(d, 0), jnp.minimum(d, 0), v.s)
+
+
+def _parts(v: Any) -> tuple[Any, Any]:
+    """(Δ⁺, Δ⁻) of an operand; a float constant has none (zeros), other constants stay."""
+    if isinstance(v, Pair):
+        v = _split(v)
+        return (v.dp, v.dn) if isinstance(v, SPair) else (v.x, v.x)
+    if jnp.issubdtype(jnp.result_type(v), jnp.inexact):
+        z = jnp.zeros_like(v)
+        return z, z
+    return v, v
+
+
+def _generic(rule: Callable) -> Callable:
+    """The default rule on totals; each float output gets a fresh sign split."""
+
+    def wrapped(ctx, *vals, **params):
+        out = rule(ctx, *vals, **params)
+        return [_split(o) for o in out] if isinstance(out, list | tuple) else _split(out)
+
+    return wrapped
+
+
+def _rc_structural(prim: Any) -> Callable:
+    """Linear maps with coefficients +1 (reshape, slicing, add, sums): Δ⁺ and Δ⁻ map apart."""
+
+    def rule(ctx, *vals, **params):
+        if any(isinstance(v, Pair) and not v.is_float for v in vals):
+            return _generic(RULES[prim])(ctx, *vals, **params)
+        parts = [_parts(v) for v in vals]
+        r = prim.bind(*rs(vals), **params)
+        dp = prim.bind(*[p for p, _ in parts], **params)
+        dn = prim.bind(*[n for _, n in parts], **params)
+        if prim.multiple_results:
+            return [SPair(*t) for t in zip(r, dp, dn, strict=True)]
+        return SPair(r, dp, dn)
+
+    return rule
+
+
+def _rc_neg(ctx, a, **params):
+    a = _split(a)
+    return SPair(-a.r, -a.dn, -a.dp)
+
+
+def _rc_sub(ctx, a, b, **params):
+    (pa, na), (pb, nb) = _parts(a), _parts(b)
+    return SPair(rs([a])[0] - rs([b])[0], pa - nb, na - pb)
+
+
+def _rc_scale(prim: Any) -> Callable:
+    """``a * c`` or ``a / c`` with a constant c: each part goes where the sign of c sends it."""
+
+    def rule(ctx, a, b, **params):
+        varying = [isinstance(v, Pair) and v.is_float for v in (a, b)]
+        if all(varying) or (prim is div_p and varying[1]):
+            return _generic(RULES[prim])(ctx, a, b, **params)
+        v, c = (a, b) if varying[0] else (b, a)
+        coef = c if prim is mul_p else 1 / c
+        cp, cn = jnp.maximum(coef, 0), jnp.minimum(coef, 0)
+        p, n = _parts(v)
+        r = prim.bind(*rs([a, b]), **params)
+        return SPair(r, cp * p + cn * n, cp * n + cn * p)
+
+    return rule
+
+
+def _rc_bilinear(prim: Any) -> Callable:
+    """A dense or conv layer with constant weights: terms w·Δx split by their sign."""
+
+    def rule(ctx, a, b, **params):
+        varying = [isinstance(v, Pair) and v.is_float for v in (a, b)]
+        if all(varying):
+            return _generic(RULES[prim])(ctx, a, b, **params)
+
+        def L(u, w):
+            return prim.bind(u, w, **params) if varying[0] else prim.bind(w, u, **params)
+
+        v, w = (a, b) if varying[0] else (b, a)
+        d = v.x - v.r
+        pos, neg = jnp.maximum(d, 0), jnp.minimum(d, 0)
+        wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
+        r = prim.bind(*rs([a, b]), **params)
+        return SPair(r, L(pos, wp) + L(neg, wn), L(neg, wp) + L(pos, wn))
+
+    return rule
+
+
+def _rc_unary(prim: Any, smooth: bool) -> Callable:
+    """RevealCancel at a nonlinearity: Δy⁺ and Δy⁻ as two-player Shapley values of Δx⁺, Δx⁻."""
+
+    def rule(ctx, *vals, **params):
+        pos = [i for i, v in enumerate(vals) if isinstance(v, Pair) and v.is_float]
+        if len(pos) != 1:
+            return _generic(RULES[prim])(ctx, *vals, **params)
+        (i,) = pos
+        v = _split(vals[i])
+        consts = [u.x if isinstance(u, Pair) else u for u in vals]
+
+        def h(u):
+            args = list(consts)
+            args[i] = u
+            return prim.bind(*args, **params)
+
+        yr = h(v.r)
+        dp_out, dn_out = _reveal_cancel(h, smooth)(v.dp, v.dn, v.r)
+        return SPair(yr, dp_out, dn_out)
+
+    return rule
+
+
+def _reveal_cancel(h: Callable, smooth: bool) -> Callable:
+    def multipliers(dp, dn, r):
+        x = r + dp + dn
+        hr, hp, hn, hx = h(r), h(r + dp), h(r + dn), h(x)
+        mp = 0.5 * (secant(h, r + dp, r, hp, hr, smooth) + secant(h, x, r + dn, hx, hn, smooth))
+        mn = 0.5 * (secant(h, r + dn, r, hn, hr, smooth) + secant(h, x, r + dp, hx, hp, smooth))
+        return mp, mn
+
+    @jax.custom_vjp
+    def fun(dp, dn, r):
+        mp, mn = multipliers(dp, dn, r)
+        return mp * dp, mn * dn
+
+    def fwd(dp, dn, r):
+        mp, mn = multipliers(dp, dn, r)
+        return (mp * dp, mn * dn), (mp, mn)
+
+    def bwd(res, g):
+        mp, mn = res
+        return g[0] * mp, g[1] * mn, None
+
+    fun.defvjp(fwd, bwd)
+    return fun
+
+
+mul_p = primitive("mul_p")
+div_p = primitive("div_p")
+_STRUCTURAL = [
+    "add_p", "add_jaxvals_p", "reshape_p", "squeeze_p", "expand_dims_p", "broadcast_in_dim_p",
+    "transpose_p", "rev_p", "concatenate_p", "pad_p", "split_p", "tile_p", "stack_p",
+    "unstack_p", "slice_p", "dynamic_slice_p", "dynamic_update_slice_p", "gather_p",
+    "scatter_p", "scatter_add_p", "reduce_sum_p", "reduce_window_sum_p", "cumsum_p", "copy_p",
+    "device_put_p", "sharding_constraint_p", "optimization_barrier_p",
+]  # fmt: skip
+_RECURSIVE = ["jit_p", "custom_jvp_call_p", "custom_vjp_call_p", "remat_p"]
+
+REVEAL_CANCEL: dict[Any, Callable] = {}
+for _name in _STRUCTURAL:
+    if (_p := primitive(_name)) is not None:
+        REVEAL_CANCEL[_p] = _rc_structural(_p)
+for _name in _RECURSIVE:
+    if (_p := primitive(_name)) is not None:
+        REVEAL_CANCEL[_p] = RULES[_p]
+REVEAL_CANCEL[primitive("neg_p")] = _rc_neg
+REVEAL_CANCEL[primitive("sub_p")] = _rc_sub
+REVEAL_CANCEL[mul_p] = _rc_scale(mul_p)
+REVEAL_CANCEL[div_p] = _rc_scale(div_p)
+REVEAL_CANCEL[primitive("dot_general_p")] = _rc_bilinear(primitive("dot_general_p"))
+REVEAL_CANCEL[primitive("conv_general_dilated_p")] = _rc_bilinear(
+    primitive("conv_general_dilated_p")
+)
+for _p, _smooth in RESCALE_PRIMS.items():
+    REVEAL_CANCEL[_p] = _rc_unary(_p, _smooth)
+for _name in ("max_p", "min_p"):  # relu is max(x, 0): RevealCancel when one operand varies
+    REVEAL_CANCEL[primitive(_name)] = _rc_unary(primitive(_name), False)
+
+
+def _dispatch_reveal_cancel(prim: Any) -> Callable | None:
+    rule = REVEAL_CANCEL.get(prim)
+    if rule is not None:
+        return rule
+    base = RULES.get(prim)
+    return None if base is None else _generic(base)
+
+
+METHODS["reveal_cancel"] = _dispatch_reveal_cancel
+
+
+# ---- guided backpropagation and ε-LRP: modified gradients ------------------------------
+
+
+def _plain(prim: Any) -> Callable:
+    return lambda ctx, *vals, **params: bind_both(prim, vals, params)
+
+
+def _one_varying(vals: Sequence[Any]) -> int | None:
+    pos = [i for i, v in enumerate(vals) if isinstance(v, Pair) and v.is_float]
+    return pos[0] if len(pos) == 1 else None
+
+
+def _modified(prim: Any, backward: Callable[[Any, Any, Any], Any]) -> Callable:
+    """A rule whose VJP on the varying operand is ``backward(x, y, g)``."""
+
+    def rule(ctx, *vals, **params):
+        i = _one_varying(vals)
+        if i is None:
+            return bind_both(prim, vals, params)
+        consts = [v.x if isinstance(v, Pair) else v for v in vals]
+
+        def h(u):
+            args = list(consts)
+            args[i] = u
+            return prim.bind(*args, **params)
+
+        @jax.custom_vjp
+        def f(u):
+            return h(u)
+
+        def fwd(u):
+            y = h(u)
+            return y, (u, y)
+
+        def bwd(res, g):
+            u, y = res
+            return (backward(u, y, g, ctx),)
+
+        f.defvjp(fwd, bwd)
+        return Pair(f(vals[i].x), h(vals[i].r))
+
+    return rule
+
+
+def _guided_relu(u, y, g, ctx):
+    return jnp.where((u > 0) & (g > 0), g, 0).astype(g.dtype)
+
+
+def _lrp_ratio(u, y, g, ctx):
+    eps = ctx.options.epsilon
+    den = u + eps * jnp.where(u >= 0, 1.0, -1.0).astype(u.dtype)
+    return g * y / jnp.where(den == 0, jnp.ones_like(den), den)
+
+
+def _is_relu(prim: Any) -> bool:
+    return prim in (primitive("max_p"), primitive("min_p"))
+
+
+def _dispatch_gradient_like(special: Callable[[Any], Callable | None]) -> Callable:
+    def dispatch(prim):
+        rule = special(prim)
+        if rule is not None:
+            return rule
+        if prim in RULES and prim in {primitive(n) for n in (*_RECURSIVE, "cond_p", "scan_p")}:
+            return RULES[prim]
+        if prim is primitive("while_p"):
+            return RULES[prim]
+        return _plain(prim)
+
+    return dispatch
+
+
+_GUIDED = {primitive("max_p"): _modified(primitive("max_p"), _guided_relu)}
+_LRP = {p: _modified(p, _lrp_ratio) for p in (*RESCALE_PRIMS, primitive("max_p"))}
+
+
+def _lrp_add(ctx, a, b, **params):
+    """With ``bias=False`` the relevance of ``u + b`` passes wholly to u (b absorbs none)."""
+    i = _one_varying((a, b))
+    if ctx.options.bias or i is None:
+        return bind_both(add_p, (a, b), params)
+    return _modified(add_p, _lrp_ratio)(ctx, a, b, **params)
+
+
+add_p = primitive("add_p")
+_LRP[add_p] = _lrp_add
+METHODS["guided_backprop"] = _dispatch_gradient_like(_GUIDED.get)
+METHODS["lrp"] = _dispatch_gradient_like(_LRP.get)
+
+
+# ---- public transforms ------------------------------------------------------------------
+
+
+def gradient(
+    f: Callable[..., Any],
+    *,
+    argnums: int | Sequence[int] = 0,
+    absolute: bool = False,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
+    """Saliency (Simonyan et al. 2013): the gradient, or its absolute value.
+
+    Not exact: gradients do not sum to ``f(x) - f(ref)``. Cost: one gradient.
+
+    Example:
+      >>> import jax.numpy as jnp, deepliftjax as dl
+      >>> dl.gradient(lambda x: jnp.sum(x**2), absolute=True)(jnp.array([-1.0, 2.0]))
+      Array([2., 4.], dtype=float32)
+    """
+    g = jax.grad(f, argnums=argnums, has_aux=has_aux)
+
+    @functools.wraps(f)
+    def saliency(*args, **kwargs):
+        out = g(*args, **kwargs)
+        if not absolute:
+            return out
+        if has_aux:
+            return jax.tree_util.tree_map(jnp.abs, out[0]), out[1]
+        return jax.tree_util.tree_map(jnp.abs, out)
+
+    return saliency
+
+
+def gradient_x_input(
+    f: Callable[..., Any], *, argnums: int | Sequence[int] = 0
+) -> Callable[..., Any]:
+    """Gradient × input (a first-order Taylor term against zero). Not exact; one gradient.
+
+    Example:
+      >>> import jax.numpy as jnp, deepliftjax as dl
+      >>> dl.gradient_x_input(lambda x: jnp.sum(x**2))(jnp.array([-1.0, 2.0]))
+      Array([2., 8.], dtype=float32)
+    """
+    g = jax.grad(f, argnums=argnums)
+
+    @functools.wraps(f)
+    def scores(*args, **kwargs):
+        grads = g(*args, **kwargs)
+        nums = argnums if isinstance(argnums, Sequence) else (argnums,)
+        xs = tuple(args[i] for i in nums)
+        if not isinstance(argnums, Sequence):
+            return jax.tree_util.tree_map(lambda a, b: a * b, grads, xs[0])
+        return jax.tree_util.tree_map(lambda a, b: a * b, grads, xs)
+
+    return scores
+
+
+def guided_backprop(
+    f: Callable[..., Any], *, argnums: int | Sequence[int] = 0, multiply_by_inputs: bool = False
+) -> Callable[..., Any]:
+    """Guided backpropagation (Springenberg et al. 2014): at every ReLU (``max(x, 0)``),
+    only positive gradients flow, and only where the unit is active. Not exact.
+
+    Runs through the same interpreter as :func:`deeplift`, with a modified rule for ``max``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, deepliftjax as dl
+      >>> f = lambda x: jnp.sum(-jax.nn.relu(x))
+      >>> dl.guided_backprop(f)(jnp.array([1.0, -1.0]))
+      Array([0., 0.], dtype=float32)
+    """
+    from deepliftjax._api import _transform
+    from deepliftjax._interpreter import Options
+
+    post = (lambda m, x: m * x) if multiply_by_inputs else None
+    options = Options(method="guided_backprop")
+    return _transform(f, 0.0, argnums, False, False, None, options, post)
+
+
+def lrp_epsilon(
+    f: Callable[..., Any],
+    *,
+    epsilon: float = 1e-9,
+    bias: bool = True,
+    argnums: int | Sequence[int] = 0,
+) -> Callable[..., Any]:
+    """ε-LRP (Bach et al. 2015) as a modified gradient times the input.
+
+    Every nonlinearity passes ``y / (z + ε sign z)`` of the relevance back (the rule for
+    relevance ratios of ε-LRP); with ``bias=False`` a bias add passes all relevance to its
+    other operand, so biases absorb none. For piecewise-linear networks with
+    ``bias=True`` and ε → 0 this equals gradient × input (§3.4 of the paper). Not exact.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, deepliftjax as dl
+      >>> f = lambda x: jnp.sum(jax.nn.relu(x @ jnp.ones((2, 2)) + 1.0))
+      >>> dl.lrp_epsilon(f)(jnp.array([1.0, -0.5]))
+      Array([ 2., -1.], dtype=float32)
+    """
+    from deepliftjax._api import _transform
+    from deepliftjax._interpreter import Options
+
+    options = Options(method="lrp", epsilon=epsilon, bias=bias)
+    return _transform(f, 0.0, argnums, False, False, None, options, lambda m, x: m * x)
+
+
+def integrated_gradients(
+    f: Callable[..., Any],
+    ref: Any,
+    *,
+    steps: int = 50,
+    argnums: int = 0,
+    return_error: bool = False,
+) -> Callable[..., Any]:
+    """Integrated gradients (Sundararajan et al. 2017) along the straight path from ``ref``.
+
+    The path integral is approximated by the trapezoidal rule on ``steps`` intervals, all
+    gradients computed in one batched (vmapped) call. Its completeness error
+    ``|sum(IG) - (f(x) - f(ref))|`` shrinks as steps grow; ``return_error=True`` returns it.
+
+    Example:
+      >>> import jax.numpy as jnp, deepliftjax as dl
+      >>> ig = dl.integrated_gradients(lambda x: jnp.sum(x**2), 0.0, steps=8)
+      >>> ig(jnp.array([1.0, 2.0]))
+      Array([1., 4.], dtype=float32)
+    """
+    grad = jax.grad(f, argnums=argnums)
+
+    @functools.wraps(f)
+    def scores(*args):
+        x = args[argnums]
+        r = jnp.broadcast_to(jnp.asarray(ref, x.dtype), x.shape)
+        alphas = jnp.linspace(0.0, 1.0, steps + 1, dtype=x.dtype)
+        weights = jnp.full((steps + 1,), 1.0 / steps, x.dtype).at[jnp.array([0, -1])].mul(0.5)
+
+        def at(alpha):
+            a = list(args)
+            a[argnums] = r + alpha * (x - r)
+            return grad(*a)
+
+        g = jax.vmap(at)(alphas)
+        ig = jnp.tensordot(weights, g, axes=1) * (x - r)
+        if not return_error:
+            return ig
+        a_ref = list(args)
+        a_ref[argnums] = r
+        return ig, jnp.abs(jnp.sum(ig) - (f(*args) - f(*a_ref)))
+
+    return scores
+
+
+__all__ = ["gradient", "gradient_x_input", "guided_backprop", "integrated_gradients",
+           "lrp_epsilon", "Context"]  # fmt: skip
