@@ -7,6 +7,7 @@ Run it all with the console command ``deepliftjax-genomics`` (or
 
 from deepliftjax.genomics._attribute import (
     METHODS,
+    MORE_METHODS,
     UNIFORM_REFERENCE,
     attribute,
     deeplift_onehot,
@@ -39,6 +40,7 @@ __all__ = [
     "BASES",
     "GATA",
     "METHODS",
+    "MORE_METHODS",
     "TAL1",
     "TINY",
     "UNIFORM_REFERENCE",

@@ -22,7 +22,7 @@ Method = Callable[[ScalarFn], ScoreFn]
 UNIFORM_REFERENCE = 0.25
 
 
-def deeplift_onehot(f: ScalarFn) -> ScoreFn:
+def deeplift_onehot(f: ScalarFn, rule: str = "rescale") -> ScoreFn:
     """DeepLIFT as in the paper's §3.2: zero reference after the §2.6 weight normalisation.
 
     Equals the uniform reference 0.25 with input multipliers mean-centred over the base axis;
@@ -36,27 +36,56 @@ def deeplift_onehot(f: ScalarFn) -> ScoreFn:
     """
     from deepliftjax import deeplift  # the core transform
 
-    multipliers = deeplift(f, UNIFORM_REFERENCE, onehot_axis=-1, multiply_by_inputs=False)
+    multipliers = deeplift(
+        f, UNIFORM_REFERENCE, onehot_axis=-1, multiply_by_inputs=False, rule=rule
+    )
     return lambda x: multipliers(x) * x
 
 
+def reveal_cancel_onehot(f: ScalarFn) -> ScoreFn:
+    """:func:`deeplift_onehot` with the RevealCancel rule (Shrikumar et al. 2017)."""
+    return deeplift_onehot(f, rule="reveal_cancel")
+
+
+def integrated_gradients_onehot(f: ScalarFn, steps: int = 32) -> ScoreFn:
+    """Integrated gradients from the uniform reference, multipliers mean-centred over bases
+    like :func:`deeplift_onehot`, scores of the present base."""
+    from deepliftjax import integrated_gradients
+
+    ig = integrated_gradients(f, UNIFORM_REFERENCE, steps=steps)
+
+    def scores(x):
+        m = ig(x) / jnp.where(x == UNIFORM_REFERENCE, 1.0, x - UNIFORM_REFERENCE)
+        return (m - m.mean(-1, keepdims=True)) * x
+
+    return scores
+
+
 def gradient_x_input(f: ScalarFn) -> ScoreFn:
-    """Gradient times input.
+    """Gradient times input (``deepliftjax.gradient_x_input`` on one sequence)."""
+    from deepliftjax import gradient_x_input as gxi
 
-    Args:
-      f: scalar function of one sequence.
+    return gxi(f)
 
-    Returns:
-      A function x -> grad f(x) * x.
-    """
-    g = jax.grad(f)
-    return lambda x: g(x) * x
+
+def guided_backprop_x_input(f: ScalarFn) -> ScoreFn:
+    """Guided backpropagation times input."""
+    from deepliftjax import guided_backprop
+
+    return guided_backprop(f, multiply_by_inputs=True)
 
 
 METHODS: dict[str, Method] = {
     "DeepLIFT": deeplift_onehot,
     "gradient×input": gradient_x_input,
 }
+
+MORE_METHODS: dict[str, Method] = {
+    "DeepLIFT RevealCancel": reveal_cancel_onehot,
+    "integrated gradients": integrated_gradients_onehot,
+    "guided backprop×input": guided_backprop_x_input,
+}
+"""The other methods of the comparison (``--all-methods`` on the command line)."""
 
 
 def attribute(

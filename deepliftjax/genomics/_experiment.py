@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._attribute import METHODS, UNIFORM_REFERENCE, Method, attribute
+from ._attribute import METHODS, MORE_METHODS, UNIFORM_REFERENCE, Method, attribute
 from ._metrics import auprc, auroc, motif_auprc, per_position, top_window_hit
 from ._model import GenomicsCNN
 from ._report import format_missed, format_table, plot_scores, write_report
@@ -190,7 +190,8 @@ def run_experiment(
     titles = [f"test positive {i}: logit {float(lg):.2f}"
               for i, lg in zip(np.flatnonzero(correct)[:k], logits[correct][:k], strict=True)]
     fig_path = os.path.join(out_dir, "fig3.png")
-    plot_scores(fig_path, sel.x[:k], {m: s[:k] for m, s in scores.items()},
+    shown = [m for m in METHODS if m in scores] or list(scores)  # Fig. 3: DeepLIFT, grad×input
+    plot_scores(fig_path, sel.x[:k], {m: scores[m][:k] for m in shown},
                 {m: sel.masks[m][:k] for m in names}, titles=titles)
     timing["report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
@@ -239,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true",
                    help="a small, fast setting for tests (runs in seconds; no accuracy goal)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--all-methods", action="store_true",
+                   help="also score with RevealCancel, integrated gradients and guided "
+                   "backprop×input (adds about a minute)")
     args = p.parse_args(argv)
 
     kw: dict[str, Any] = dict(TINY) if args.tiny else {}
@@ -250,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     cmd = shlex.join(["deepliftjax-genomics", *(sys.argv[1:] if argv is None else argv)])
-    r = run_experiment(config, args.out, progress=not args.no_progress, command=cmd)
+    methods = {**METHODS, **MORE_METHODS} if args.all_methods else None
+    r = run_experiment(
+        config, args.out, methods=methods, progress=not args.no_progress, command=cmd
+    )
     m = r["model"]
     print(f"\nTest auROC: {m['test_auroc']:.3f} (paper: 0.907); auPRC {m['test_auprc']:.3f}; "
           f"{r['data']['n_test']} test sequences")
