@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from deepliftjax import _rules_control, _rules_linear, _rules_reduce  # noqa: F401  (fill RULES)
 from deepliftjax._compat import primitive
 from deepliftjax._interpreter import METHODS, RULES, Context, Pair, bind_both, rs
 from deepliftjax._rules_elementwise import RESCALE_PRIMS, secant
