@@ -1,0 +1,493 @@
+"""Pictures of attributions: sequence logos and bars for one-hot DNA, heatmaps for images,
+and side-by-side panels for several methods.
+
+matplotlib is an optional dependency (``pip install "deepliftjax[plot]"``); it is imported
+only when a function here is called. Every function draws on a given ``ax`` or makes a new
+figure with :func:`matplotlib.pyplot.subplots`, and returns what it drew on, so it works
+under any backend, including the non-interactive ``Agg``.
+
+>>> import numpy as np
+>>> from deepliftjax import plot
+>>> x = np.eye(4)[[0, 1, 2, 3]]
+>>> ax = plot.sequence_logo(x * np.array([[1.0], [-0.5], [0.2], [0.0]]))
+>>> ax.get_xlim()
+(-0.5, 3.5)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "BASE_COLORS",
+    "image_heatmap",
+    "method_panels",
+    "sequence_bars",
+    "sequence_logo",
+]
+
+BASE_COLORS: dict[str, str] = {"A": "#109648", "C": "#255C99", "G": "#F7B32B", "T": "#D62839"}
+"""Colours of the bases (the usual logo colours: A green, C blue, G orange, T red)."""
+
+_SPAN_COLORS = ("#7E57C2", "#26A69A", "#8D6E63", "#EC407A", "#78909C")
+_OTHER_COLORS = ("#6A1B9A", "#00838F", "#5D4037", "#AD1457", "#37474F", "#9E9D24")
+
+Highlight = Mapping[str, Any]
+
+
+def _mpl() -> Any:
+    """Imports matplotlib.pyplot, or raises an ImportError naming the ``plot`` extra."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "deepliftjax.plot needs matplotlib: pip install 'deepliftjax[plot]' "
+            "(or pip install matplotlib)."
+        ) from e
+    return plt
+
+
+def _colors(alphabet: str, colors: Mapping[str, str] | None) -> list[str]:
+    table = dict(BASE_COLORS if colors is None else colors)
+    return [
+        table.get(a, _OTHER_COLORS[i % len(_OTHER_COLORS)]) for i, a in enumerate(alphabet)
+    ]
+
+
+def _as_scores(scores: ArrayLike, alphabet: str, name: str = "scores") -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != len(alphabet):
+        raise ValueError(
+            f"{name} must be shaped (length, {len(alphabet)}) for the alphabet {alphabet!r} "
+            f"(one sequence; index a batch first, e.g. scores[i]), got shape {s.shape}."
+        )
+    if s.shape[0] == 0:
+        raise ValueError(f"{name} is empty (length 0).")
+    if not np.isfinite(s).all():
+        raise ValueError(f"{name} holds NaN or infinite values.")
+    return s
+
+
+def _check_onehot(onehot: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if onehot is None:
+        return None
+    x = np.asarray(onehot, dtype=np.float64)
+    if x.shape != shape:
+        raise ValueError(f"onehot must have the scores' shape {shape}, got {x.shape}.")
+    return x
+
+
+def _spans(value: Any, length: int, name: str) -> list[tuple[float, float]]:
+    """(start, stop) spans of a bool mask of shape (length,) or of an iterable of pairs."""
+    arr = np.asarray(value)
+    if arr.dtype == bool or (arr.ndim == 1 and arr.shape[0] == length and arr.shape[0] != 2):
+        if arr.shape != (length,):
+            raise ValueError(
+                f"highlight[{name!r}] must be a bool mask of shape ({length},) or a list of "
+                f"(start, stop) pairs, got shape {arr.shape}."
+            )
+        m = arr.astype(bool).astype(int)
+        edges = np.flatnonzero(np.diff(np.r_[0, m, 0]))
+        return [(float(a), float(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    if arr.ndim == 1 and arr.shape[0] == 2:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(
+            f"highlight[{name!r}] must be a bool mask of shape ({length},) or a list of "
+            f"(start, stop) pairs, got shape {arr.shape}."
+        )
+    return [(float(a), float(b)) for a, b in arr if b > a]
+
+
+def _draw_highlight(ax: Axes, highlight: Highlight | None, length: int) -> list[Any]:
+    """Shades highlighted spans; returns legend handles."""
+    if not highlight:
+        return []
+    from matplotlib.patches import Patch
+
+    handles = []
+    for i, (name, value) in enumerate(highlight.items()):
+        color = _SPAN_COLORS[i % len(_SPAN_COLORS)]
+        for a, b in _spans(value, length, name):
+            ax.axvspan(a - 0.5, b - 0.5, color=color, alpha=0.18, lw=0, zorder=0)
+        handles.append(Patch(color=color, alpha=0.35, label=name))
+    return handles
+
+
+@functools.lru_cache(maxsize=64)
+def _glyph(letter: str) -> Any:
+    """The letter's outline as a Path normalised to the unit square [0, 1] x [0, 1]."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.path import Path
+    from matplotlib.textpath import TextPath
+    from matplotlib.transforms import Affine2D
+
+    path = TextPath((0, 0), letter, size=1, prop=FontProperties(family="DejaVu Sans",
+                                                                 weight="bold"))
+    ext = path.get_extents()
+    w, h = max(ext.width, 1e-9), max(ext.height, 1e-9)
+    t = Affine2D().translate(-ext.x0, -ext.y0).scale(1.0 / w, 1.0 / h)
+    return Path(t.transform(path.vertices), path.codes)
+
+
+def _new_ax(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    if ax is not None:
+        return ax
+    plt = _mpl()
+    _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _finish_seq_axes(
+    ax: Axes, length: int, lo: float, hi: float, title: str | None, ylabel: str | None,
+    handles: list[Any],
+) -> None:
+    ax.axhline(0, color="k", lw=0.5, zorder=1)
+    ax.set_xlim(-0.5, length - 0.5)
+    pad = 0.05 * max(hi - lo, 1e-12)
+    ax.set_ylim(min(lo, 0.0) - pad, max(hi, 0.0) + pad)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9, loc="left")
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper right",
+                  ncol=len(handles))
+
+
+def sequence_logo(
+    scores: ArrayLike,
+    onehot: ArrayLike | None = None,
+    *,
+    ax: Axes | None = None,
+    alphabet: str = "ACGT",
+    colors: Mapping[str, str] | None = None,
+    highlight: Highlight | None = None,
+    title: str | None = None,
+    ylabel: str | None = None,
+    width: float = 0.95,
+) -> Axes:
+    """A sequence logo of contributions: at each position the letters are drawn with height
+    equal to their score, positive scores stacked above the axis, negative ones below (the
+    largest magnitudes farthest from it).
+
+    For ordinary contributions of one-hot DNA only the present base has a score, so one
+    letter per position shows; hypothetical contributions show all four.
+
+    Args:
+      scores: (length, len(alphabet)) scores of one sequence.
+      onehot: optional one-hot sequence of the same shape; the scores are multiplied by it
+        (hypothetical scores -> the present base's score).
+      ax: axes to draw on; a new (12 x 2 inch) figure when None.
+      alphabet: the letters of the last axis.
+      colors: letter -> colour (default :data:`BASE_COLORS`).
+      highlight: name -> bool mask (length,) or list of (start, stop) spans to shade, e.g.
+        the true motif positions.
+      title: axes title.
+      ylabel: y-axis label.
+      width: letter width in positions.
+
+    Returns:
+      The matplotlib Axes.
+
+    Raises:
+      ValueError: scores not shaped (length, len(alphabet)), non-finite, or a mismatched
+        onehot or highlight.
+    """
+    _mpl()
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path
+
+    s = _as_scores(scores, alphabet)
+    x = _check_onehot(onehot, s.shape)
+    if x is not None:
+        s = s * x
+    length, k = s.shape
+    ax = _new_ax(ax, (12, 2))
+    glyphs = [_glyph(a) for a in alphabet]
+    pieces: list[list[Any]] = [[] for _ in range(k)]
+    for i in range(length):
+        row = s[i]
+        for sign in (1.0, -1.0):
+            idx = [j for j in np.argsort(np.abs(row)) if sign * row[j] > 0]  # small first
+            base = 0.0
+            for j in idx:
+                h = abs(row[j])
+                verts = glyphs[j].vertices * [width, h] + [i - width / 2, base if sign > 0
+                                                           else -base - h]
+                pieces[j].append(Path(verts, glyphs[j].codes))
+                base += h
+    cols = _colors(alphabet, colors)
+    for j in range(k):
+        if pieces[j]:
+            ax.add_patch(PathPatch(Path.make_compound_path(*pieces[j]), facecolor=cols[j],
+                                   edgecolor="none", zorder=2))
+    handles = _draw_highlight(ax, highlight, length)
+    hi = np.clip(s, 0, None).sum(1).max()
+    lo = np.clip(s, None, 0).sum(1).min()
+    _finish_seq_axes(ax, length, lo, hi, title, ylabel, handles)
+    return ax
+
+
+def sequence_bars(
+    scores: ArrayLike,
+    onehot: ArrayLike | None = None,
+    *,
+    ax: Axes | None = None,
+    alphabet: str = "ACGT",
+    colors: Mapping[str, str] | None = None,
+    highlight: Highlight | None = None,
+    title: str | None = None,
+    ylabel: str | None = None,
+) -> Axes:
+    """Per-position scores as bars coloured by base (the paper's Fig. 3 style).
+
+    The bar at position i is ``sum_b scores[i, b] * onehot[i, b]`` coloured by the present
+    base; without ``onehot``, ``sum_b scores[i, b]`` coloured by the base of largest
+    ``|score|``.
+
+    Args:
+      scores: (length, len(alphabet)) scores of one sequence.
+      onehot: optional one-hot sequence of the same shape.
+      ax: axes to draw on; a new (12 x 2 inch) figure when None.
+      alphabet: the letters of the last axis.
+      colors: letter -> colour (default :data:`BASE_COLORS`).
+      highlight: name -> bool mask (length,) or list of (start, stop) spans to shade.
+      title: axes title.
+      ylabel: y-axis label.
+
+    Returns:
+      The matplotlib Axes.
+
+    Raises:
+      ValueError: scores not shaped (length, len(alphabet)), non-finite, or a mismatched
+        onehot or highlight.
+    """
+    _mpl()
+    from matplotlib.patches import Patch
+
+    s = _as_scores(scores, alphabet)
+    x = _check_onehot(onehot, s.shape)
+    if x is not None:
+        height, base = (s * x).sum(1), x.argmax(1)
+    else:
+        height, base = s.sum(1), np.abs(s).argmax(1)
+    length = s.shape[0]
+    ax = _new_ax(ax, (12, 2))
+    cols = np.array(_colors(alphabet, colors))
+    ax.bar(np.arange(length), height, width=1.0, color=cols[base], lw=0, zorder=2)
+    handles = _draw_highlight(ax, highlight, length)
+    present = sorted(set(base.tolist()))
+    handles = [Patch(color=cols[j], label=alphabet[j]) for j in present] + handles
+    _finish_seq_axes(ax, length, float(height.min()), float(height.max()), title, ylabel,
+                     handles)
+    return ax
+
+
+def _as_image(attr: ArrayLike, channel_axis: int | None, name: str = "attribution") -> np.ndarray:
+    a = np.asarray(attr, dtype=np.float64)
+    if a.ndim == 3:
+        if channel_axis is None:
+            raise ValueError(f"{name} is 3-D {a.shape}; pass channel_axis to sum channels.")
+        a = a.sum(axis=channel_axis)  # the paper's Fig. 2: scores summed over channels
+    if a.ndim != 2 or 0 in a.shape:
+        raise ValueError(
+            f"{name} must be an image (H, W) or (H, W, C) with channel_axis=-1, got shape "
+            f"{np.shape(attr)}."
+        )
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} holds NaN or infinite values.")
+    return a
+
+
+def image_heatmap(
+    attribution: ArrayLike,
+    *,
+    ax: Axes | None = None,
+    positive_only: bool = False,
+    channel_axis: int | None = -1,
+    image: ArrayLike | None = None,
+    cmap: str | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+    colorbar: bool = False,
+) -> Axes:
+    """An image attribution as a heatmap, channels summed as in the paper's Fig. 2.
+
+    Signed scores use a diverging map centred on zero (red positive, blue negative);
+    ``positive_only`` keeps ``max(score, 0)`` on a sequential map (brighter = more
+    important), like the paper's panels of positive gradient×input and DeepLIFT.
+
+    Args:
+      attribution: (H, W) or (H, W, C) scores of one image (C on ``channel_axis``).
+      ax: axes to draw on; a new 3 x 3 inch figure when None.
+      positive_only: show only positive scores.
+      channel_axis: the channel axis of a 3-D attribution (summed); None forbids 3-D input.
+      image: optional (H, W) or (H, W, C) input drawn underneath in grey.
+      cmap: colour map (default "RdBu_r"; "hot" with ``positive_only`` or when no score is
+        negative).
+      vmax: colour scale limit (default: the largest magnitude of this attribution).
+      title: axes title.
+      colorbar: add a colour bar.
+
+    Returns:
+      The matplotlib Axes.
+
+    Raises:
+      ValueError: a shape other than (H, W) or (H, W, C), non-finite scores, or an image of
+        another height and width.
+    """
+    plt = _mpl()
+    a = _as_image(attribution, channel_axis)
+    if positive_only:
+        a = np.clip(a, 0.0, None)
+    ax = _new_ax(ax, (3, 3))
+    top = float(np.abs(a).max()) if vmax is None else float(vmax)
+    top = top if top > 0 else 1.0
+    if image is not None:
+        img = _as_image(image, channel_axis, "image")
+        if img.shape != a.shape:
+            raise ValueError(f"image is {img.shape}, attribution is {a.shape}.")
+        ax.imshow(img, cmap="gray_r", interpolation="nearest")
+    if positive_only or a.min() >= 0:  # e.g. |gradient|: nothing to centre
+        kw = dict(cmap=cmap or "hot", vmin=0.0, vmax=top)
+    else:
+        kw = dict(cmap=cmap or "RdBu_r", vmin=-top, vmax=top)
+    im = ax.imshow(a, interpolation="nearest", alpha=0.75 if image is not None else 1.0, **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    if colorbar:
+        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def method_panels(
+    attributions: Mapping[str, ArrayLike],
+    inputs: ArrayLike | None = None,
+    *,
+    kind: str = "image",
+    positive_only: bool | Mapping[str, bool] = False,
+    channel_axis: int | None = -1,
+    row_titles: Sequence[str] | None = None,
+    highlight: Highlight | Sequence[Highlight] | None = None,
+    alphabet: str = "ACGT",
+    panel_size: tuple[float, float] | None = None,
+) -> Figure:
+    """Side-by-side panels of several methods' attributions for the same examples.
+
+    ``kind="image"``: one row per example, columns the input (if given) then each method.
+    ``kind="logo"`` or ``"bars"``: one row per method and example, sharing the position axis.
+
+    Args:
+      attributions: method name -> scores of a batch: images (N, H, W) or (N, H, W, C),
+        sequences (N, length, len(alphabet)); every method must have the same shape.
+      inputs: the inputs, same leading shape: images (N, H, W[, C]) or one-hot sequences
+        (N, length, len(alphabet)), which multiply sequence scores (see
+        :func:`sequence_logo`).
+      kind: "image", "logo" or "bars".
+      positive_only: images: show only positive scores, for all methods or per method name.
+      channel_axis: images: the channel axis of one (H, W, C) example (summed).
+      row_titles: a title per example.
+      highlight: sequences: spans to shade, one mapping for all examples or one per example.
+      alphabet: sequences: the letters of the last axis.
+      panel_size: (width, height) of one panel in inches.
+
+    Returns:
+      The matplotlib Figure.
+
+    Raises:
+      ValueError: an unknown kind, no methods, or shapes that differ between methods or do
+        not match the inputs.
+    """
+    plt = _mpl()
+    if kind not in ("image", "logo", "bars"):
+        raise ValueError(f"kind must be 'image', 'logo' or 'bars', got {kind!r}.")
+    if not attributions:
+        raise ValueError("attributions is empty: pass {method name: scores}.")
+    names = list(attributions)
+    arrs = {k: np.asarray(v, dtype=np.float64) for k, v in attributions.items()}
+    shapes = {k: v.shape for k, v in arrs.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"every method's scores must have one shape, got {shapes}.")
+    shape = shapes[names[0]]
+    want = "(N, H, W) or (N, H, W, C)" if kind == "image" else f"(N, length, {len(alphabet)})"
+    if len(shape) not in ((3, 4) if kind == "image" else (3,)):
+        raise ValueError(
+            f"method_panels takes a batch: scores shaped {want}, got {shape} "
+            "(for one example use scores[None])."
+        )
+    n = arrs[names[0]].shape[0]
+    if inputs is not None:
+        inputs = np.asarray(inputs, dtype=np.float64)
+        if inputs.shape[0] != n:
+            raise ValueError(f"inputs hold {inputs.shape[0]} examples, scores hold {n}.")
+    if row_titles is not None and len(row_titles) != n:
+        raise ValueError(f"row_titles has {len(row_titles)} entries for {n} examples.")
+
+    if kind == "image":
+        pos = (
+            {k: bool(positive_only.get(k, False)) for k in names}
+            if isinstance(positive_only, Mapping) else dict.fromkeys(names, bool(positive_only))
+        )
+        cols = len(names) + (inputs is not None)
+        pw, ph = panel_size or (2.0, 2.0)
+        fig, axes = plt.subplots(n, cols, figsize=(pw * cols, ph * n + 0.3), squeeze=False)
+        for i in range(n):
+            c = 0
+            if inputs is not None:
+                img = _as_image(inputs[i], channel_axis, "inputs")
+                axes[i, 0].imshow(img, cmap="gray_r", interpolation="nearest")
+                axes[i, 0].set_xticks([])
+                axes[i, 0].set_yticks([])
+                if i == 0:
+                    axes[i, 0].set_title("input", fontsize=9)
+                if row_titles is not None:
+                    axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
+                c = 1
+            for j, k in enumerate(names):
+                label = k + (" (positive)" if pos[k] else "")
+                image_heatmap(arrs[k][i], ax=axes[i, c + j], positive_only=pos[k],
+                              channel_axis=channel_axis, title=label if i == 0 else None)
+            if inputs is None and row_titles is not None:
+                axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
+        fig.tight_layout()
+        return fig
+
+    if isinstance(highlight, Mapping) or highlight is None:
+        hls: list[Highlight | None] = [highlight] * n
+    else:
+        hls = list(highlight)
+        if len(hls) != n:
+            raise ValueError(f"highlight has {len(hls)} entries for {n} examples.")
+    if inputs is not None and inputs.shape != arrs[names[0]].shape:
+        raise ValueError(f"inputs are {inputs.shape}, scores are {arrs[names[0]].shape}.")
+    pw, ph = panel_size or (12.0, 1.6)
+    rows = n * len(names)
+    fig, axes = plt.subplots(rows, 1, figsize=(pw, ph * rows + 0.3), sharex=True,
+                             squeeze=False)
+    draw = sequence_logo if kind == "logo" else sequence_bars
+    for i in range(n):
+        for j, k in enumerate(names):
+            ax = axes[i * len(names) + j, 0]
+            title = row_titles[i] if (row_titles is not None and j == 0) else None
+            draw(arrs[k][i], None if inputs is None else inputs[i], ax=ax, alphabet=alphabet,
+                 highlight=hls[i],
+                 title=title, ylabel=k)
+            if j > 0 and ax.get_legend() is not None:
+                ax.get_legend().remove()
+    axes[-1, 0].set_xlabel("position")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,130 @@
+"""The plot helpers draw non-empty PNGs and reject bad shapes with clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from deepliftjax import plot  # noqa: E402
+
+RNG = np.random.default_rng(0)
+X = np.eye(4, dtype=np.float32)[RNG.integers(0, 4, 60)]
+S = RNG.standard_normal((60, 4))
+
+
+def _png(fig) -> np.ndarray:
+    """Renders fig to PNG; checks size and content; returns the pixels."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=60)
+    plt.close(fig)
+    data = buf.getvalue()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 500
+    buf.seek(0)
+    px = plt.imread(buf)
+    assert px.std() > 0.01  # not blank
+    return px
+
+
+def test_logo_present_base_and_hypothetical() -> None:
+    ax = plot.sequence_logo(S, X, highlight={"GATA": (10, 20), "E-box": X[:, 0] > 0},
+                            title="t", ylabel="score")
+    assert ax.get_xlim() == (-0.5, 59.5)
+    # one compound letter patch per base present
+    from matplotlib.patches import PathPatch
+
+    assert sum(isinstance(p, PathPatch) for p in ax.patches) == 4
+    lo, hi = ax.get_ylim()
+    sx = (S * X).sum(1)
+    assert lo <= sx.min() and hi >= sx.max()
+    _png(ax.figure)
+    ax = plot.sequence_logo(S)  # hypothetical: all four letters, stacked
+    lo, hi = ax.get_ylim()
+    assert hi >= np.clip(S, 0, None).sum(1).max() and lo <= np.clip(S, None, 0).sum(1).min()
+    _png(ax.figure)
+
+
+def test_logo_letter_heights_match_scores() -> None:
+    s = np.zeros((3, 4))
+    s[0, 0], s[1, 2], s[2, 3] = 2.0, -1.0, 0.5
+    ax = plot.sequence_logo(s)
+    ext = {round(p.get_path().get_extents().height, 3) for p in ax.patches}
+    assert ext == {2.0, 1.0, 0.5}
+    plt.close(ax.figure)
+
+
+def test_bars_and_existing_axes() -> None:
+    fig, axes = plt.subplots(2, 1)
+    out = plot.sequence_bars(S, X, ax=axes[0], highlight={"m": [(3, 9), (30, 40)]})
+    assert out is axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in axes[0].patches if p.get_width() == 1.0)
+    assert heights == sorted(np.round((S * X).sum(1), 6).tolist())
+    plot.sequence_bars(S, ax=axes[1])
+    _png(fig)
+
+
+def test_image_heatmap() -> None:
+    a = RNG.standard_normal((8, 8, 3))
+    ax = plot.image_heatmap(a, positive_only=True, colorbar=True, title="DeepLIFT")
+    im = ax.images[-1]
+    np.testing.assert_allclose(im.get_array(), np.clip(a.sum(-1), 0, None))  # channels summed
+    assert im.get_clim()[0] == 0.0
+    _png(ax.figure)
+    ax = plot.image_heatmap(a[..., 0], image=np.abs(a[..., 0]))
+    lo, hi = ax.images[-1].get_clim()
+    assert lo == -hi  # signed scores: centred on zero
+    _png(ax.figure)
+
+
+def test_method_panels_images_and_sequences() -> None:
+    imgs = RNG.random((3, 8, 8))
+    attrs = {"|gradient|": imgs, "gradient×input": imgs - 0.5, "DeepLIFT": imgs - 0.4}
+    fig = plot.method_panels(attrs, imgs, positive_only={"gradient×input": True,
+                                                         "DeepLIFT": True},
+                             row_titles=["0", "1", "2"])
+    assert len(fig.axes) == 3 * 4
+    _png(fig)
+    fig = plot.method_panels({"a": S[None], "b": -S[None]}, X[None], kind="logo",
+                             highlight={"m": (5, 15)}, row_titles=["seq"])
+    assert len(fig.axes) == 2
+    _png(fig)
+    fig = plot.method_panels({"a": np.stack([S, S])}, np.stack([X, X]), kind="bars",
+                             highlight=[{"m": (1, 4)}, {"m": (7, 9)}])
+    assert len(fig.axes) == 2
+    _png(fig)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: plot.sequence_logo(np.zeros((10, 3))), r"\(length, 4\)"),
+        (lambda: plot.sequence_logo(np.zeros((2, 10, 4))), r"index a batch"),
+        (lambda: plot.sequence_logo(np.zeros((0, 4))), "empty"),
+        (lambda: plot.sequence_logo(np.full((3, 4), np.nan)), "NaN"),
+        (lambda: plot.sequence_logo(S, X[:10]), "onehot must have"),
+        (lambda: plot.sequence_bars(S, highlight={"m": np.ones(5, bool)}), r"mask of shape"),
+        (lambda: plot.sequence_bars(S, highlight={"m": [(1, 2, 3)]}), r"\(start, stop\)"),
+        (lambda: plot.image_heatmap(np.zeros(5)), r"\(H, W\)"),
+        (lambda: plot.image_heatmap(np.zeros((2, 3, 4, 5))), r"\(H, W\)"),
+        (lambda: plot.image_heatmap(np.zeros((4, 4, 3)), channel_axis=None), "channel_axis"),
+        (lambda: plot.image_heatmap(np.zeros((4, 4)), image=np.zeros((5, 5))), "image is"),
+        (lambda: plot.method_panels({}), "empty"),
+        (lambda: plot.method_panels({"a": np.zeros((2, 8, 8))}, kind="pie"), "kind"),
+        (lambda: plot.method_panels({"a": np.zeros((2, 8, 8)), "b": np.zeros((2, 8, 7))}),
+         "one shape"),
+        (lambda: plot.method_panels({"a": np.zeros((8, 8))}), r"scores\[None\]"),
+        (lambda: plot.method_panels({"a": np.zeros((2, 8, 8))}, np.zeros((3, 8, 8))),
+         "3 examples"),
+        (lambda: plot.method_panels({"a": S}, kind="logo"), r"\(N, length, 4\)"),
+        (lambda: plot.method_panels({"a": S[None]}, X, kind="logo"), "examples"),
+    ],
+)
+def test_bad_shapes(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()
+    plt.close("all")
