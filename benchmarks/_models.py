@@ -62,11 +62,30 @@ def torch_vgg16(n_classes: int = 200, hidden: int = 512) -> nn.Sequential:
 
 
 # ----------------------------------------------------------------------------- flax
+def tiled_max_pool(x: jnp.ndarray, window: tuple[int, ...]) -> jnp.ndarray:
+    """Max pooling with stride = window as reshape + max (same values as ``fnn.max_pool``).
+
+    Its gradient is a mask instead of XLA's ``select_and_scatter_add``, much faster on CPU;
+    used only for the "tuned floor" row.
+    """
+    n = [s // w for s, w in zip(x.shape[1:-1], window, strict=True)]
+    x = x[(slice(None), *(slice(0, k * w) for k, w in zip(n, window, strict=True)))]
+    split = [d for k, w in zip(n, window, strict=True) for d in (k, w)]
+    x = x.reshape(x.shape[0], *split, x.shape[-1])
+    return x.max(axis=tuple(range(2, 2 * len(window) + 1, 2)))
+
+
+def _pool(x: jnp.ndarray, window: tuple[int, ...], tiled: bool) -> jnp.ndarray:
+    return tiled_max_pool(x, window) if tiled else fnn.max_pool(x, window, window)
+
+
 class FlaxGenomics(fnn.Module):
+    tiled_pool: bool = False
+
     @fnn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # (N, 200, 4)
         x = fnn.relu(fnn.Conv(20, (15,), padding="VALID")(x))
-        x = fnn.max_pool(x, (50,), (50,))
+        x = _pool(x, (50,), self.tiled_pool)
         x = x.reshape(x.shape[0], -1)
         x = fnn.relu(fnn.Dense(200)(x))
         x = fnn.relu(fnn.Dense(200)(x))
@@ -76,12 +95,13 @@ class FlaxGenomics(fnn.Module):
 class FlaxVGG16(fnn.Module):
     n_classes: int = 200
     hidden: int = 512
+    tiled_pool: bool = False
 
     @fnn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # (N, 64, 64, 3)
         for v in VGG16_CFG:
             if v == "M":
-                x = fnn.max_pool(x, (2, 2), (2, 2))
+                x = _pool(x, (2, 2), self.tiled_pool)
             else:
                 x = fnn.relu(fnn.Conv(int(v), (3, 3), padding=((1, 1), (1, 1)))(x))
         x = x.reshape(x.shape[0], -1)
@@ -127,9 +147,9 @@ class Pair:
     def shape_jax(self) -> tuple[int, ...]:
         return (*self.shape_torch[1:], self.shape_torch[0])
 
-    def scalar_fn(self) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    def scalar_fn(self, tiled_pool: bool = False) -> Callable[[jnp.ndarray], jnp.ndarray]:
         """f(x) -> scalar output ``target`` for one channels-last example."""
-        model, params, t = self.flax_model, self.params, self.target
+        model, params, t = self.flax_model.clone(tiled_pool=tiled_pool), self.params, self.target
         return lambda x: model.apply(params, x[None])[0, t]
 
     def data(self, n: int, seed: int = 0) -> np.ndarray:
