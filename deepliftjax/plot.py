@@ -162,8 +162,8 @@ def _finish_seq_axes(
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=8)
     if handles:
-        ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper right",
-                  ncol=len(handles))
+        ax.legend(handles=handles, fontsize=7, frameon=False, loc="lower right",
+                  bbox_to_anchor=(1.0, 1.0), ncol=len(handles), borderaxespad=0.1)
 
 
 def sequence_logo(
@@ -334,7 +334,7 @@ def image_heatmap(
       ax: axes to draw on; a new 3 x 3 inch figure when None.
       positive_only: show only positive scores.
       channel_axis: the channel axis of a 3-D attribution (summed); None forbids 3-D input.
-      image: optional (H, W) or (H, W, C) input drawn underneath in grey.
+      image: optional (H, W) or (H, W, C) input, drawn as a contour at half its range.
       cmap: colour map (default "RdBu_r"; "hot" with ``positive_only`` or when no score is
         negative).
       vmax: colour scale limit (default: the largest magnitude of this attribution).
@@ -355,16 +355,18 @@ def image_heatmap(
     ax = _new_ax(ax, (3, 3))
     top = float(np.abs(a).max()) if vmax is None else float(vmax)
     top = top if top > 0 else 1.0
-    if image is not None:
-        img = _as_image(image, channel_axis, "image")
-        if img.shape != a.shape:
-            raise ValueError(f"image is {img.shape}, attribution is {a.shape}.")
-        ax.imshow(img, cmap="gray_r", interpolation="nearest")
     if positive_only or a.min() >= 0:  # e.g. |gradient|: nothing to centre
         kw = dict(cmap=cmap or "hot", vmin=0.0, vmax=top)
     else:
         kw = dict(cmap=cmap or "RdBu_r", vmin=-top, vmax=top)
-    im = ax.imshow(a, interpolation="nearest", alpha=0.75 if image is not None else 1.0, **kw)
+    im = ax.imshow(a, interpolation="nearest", **kw)
+    if image is not None:
+        img = _as_image(image, channel_axis, "image")
+        if img.shape != a.shape:
+            raise ValueError(f"image is {img.shape}, attribution is {a.shape}.")
+        if img.max() > img.min():  # the input's outline at half its range
+            level = 0.5 * (img.min() + img.max())
+            ax.contour(img, levels=[level], colors="k", linewidths=0.8, alpha=0.7)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
