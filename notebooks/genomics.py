@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -159,6 +161,22 @@ for k, v in scores.items():
     row = [f"{label} {np.nanmean(g.motif_auprc(s, pos.core_masks[key])):.3f}"
            for key, label in names.items()]
     print(f"{k:15s}", "  ".join(row))
+
+# %% [markdown]
+# Scores are a way of sharing out one number, `f(x) - f(ref)`, among the positions. When
+# the model needs both motifs (an AND), occluding either one (setting it to the reference
+# 0.25) costs more of the logit than its share: the drops add up to more than the delta, and
+# how the rules divide the shared part depends on the reference. Per motif, averaged over
+# the positives:
+
+# %%
+print(f"{'':15s} {'occlusion drop':>15s} {'DeepLIFT sum':>13s} {'grad×input sum':>15s}")
+for key, label in names.items():
+    occluded = np.where(pos.masks[key][..., None], 0.25, pos.x)
+    drop = (logits[correct] - g.predict(model, params, occluded)).mean()
+    sums = [(v.sum(-1) * pos.masks[key]).sum(1).mean() for v in scores.values()]
+    print(f"{label:15s} {drop:15.2f} {sums[0]:13.2f} {sums[1]:15.2f}")
+print(f"{'delta':15s} {'':15s} {delta.mean():13.2f}")
 
 # %% [markdown]
 # ## DeepLIFT-SHAP with dinucleotide-shuffled references
