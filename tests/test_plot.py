@@ -128,3 +128,9 @@ def test_bad_shapes(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
     plt.close("all")
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"deepliftjax\[plot\]"):
+        plot.sequence_logo(S)
