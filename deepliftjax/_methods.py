@@ -157,7 +157,11 @@ def _reveal_cancel(h: Callable, smooth: bool) -> Callable:
         hr, hp, hn, hx = h(r), h(r + dp), h(r + dn), h(x)
         mp = 0.5 * (secant(h, r + dp, r, hp, hr, smooth) + secant(h, x, r + dn, hx, hn, smooth))
         mn = 0.5 * (secant(h, r + dn, r, hn, hr, smooth) + secant(h, x, r + dp, hx, hp, smooth))
-        return mp, mn
+        # r + dp and r + dn are off the path from r to x and may leave h's domain (rsqrt of
+        # a variance whose negative part is large): there, Rescale on the total (still exact)
+        ok = jnp.isfinite(mp) & jnp.isfinite(mn)
+        m = secant(h, x, r, hx, hr, smooth)
+        return jnp.where(ok, mp, m), jnp.where(ok, mn, m)
 
     @jax.custom_vjp
     def fun(dp, dn, r):

@@ -20,7 +20,25 @@ TOL = 1e-5
 # ---- RevealCancel -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.tol == TOL], ids=repr)
+# The default suite runs RevealCancel on the rule families that it treats differently from
+# Rescale (linear maps, nonlinearities, products, max, select, control flow); -m slow runs
+# every case of the rule table.
+RC_DEFAULT = {
+    "neg", "sub", "add", "scatter_add", "reduce_sum", "avg_pool", "tanh", "log", "rsqrt",
+    "relu", "abs", "mul", "dot_general", "conv", "max", "div_const", "div", "where_prelu",
+    "select", "step_mask", "reduce_max", "max_pool_overlap", "custom_jvp", "cond", "scan",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        c if c.name in RC_DEFAULT else pytest.param(c, marks=pytest.mark.slow)
+        for c in CASES
+        if c.tol == TOL
+    ],
+    ids=repr,
+)
 def test_reveal_cancel_sums_to_delta_on_every_rule_case(case):
     f = _target(case)
     xs, rs = _draw(case, 1, (3,)), _draw(case, 2, (3,))
@@ -72,7 +90,13 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in ("genomics_cnn", "lstm") else pytest.param(n, marks=pytest.mark.slow)
+        for n in sorted(MODELS)
+    ],
+)  # the CNN with every layer and the transformer take a minute or more each: -m slow
 def test_reveal_cancel_on_the_model_zoo(name):
     make, shape, scale = MODELS[name]
     xs = jax.random.normal(jax.random.PRNGKey(0), (3, *shape))
@@ -148,7 +172,9 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize("model", ["every_layer_cnn", "genomics_cnn"])
+@pytest.mark.parametrize(
+    "model", ["genomics_cnn", pytest.param("every_layer_cnn", marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_under_jit_and_vmap(method, model):
     make, shape, scale = MODELS[model]
