@@ -7,7 +7,7 @@
 True
 """
 
-from deepliftjax import genomics
+from deepliftjax import genomics, plot
 from deepliftjax._api import deeplift, deeplift_vjp
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._hypothetical import (
@@ -56,6 +56,7 @@ __all__ = [
     "dinucleotide_counts",
     "export_modisco",
     "genomics",
+    "plot",
     "hypothetical_from_multipliers",
     "project_hypothetical",
     "shuffle",
