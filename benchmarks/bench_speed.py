@@ -256,6 +256,10 @@ def write_results(
         "- Captum: `captum.attr.DeepLift(model).attribute(x, baselines=ref, target=0)` "
         "(it runs input and reference as one batch of 2N).",
         "- torch grad×input: `model(x)[:, 0].sum().backward(); x.grad * x`.",
+        "- correctness differs: in both models a ReLU feeds each max pool directly, and there "
+        "Captum's hooks lose its max-pool rule (the ReLU's hook records the gradient before the "
+        "pool's hook rewrites it), so its scores are the gradient through the pools and do not "
+        "sum to delta; deepliftjax's do (tests/test_captum_parity.py).",
         "- median of ≥ "
         + (
             f"{args.repeats}"
