@@ -12,6 +12,7 @@ from jax import lax
 from test_fuzz import _Apply, init, model
 
 import deepliftjax as dl
+from deepliftjax._checks import summation_residual
 
 # Two models with every layer family: conv, PReLU, overlapping max pool, LayerNorm, a residual
 # GELU branch, a sigmoid*tanh gate, softplus, global max (2-D); ELU, SAME max pool, RMSNorm,
@@ -319,3 +320,59 @@ def test_rms_norm_at_a_zero_reference():
 def f64_delta(f, x, r):
     with jax.enable_x64(True):
         return float(f(np.asarray(x, np.float64)) - f(np.asarray(r, np.float64)))
+
+
+# ---- summation_residual ----
+
+
+def test_summation_residual_single_and_batched():
+    f, shape = _model("1d")
+    xs = np.stack([_xr(shape, s) for s in range(4)])
+    ref = _xr(shape, 9)
+    one = summation_residual(f, ref, xs[0])
+    assert one.shape == () and float(one) < 1e-4
+    res = summation_residual(f, ref, xs, batched=True)  # shared reference
+    assert res.shape == (4,) and float(res.max()) < 1e-4
+    np.testing.assert_allclose(res[0], one, atol=1e-5)  # vmap reorders the rounding
+    refs = np.stack([_xr(shape, 20 + s) for s in range(4)])  # one reference per example
+    per = summation_residual(f, refs, xs, batched=True)
+    np.testing.assert_allclose(per[2], summation_residual(f, refs[2], xs[2]), atol=1e-5)
+
+
+def test_summation_residual_given_contributions_and_its_definition():
+    g = lambda x: jnp.sum(jnp.tanh(x) * jnp.array([1.0, 2.0, 3.0]))
+    x, r = jnp.array([0.5, -1.0, 2.0]), jnp.zeros(3)
+    c = dl.deeplift(g, r)(x)
+    d = float(g(x) - g(r))
+    assert float(summation_residual(g, r, x, c)) < 1e-6
+    wrong = c.at[0].add(0.01)
+    np.testing.assert_allclose(summation_residual(g, r, x, wrong), 0.01 / abs(d), rtol=1e-4)
+    # the floor: Δf tiny against f -> relative to 1e-3 * max(|f|, 1)
+    h = lambda x: 100.0 + jnp.sum(x)
+    x2 = jnp.array([1e-3, 0.0, 0.0])
+    res = summation_residual(h, 0.0, x2, jnp.array([2e-3, 0.0, 0.0]))
+    np.testing.assert_allclose(res, 1e-3 / (1e-3 * 100.0), rtol=1e-2)
+    # floor=0: plain relative; Δf == 0 with sum(C) == 0 is 0, with sum(C) != 0 is inf
+    assert float(summation_residual(h, 0.0, jnp.zeros(3), jnp.zeros(3), floor=0.0)) == 0.0
+    assert np.isinf(float(summation_residual(h, 0.0, jnp.zeros(3), jnp.ones(3), floor=0.0)))
+
+
+def test_summation_residual_pytrees_options_and_low_precision():
+    g = lambda p: jnp.sum(jax.nn.relu(p["a"] - 0.3)) * jnp.max(p["b"])
+    p = {"a": jnp.array([1.0, 0.2]), "b": jnp.array([0.5, 2.0, -1.0])}
+    assert float(summation_residual(g, 0.0, p)) < 1e-6
+    assert float(summation_residual(g, 0.0, p, max_rule="cross")) < 1e-6
+    ps = jax.tree_util.tree_map(lambda v: jnp.stack([v, 2 * v]), p)
+    assert summation_residual(g, {"a": 0.0, "b": jnp.zeros(3)}, ps, batched=True).shape == (2,)
+    h = lambda x: jnp.sum(jnp.tanh(x))
+    x16 = jnp.array([0.5, -1.0, 2.0], jnp.bfloat16)
+    res = summation_residual(h, 0.0, x16)
+    assert res.dtype == jnp.float32 and float(res) < 6e-2
+
+
+def test_summation_residual_flags_an_inexact_fallback():
+    g = lambda x: jnp.sum(jnp.sort(x) * jnp.array([1.0, -2.0, 3.0]))
+    x, r = jnp.array([2.0, -1.0, 0.5]), jnp.array([-1.0, 0.5, 2.0])  # another order
+    with pytest.warns(UserWarning, match="'sort'"):
+        res = summation_residual(g, r, x, fallback="gradient")
+    assert float(res) > 1e-3  # the gradient fallback is not exact, and this says so
