@@ -3,6 +3,8 @@ precision, constant inputs. Models are the plain-JAX builders of the fuzzer (tes
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,11 +51,19 @@ SPEC_1D = (
 SPECS = {"2d": SPEC_2D, "1d": SPEC_1D}
 
 
+@functools.cache
 def _model(name, dtype=np.float32, seed=0):
+    """(f, input shape): f jitted, cached, so every test reuses its compilations."""
     spec = SPECS[name]
     params = [np.asarray(p, dtype) for p in init(spec, np.random.default_rng(seed))]
-    f = lambda x: model(spec, x, _Apply(params))
+    f = jax.jit(lambda x: model(spec, x, _Apply(params)))
     return f, spec[0]
+
+
+@functools.cache
+def _scores(f, multiply_by_inputs=True):
+    """jit(deeplift(f, r)(x)) with the reference as an argument, cached per function."""
+    return jax.jit(lambda x, r: dl.deeplift(f, r, multiply_by_inputs=multiply_by_inputs)(x))
 
 
 def _model_check(name, c, x, r):
@@ -78,9 +88,9 @@ def test_input_equal_to_reference_scores_exactly_zero(name):
     f, shape = _model(name)
     x = _xr(shape)
     for r in (x, x.copy()):
-        c = jax.jit(lambda x, r: dl.deeplift(f, r)(x))(x, r)
+        c = _scores(f)(x, r)
         assert np.all(np.asarray(c) == 0.0)
-    m = dl.deeplift(f, x, multiply_by_inputs=False)(x)
+    m = _scores(f, False)(x, x)
     assert np.isfinite(np.asarray(m)).all()  # the multipliers there: finite (the gradient)
 
 
@@ -92,7 +102,7 @@ def test_difference_of_1e_minus_12(name):
     xs = (x * 1e-6).astype(np.float32)
     r = (xs + np.float32(1e-12)).astype(np.float32)
     assert np.any(r != xs)
-    c = dl.deeplift(f, r)(xs)
+    c = _scores(f)(xs, r)
     assert np.isfinite(np.asarray(c)).all()
     err, allowed = _model_check(name, c, xs, r)
     assert err <= allowed, (err, allowed)
@@ -101,14 +111,14 @@ def test_difference_of_1e_minus_12(name):
         f64, _ = _model(name, np.float64)
         x64 = x.astype(np.float64)
         r64 = x64 + 1e-12 * np.sign(_xr(shape, 2))
-        c = dl.deeplift(f64, r64)(x64)
+        c = _scores(f64)(x64, r64)
         d = float(f64(x64) - f64(r64))
         assert np.isfinite(np.asarray(c)).all()
         # Δf ~ 1e-13 carries f's own float64 rounding (a few ulps of f ~ 1): ~1e-3 of it
         scale = max(abs(float(f64(x64))), abs(float(f64(r64))))
         allowed = 1e-6 * abs(d) + 16 * float(np.finfo(np.float64).eps) * scale
         assert abs(float(jnp.sum(c)) - d) <= allowed, (float(jnp.sum(c)), d)
-        m = dl.deeplift(f64, r64, multiply_by_inputs=False)(x64)
+        m = _scores(f64, False)(x64, r64)
         g = jax.grad(f64)(x64)
         np.testing.assert_allclose(m, g, rtol=1e-5, atol=1e-8 * float(jnp.abs(g).max()))
 
@@ -120,7 +130,7 @@ def test_difference_of_1e6(name, how):
     x = _xr(shape)
     big = _xr(shape, 3, scale=1e6)
     x, r = (big, x) if how == "input_1e6" else (x, big)
-    c = np.asarray(dl.deeplift(f, r)(x))
+    c = np.asarray(_scores(f)(x, r))
     assert np.isfinite(c).all()
     err, allowed = _model_check(name, c, x, r)
     # The normalisation layers make f nearly blind to a 1e6 move: contributions of 1e4-1e5
@@ -131,7 +141,7 @@ def test_difference_of_1e6(name, how):
     with jax.enable_x64(True):
         g, _ = _model(name, np.float64)
         x64, r64 = x.astype(np.float64), r.astype(np.float64)
-        c64 = np.asarray(dl.deeplift(g, r64)(x64))
+        c64 = np.asarray(_scores(g)(x64, r64))
         d = float(g(x64) - g(r64))
         eps64 = float(np.finfo(np.float64).eps)
         assert abs(c64.sum() - d) <= 1e-10 * abs(d) + 16 * eps64 * np.abs(c64).sum()
@@ -219,18 +229,19 @@ def test_low_precision_models(name, dtype):
     spec = SPECS[name]
     params = [jnp.asarray(p, dt) for p in init(spec, np.random.default_rng(0))]
     flow = lambda x: model(spec, x, _Apply(params))
+    attr = jax.jit(lambda x, r: dl.deeplift(flow, r)(x))
+    fwd64 = jax.jit(lambda x, p: model(spec, x, _Apply(p)))
+    p64 = [np.asarray(p, np.float64) for p in params]
     worst = 0.0
-    for seed in range(6):
+    for seed in range(4):
         x = jnp.asarray(_xr(shape, 10 + seed), dt)
         r = jnp.asarray(_xr(shape, 20 + seed) if seed % 2 else np.zeros(shape), dt)
-        c = jax.jit(lambda x, r: dl.deeplift(flow, r)(x))(x, r)
+        c = attr(x, r)
         assert c.dtype == dt
         assert np.isfinite(np.asarray(c, np.float32)).all()
-        with jax.enable_x64(True):
-            f64 = _Apply  # the same rounded weights, evaluated in float64
-            p64 = [np.asarray(p, np.float64) for p in params]
-            fx = float(model(spec, np.asarray(x, np.float64), f64(p64)))
-            fr = float(model(spec, np.asarray(r, np.float64), f64(p64)))
+        with jax.enable_x64(True):  # the same rounded weights, evaluated in float64
+            fx = float(fwd64(np.asarray(x, np.float64), p64))
+            fr = float(fwd64(np.asarray(r, np.float64), p64))
         total = float(np.sum(np.asarray(c, np.float64)))
         denom = max(abs(fx - fr), 0.1 * max(abs(fx), abs(fr), 1.0))
         worst = max(worst, abs(total - (fx - fr)) / denom)
@@ -245,7 +256,7 @@ def test_float64_is_exact_to_1e_10(name):
         for seed in range(6):
             x = _xr(shape, 30 + seed).astype(np.float64)
             r = (_xr(shape, 40 + seed) if seed % 2 else np.zeros(shape)).astype(np.float64)
-            c = jax.jit(lambda x, r: dl.deeplift(f, r)(x))(x, r)
+            c = _scores(f)(x, r)
             assert c.dtype == jnp.float64
             d = float(f(x) - f(r))
             worst = max(worst, abs(float(jnp.sum(c)) - d) / max(abs(d), 1e-300))
@@ -265,7 +276,7 @@ def test_all_zero_and_constant_inputs(name):
         (zeros, x),
     ]
     for xi, ri in cases:
-        c = np.asarray(dl.deeplift(f, ri)(xi))
+        c = np.asarray(_scores(f)(xi, ri))
         assert np.isfinite(c).all()
         if np.array_equal(xi, ri):
             assert np.all(c == 0)
@@ -329,14 +340,16 @@ def test_summation_residual_single_and_batched():
     f, shape = _model("1d")
     xs = np.stack([_xr(shape, s) for s in range(4)])
     ref = _xr(shape, 9)
-    one = summation_residual(f, ref, xs[0])
+    sr = jax.jit(lambda r, x: summation_residual(f, r, x))
+    srb = jax.jit(lambda r, x: summation_residual(f, r, x, batched=True))
+    one = sr(ref, xs[0])
     assert one.shape == () and float(one) < 1e-4
-    res = summation_residual(f, ref, xs, batched=True)  # shared reference
+    res = srb(ref, xs)  # shared reference
     assert res.shape == (4,) and float(res.max()) < 1e-4
     np.testing.assert_allclose(res[0], one, atol=1e-5)  # vmap reorders the rounding
     refs = np.stack([_xr(shape, 20 + s) for s in range(4)])  # one reference per example
-    per = summation_residual(f, refs, xs, batched=True)
-    np.testing.assert_allclose(per[2], summation_residual(f, refs[2], xs[2]), atol=1e-5)
+    per = srb(refs, xs)
+    np.testing.assert_allclose(per[2], sr(refs[2], xs[2]), atol=1e-5)
 
 
 def test_summation_residual_given_contributions_and_its_definition():
