@@ -314,18 +314,22 @@ def _errors(c, fx32, fr32, fx64, fr64):
     """Per instance: (relative error against the float64 Δf, within float32's own noise).
 
     Relative: |sum(C) - Δf64| / max(|Δf64|, 1e-3 max(|f|, 1)), the floor of
-    ``rel_sum_errors_batch``. Where Δf is tiny against f, float32 cannot resolve it: an
-    error within f's own float32 rounding (4 |Δf32 - Δf64| + 2 ulp of f, as in
-    ``sum_error_vs_float_noise``) passes too.
+    ``rel_sum_errors_batch``. An error that float32 cannot avoid passes too: within f's own
+    rounding (4 |Δf32 - Δf64| + 2 ulp of f, as in ``sum_error_vs_float_noise``), or within
+    4 eps * sum|C| where contributions cancel (e.g. 1.8 in |C| summing to Δf = 5e-4 after an
+    RMSNorm: the sum of float32 terms is good to about eps * sum|C|, whatever the rule).
     """
-    total = np.asarray(c, np.float64).reshape(len(fx64), -1).sum(1)
+    c = np.asarray(c, np.float64).reshape(len(fx64), -1)
+    total, abs_total = c.sum(1), np.abs(c).sum(1)
     d64 = fx64 - fr64
     err = np.abs(total - d64)
     scale = np.maximum(np.maximum(np.abs(fx64), np.abs(fr64)), 1.0)
     rel = err / np.maximum(np.abs(d64), 1e-3 * scale)
     d32 = np.asarray(fx32, np.float64) - np.asarray(fr32, np.float64)
-    ulp = float(np.finfo(np.float32).eps) * np.maximum(np.abs(fx64), np.abs(fr64))
-    return rel, err <= 4 * np.abs(d32 - d64) + 2 * ulp
+    eps = float(np.finfo(np.float32).eps)
+    ulp = eps * np.maximum(np.abs(fx64), np.abs(fr64))
+    noise = (err <= 4 * np.abs(d32 - d64) + 2 * ulp) | (err <= 4 * eps * abs_total)
+    return rel, noise
 
 
 def check_models(specs, seed, instances=INSTANCES):
@@ -358,13 +362,17 @@ def check_models(specs, seed, instances=INSTANCES):
     return report
 
 
-def _assert_ok(report):
-    bad = [
+def _failures(report):
+    return [
         f"{s} ref={rel[b]}: rel error {errs[b]:.3g}, finite/zero ok={bool(fin[b])}"
         for s, rel, errs, fin, noise in report
         for b in range(len(errs))
         if not ((errs[b] <= TOL or noise[b]) and fin[b])
     ]
+
+
+def _assert_ok(report):
+    bad = _failures(report)
     assert not bad, "models breaking summation to delta:\n" + "\n".join(bad)
 
 
@@ -389,7 +397,7 @@ def test_random_models_sum_to_delta(specs, seed):
 def test_random_models_long_run():
     """DEEPLIFTJAX_FUZZ_EXAMPLES architectures (default 2000), INSTANCES draws each."""
     examples = -(-SLOW_MODELS // MODELS_PER_CALL)
-    stats = {"n": 0, "max": 0.0, "noise": 0}
+    stats = {"n": 0, "max": 0.0, "noise": 0, "bad": []}
 
     @settings(max_examples=examples, **_SETTINGS)
     @given(specs=model_batches, seed=st.integers(0, 2**31 - 1))
@@ -399,15 +407,16 @@ def test_random_models_long_run():
             stats["n"] += len(e)
             stats["noise"] += int(np.sum(noise & (e > TOL)))
             stats["max"] = max(stats["max"], float(np.max(np.where(noise, 0.0, e))))
-        _assert_ok(report)
+        stats["bad"] += _failures(report)  # all of them, not just the first example's
 
     t0 = time.perf_counter()
     run()
     print(
         f"\nfuzz: {examples * MODELS_PER_CALL} architectures, {stats['n']} models, "
-        f"max rel error {stats['max']:.3g} (+{stats['noise']} above it within float32's "
-        f"rounding of f), {time.perf_counter() - t0:.0f} s"
+        f"max rel error {stats['max']:.3g} (+{stats['noise']} above {TOL:g} within float32's "
+        f"rounding), {len(stats['bad'])} failures, {time.perf_counter() - t0:.0f} s"
     )
+    assert not stats["bad"], "models breaking summation to delta:\n" + "\n".join(stats["bad"])
 
 
 def test_packing_models_gives_each_model_its_own_scores():
