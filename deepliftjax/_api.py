@@ -296,22 +296,24 @@ def _broadcast_ref(ref, diff, argnums):
             )
         refs = ref
 
-    def check(r, x):
+    def check(path, r, x):
         rs_, xs_ = jnp.shape(r), jnp.shape(x)
+        where = f" at {jax.tree_util.keystr(path)}" if path else ""
         try:
             b = jnp.broadcast_shapes(rs_, xs_)
         except ValueError:
             b = None
         if b != tuple(xs_):
             raise DeepLiftError(
-                f"the reference of shape {rs_} does not broadcast to the input's shape {xs_}.\n"
+                f"the reference{where} of shape {rs_} does not broadcast to the input's shape "
+                f"{xs_}.\n"
                 "Hint: give a reference of the input's shape, or one that broadcasts to it "
                 "(a scalar, or a per-feature array); to attribute a batch, jax.vmap the "
                 "transform (in_axes selects batched or shared references)."
             )
         return r
 
-    return jax.tree_util.tree_map(check, refs, diff)
+    return jax.tree_util.tree_map_with_path(check, refs, diff)
 
 
 def _is_leaf_like(v):

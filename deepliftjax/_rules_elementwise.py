@@ -76,8 +76,8 @@ def secant(
 ) -> jax.Array:
     """The Rescale multiplier ``(h(x) - h(r)) / (x - r)`` (eq. 15), robust where x ≈ r.
 
-    For a smooth ``h`` the secant is replaced where ``|x - r|`` is below ``sqrt(eps)``
-    (relative) by the mean of ``h'`` over ``[r, x]`` by Simpson's rule (the limit of the
+    For a smooth ``h`` the secant is replaced where ``|x - r| <= sqrt(eps) max(|x|, |r|)``
+    by the mean of ``h'`` over ``[r, x]`` by Simpson's rule (the limit of the
     secant, eq. 16; error O(Δx⁴)). For a piecewise ``h`` (kinks, steps) the secant is
     exact for any non-zero Δx, and the derivative at the point is used only where x == r.
     """
@@ -87,8 +87,9 @@ def secant(
     dx = x - r
     if smooth:
         tol = jnp.sqrt(jnp.finfo(dx.dtype).eps).astype(dx.dtype)
-        scale = jnp.maximum(1, jnp.maximum(jnp.abs(x), jnp.abs(r)))
-        tiny = jnp.abs(dx) <= tol * scale
+        # relative to the values: below 1, sqrt/log/rsqrt change by orders of magnitude
+        # within any fixed width (a floor at 1 broke sqrt from 0 and RMSNorm at 0)
+        tiny = jnp.abs(dx) <= tol * jnp.maximum(jnp.abs(x), jnp.abs(r))
     else:
         tiny = dx == 0
     sec = (y - yr) / jnp.where(tiny, jnp.ones_like(dx), dx)

@@ -43,7 +43,6 @@ def test_reference_shape_mismatch_inside_a_pytree():
         dl.deeplift(g, {"a": jnp.zeros(3), "b": jnp.zeros(2)})(x)
 
 
-@pytest.mark.xfail(strict=True, reason="improvement: the shape error does not name the leaf")
 def test_reference_shape_mismatch_names_the_leaf():
     g = lambda p: jnp.sum(p["a"]) + jnp.sum(p["b"] ** 2)
     x = {"a": jnp.ones(3), "b": jnp.ones(3)}

@@ -284,13 +284,13 @@ def test_all_zero_and_constant_inputs(name):
         assert err <= allowed, (err, allowed)
 
 
-# ---- a core bug found by the fuzzer (see the report of issue 8) ---------------------------
+# ---- a core bug found by the fuzzer, fixed --------------------------------------------
 #
-# secant() in _rules_elementwise.py replaces the Rescale secant by Simpson's mean derivative
-# where |x - r| <= sqrt(eps) * max(1, |x|, |r|). The floor of 1 makes the test absolute
+# secant() in _rules_elementwise.py replaced the Rescale secant by Simpson's mean derivative
+# where |x - r| <= sqrt(eps) * max(1, |x|, |r|). The floor of 1 made the test absolute
 # (3.5e-4 in float32) for values below 1, where sqrt, rsqrt, log, ... vary by orders of
-# magnitude within that width: Simpson's rule is then far off (and inf for sqrt at 0), and
-# summation to delta breaks. Fix: scale = max(|x|, |r|) (no floor at 1).
+# magnitude within that width: Simpson's rule was then far off (and inf for sqrt at 0), and
+# summation to delta broke. Now scale = max(|x|, |r|) (no floor at 1).
 
 SMALL_VALUE_CASES = {
     "sqrt_from_0": (jnp.sqrt, 1e-4, 0.0),
@@ -300,11 +300,6 @@ SMALL_VALUE_CASES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Rescale's Simpson fallback uses an absolute sqrt(eps) width below 1 "
-    "(_rules_elementwise.secant, scale floored at 1)",
-)
 @pytest.mark.parametrize("case", sorted(SMALL_VALUE_CASES))
 def test_rescale_at_small_values(case):
     h, x, r = SMALL_VALUE_CASES[case]
@@ -315,14 +310,11 @@ def test_rescale_at_small_values(case):
     assert abs(float(c[0]) - d) <= 1e-5 * abs(d), (float(c[0]), d)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="core bug: the same Simpson fallback, through RMSNorm at a zero reference"
-)
 def test_rms_norm_at_a_zero_reference():
     w = np.array([1.0, -0.7], np.float32)
     f = lambda v: jnp.sum(w * v * lax.rsqrt(jnp.mean(v * v) + 1e-6))
     x, r = np.array([0.01, 0.02], np.float32), np.zeros(2, np.float32)
-    c = dl.deeplift(f, r)(x)  # today: sum(C) = 39.7 for f(x) - f(r) = -0.2525
+    c = dl.deeplift(f, r)(x)  # before the fix: sum(C) = 39.7 for f(x) - f(r) = -0.2525
     err, allowed = sum_error_vs_float_noise(c, f, x, r)
     # the midpoint rule cancels terms ~1/sqrt(eps) larger than Δf here: float32 gives ~1e-4
     assert err <= max(allowed, 1e-3 * abs(f64_delta(f, x, r))), err
