@@ -397,7 +397,7 @@ def test_random_models_sum_to_delta(specs, seed):
 def test_random_models_long_run():
     """DEEPLIFTJAX_FUZZ_EXAMPLES architectures (default 2000), INSTANCES draws each."""
     examples = -(-SLOW_MODELS // MODELS_PER_CALL)
-    stats = {"n": 0, "max": 0.0, "noise": 0, "bad": []}
+    stats = {"n": 0, "max": 0.0, "strict": 0.0, "noise": 0, "bad": []}
 
     @settings(max_examples=examples, **_SETTINGS)
     @given(specs=model_batches, seed=st.integers(0, 2**31 - 1))
@@ -406,15 +406,17 @@ def test_random_models_long_run():
         for _, _, e, _, noise in report:
             stats["n"] += len(e)
             stats["noise"] += int(np.sum(noise & (e > TOL)))
-            stats["max"] = max(stats["max"], float(np.max(np.where(noise, 0.0, e))))
+            stats["max"] = max(stats["max"], float(np.nanmax(e)))
+            stats["strict"] = max(stats["strict"], float(np.nanmax(np.where(noise, 0.0, e))))
         stats["bad"] += _failures(report)  # all of them, not just the first example's
 
     t0 = time.perf_counter()
     run()
     print(
         f"\nfuzz: {examples * MODELS_PER_CALL} architectures, {stats['n']} models, "
-        f"max rel error {stats['max']:.3g} (+{stats['noise']} above {TOL:g} within float32's "
-        f"rounding), {len(stats['bad'])} failures, {time.perf_counter() - t0:.0f} s"
+        f"max rel error {stats['max']:.3g}; {stats['noise']} above {TOL:g} but within "
+        f"float32's rounding; max outside it {stats['strict']:.3g}; "
+        f"{len(stats['bad'])} failures, {time.perf_counter() - t0:.0f} s"
     )
     assert not stats["bad"], "models breaking summation to delta:\n" + "\n".join(stats["bad"])
 
