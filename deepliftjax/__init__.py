@@ -9,6 +9,7 @@ True
 
 from deepliftjax import genomics, plot
 from deepliftjax._api import deeplift, deeplift_vjp
+from deepliftjax._checks import check_finite, summation_residual
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._hypothetical import (
     export_modisco,
@@ -42,6 +43,8 @@ from deepliftjax._shuffle import dinuc_shuffle, dinucleotide_counts, shuffle
 __version__ = "0.1.0"
 
 __all__ = [
+    "check_finite",
+    "summation_residual",
     "gradient",
     "gradient_x_input",
     "guided_backprop",
