@@ -78,7 +78,7 @@ relation = st.sampled_from(["random", "equal", "mirror", "some_equal", "tiny"])
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(x=arrays, r0=arrays, how=relation)
 def test_summation_to_delta_property(name, x, r0, how):
     if how == "equal":

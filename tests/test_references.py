@@ -55,6 +55,7 @@ def test_mean_over_references_equals_mean_of_single_runs(chunk):
     np.testing.assert_allclose(float(got.sum()), float(delta), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # ~30 s; the mean-over-references identity is checked by the fast tests
 def test_jit_vmap_per_example_and_generated_references():
     f = _cnn()
     xs = _onehot(jax.random.key(3), (5, L))

@@ -64,6 +64,7 @@ def test_matches_direct_and_compiles_once_across_chunks():
     )
 
 
+@pytest.mark.slow  # ~45 s: every reference/target form compiles its own job
 def test_reference_and_target_forms():
     xs = _x(9)
     rng = np.random.default_rng(3)
