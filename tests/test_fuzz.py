@@ -44,7 +44,11 @@ TOL = 1e-4
 MODELS_PER_CALL = 8
 INSTANCES = 6
 CI_EXAMPLES = 5  # hypothesis examples in CI: 40 architectures, 240 models
-NORM_EPS = 1e-5  # LayerNorm / RMSNorm epsilon (PyTorch's default; Flax uses 1e-6)
+# LayerNorm / RMSNorm epsilon. With 1e-5 the rules stay exact (float64: 1e-12) but float32
+# loses up to 1e-3 where a reference has zero variance at a norm (gain 1/sqrt(eps), an
+# internal cancellation in the midpoint rule): 2 of 2,000 architectures in the long run.
+# That case is measured in test_numerics (test_layer_norm_at_a_zero_variance_reference).
+NORM_EPS = 1e-3
 SLOW_MODELS = int(os.environ.get("DEEPLIFTJAX_FUZZ_EXAMPLES", "2000"))
 
 ACTS = ("relu", "prelu", "leaky", "elu", "gelu", "silu", "softplus", "tanh", "sigmoid")
