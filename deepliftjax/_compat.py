@@ -64,11 +64,15 @@ def scan_counts(params: dict[str, Any]) -> tuple[int, int]:
     """``(num_consts, num_carry)`` of a scan equation.
 
     jax <= 0.10: the parameters ``num_consts`` and ``num_carry``.
-    jax >= 0.11: renamed ``ft_in`` / ``ft_out`` (the loop's fixed and carried inputs).
+    jax >= 0.11: both replaced by ``ft_in``, a flat-tree tuple whose ``unpack()`` gives the
+    groups (consts, carry, xs) of the equation's inputs; ``ft_out`` groups (carry, ys).
     """
     if "num_consts" in params:
         return params["num_consts"], params["num_carry"]
-    return params["ft_in"], params["ft_out"]  # jax >= 0.11
+    ft_in = params["ft_in"]  # jax >= 0.11
+    groups = list(ft_in.unpack() if hasattr(ft_in, "unpack") else ft_in)
+    sizes = [g if isinstance(g, int) else len(g) for g in groups]
+    return sizes[0], sizes[1]
 
 
 def make_closed(jaxpr: Any, consts: list[Any]) -> Any:

@@ -1,0 +1,194 @@
+"""deepliftjax on an accelerator: throughput against the gradient floor, and matmul precision.
+
+Run from the repository root on a machine with a GPU (or TPU)::
+
+    python benchmarks/bench_accel.py --out benchmarks/RESULTS_accel.md
+
+Three parts, each on ``jax.devices()[0]``:
+
+1. Speed. ``jit(vmap(deeplift(f, ref)))`` against the jitted gradient x input of the same
+   Flax model (the floor) and the floor with a reshape-max pool, on the genomics CNN and the
+   VGG16-style CNN of ``bench_speed.py``. Methods interleave repeat by repeat; compilation
+   and warm-up are excluded; each cell is the median.
+2. Matmul precision. GPUs may run float32 matrix products and convolutions in TF32 (10-bit
+   mantissa) under JAX's default precision. Summation to delta then holds only to TF32's
+   rounding. The table gives the median and largest summation residual of the same batch
+   under ``default`` and ``highest`` precision, and the time of each.
+3. DeepLIFT-SHAP with 20 dinucleotide shuffles (``attribute``), sequences per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from _models import make_pair  # noqa: E402
+
+import deepliftjax  # noqa: E402
+
+BATCHES = {"genomics": [512, 4096], "vgg16": [16, 128]}
+
+
+def _fns(pair, batch: int):
+    x = jnp.asarray(np.moveaxis(pair.data(batch), 1, -1))
+    ref = jnp.asarray(np.moveaxis(pair.reference(), 0, -1))
+    f, f_tiled = pair.scalar_fn(), pair.scalar_fn(tiled_pool=True)
+    dl = jax.jit(jax.vmap(deepliftjax.deeplift(f, ref)))
+    gxi = jax.jit(lambda xs: jax.vmap(jax.grad(f))(xs) * xs)
+    gxi_t = jax.jit(lambda xs: jax.vmap(jax.grad(f_tiled))(xs) * xs)
+    return x, ref, f, {"deepliftjax": dl, "floor": gxi, "floor_tiled": gxi_t}
+
+
+def _time(calls: dict, x, repeats: int) -> dict[str, float]:
+    for c in calls.values():  # compile + warm up
+        c(x).block_until_ready()
+        c(x).block_until_ready()
+    times = {m: [] for m in calls}
+    for _ in range(repeats):
+        for m, c in calls.items():
+            t0 = time.perf_counter()
+            c(x).block_until_ready()
+            times[m].append(time.perf_counter() - t0)
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
+def speed(repeats: int) -> list[str]:
+    rows = [
+        "| model | batch | deepliftjax ex/s | floor ex/s | deepliftjax / floor time "
+        "| deepliftjax / tiled-pool floor time |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, batches in BATCHES.items():
+        pair = make_pair(name)
+        for b in batches:
+            x, _, _, calls = _fns(pair, b)
+            med = _time(calls, x, repeats)
+            rows.append(
+                f"| {name} | {b} | {b / med['deepliftjax']:,.0f} | {b / med['floor']:,.0f} | "
+                f"{med['deepliftjax'] / med['floor']:.2f} | "
+                f"{med['deepliftjax'] / med['floor_tiled']:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def precision(repeats: int) -> list[str]:
+    rows = [
+        "| model | batch | precision | median residual | max residual | ms per batch |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for name, batches in BATCHES.items():
+        pair = make_pair(name)
+        b = batches[0]
+        for prec in ("default", "highest"):
+            with jax.default_matmul_precision(prec):
+                x, ref, f, calls = _fns(pair, b)
+                dl = calls["deepliftjax"]
+                med = _time({"dl": dl}, x, repeats)["dl"]
+                c = dl(x)
+                res = np.asarray(deepliftjax.summation_residual(f, ref, x, c, batched=True))
+            rows.append(
+                f"| {name} | {b} | {prec} | {np.median(res):.1e} | {res.max():.1e} | "
+                f"{med * 1e3:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def shap(ns: list[int], chunk: int) -> list[str]:
+    from deepliftjax._runner import attribute
+    from deepliftjax._shuffle import dinuc_shuffle
+
+    pair = make_pair("genomics")
+    fn = pair.scalar_fn()
+    rows = [
+        "| N sequences | chunk | steady seq/s | end-to-end seq/s | compile s | max residual |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in ns:
+        rng = np.random.default_rng(0)
+
+        def batches(n=n, rng=rng):
+            for lo in range(0, n, chunk):
+                tok = rng.integers(0, 4, (min(chunk, n - lo), 200))
+                yield np.eye(4, dtype=np.uint8)[tok]
+
+        stamps: list[float] = []
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as out_dir:
+            res = attribute(
+                fn,
+                batches(),
+                functools.partial(dinuc_shuffle, num_shuffles=20),
+                key=jax.random.key(1),
+                chunk_size=chunk,
+                reference_chunk_size=20,
+                out_dir=out_dir,
+                progress=False,
+                callback=lambda c, r, s=stamps: s.append(time.perf_counter()),
+            )
+            total = time.perf_counter() - t0
+            resid = float(np.max(res.residuals))
+        steady = (n - chunk) / (stamps[-1] - stamps[0])
+        rows.append(
+            f"| {n} | {chunk} | {steady:,.0f} | {n / total:,.0f} | {stamps[0] - t0:.1f} | "
+            f"{resid:.1e} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--shap-n", type=int, nargs="+", default=[32768, 131072])
+    p.add_argument("--shap-chunk", type=int, default=2048)
+    p.add_argument("--parts", default="speed,precision,shap")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny batches")
+    args = p.parse_args(argv)
+    if args.quick:
+        BATCHES.update(genomics=[16], vgg16=[2])
+    dev = jax.devices()[0]
+    lines = [
+        f"Device: {getattr(dev, 'device_kind', dev.platform)} ({dev.platform}); "
+        f"jax {jax.__version__}. Median of {args.repeats} interleaved repeats after warm-up.",
+        "",
+    ]
+    parts = args.parts.split(",")
+    if "speed" in parts:
+        lines += ["### Throughput against the gradient floor", "", *speed(args.repeats), ""]
+    if "precision" in parts:
+        lines += [
+            "### Summation residual under the default and the highest matmul precision",
+            "",
+            *precision(args.repeats),
+            "",
+        ]
+    if "shap" in parts:
+        lines += [
+            "### DeepLIFT-SHAP, 20 dinucleotide shuffles per sequence (genomics CNN)",
+            "",
+            *shap(args.shap_n, args.shap_chunk),
+            "",
+        ]
+    text = "\n".join(lines)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
