@@ -37,6 +37,7 @@ def deeplift(
     rule: str = "rescale",
     max_rule: str = "cross",
     fallback: str | None = None,
+    precision: str | jax.lax.Precision | None = "highest",
 ) -> Callable[..., Any]:
     """DeepLIFT contribution scores of a scalar function, as a transform like ``jax.grad``.
 
@@ -68,6 +69,11 @@ def deeplift(
         ``"paper"`` (eq. 11) or ``"gradient"`` (not exact).
       fallback: ``"gradient"`` uses the ordinary derivative for primitives without a rule,
         with a warning (not exact); by default they raise :class:`DeepLiftError`.
+      precision: precision of the matrix products and convolutions that leave it to JAX
+        (``precision=None`` in ``f``). ``"highest"`` (default) keeps float32 exact on GPUs
+        and TPUs, whose default precision (TF32, bfloat16 passes) breaks summation to
+        delta at about 1e-3; ``None`` uses JAX's default: faster on those devices (2-4x
+        on an H200, see benchmarks/RESULTS.md), not exact. No effect on CPU.
 
     Returns:
       A function with ``f``'s signature returning the scores for ``args[argnums]``
@@ -84,7 +90,7 @@ def deeplift(
       >>> deeplift(f, jnp.zeros(2))(jnp.array([-1.0, -1.0]))
       Array([-0.13333334, -0.26666668], dtype=float32)
     """
-    options = Options(max_rule=max_rule, fallback=fallback, method=rule)
+    options = Options(max_rule=max_rule, fallback=fallback, method=rule, precision=precision)
     return _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options)
 
 
@@ -117,6 +123,7 @@ def deeplift_vjp(
     rule: str = "rescale",
     max_rule: str = "cross",
     fallback: str | None = None,
+    precision: str | jax.lax.Precision | None = "highest",
 ) -> tuple[Any, ...]:
     """DeepLIFT's analogue of ``jax.vjp``: attribute any linear combination of the outputs.
 
@@ -124,7 +131,7 @@ def deeplift_vjp(
       f: function to attribute; may return any pytree of arrays.
       ref: the reference, as for :func:`deeplift`.
       *primals: the arguments of ``f``.
-      argnums, has_aux, rule, max_rule, fallback: as for :func:`deeplift`.
+      argnums, has_aux, rule, max_rule, fallback, precision: as for :func:`deeplift`.
 
     Returns:
       ``(out, out_ref, pullback)`` (plus ``aux`` when ``has_aux``): ``f`` at the input
@@ -139,7 +146,7 @@ def deeplift_vjp(
       >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
       >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
-    options = Options(max_rule=max_rule, fallback=fallback, method=rule)
+    options = Options(max_rule=max_rule, fallback=fallback, method=rule, precision=precision)
     out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
 
     def multipliers(cotangent: Any) -> Any:
