@@ -27,5 +27,11 @@ fi
   echo "## LSTM over length-200 sequences"
   echo
   cat benchmarks/RESULTS_lstm.md
+  if [ -f benchmarks/RESULTS_accel.md ]; then
+    echo
+    echo "## On a GPU (bench_accel.py; run there, not by this script)"
+    echo
+    cat benchmarks/RESULTS_accel.md
+  fi
 } > benchmarks/RESULTS.md
 echo "wrote benchmarks/RESULTS.md"
