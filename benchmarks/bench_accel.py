@@ -20,10 +20,8 @@ Two parts, each on ``jax.devices()[0]``:
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -108,43 +106,18 @@ def speed(repeats: int) -> list[str]:
 
 
 def shap(ns: list[int], chunk: int) -> list[str]:
-    from deepliftjax._runner import attribute
-    from deepliftjax._shuffle import dinuc_shuffle
+    from bench_shap import run_job
 
-    pair = make_pair("genomics")
-    fn = pair.scalar_fn()
+    fn = make_pair("genomics").scalar_fn()
     rows = [
         "| N sequences | chunk | steady seq/s | end-to-end seq/s | compile s | max residual |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for n in ns:
-        rng = np.random.default_rng(0)
-
-        def batches(n=n, rng=rng):
-            for lo in range(0, n, chunk):
-                tok = rng.integers(0, 4, (min(chunk, n - lo), 200))
-                yield np.eye(4, dtype=np.uint8)[tok]
-
-        stamps: list[float] = []
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as out_dir:
-            res = attribute(
-                fn,
-                batches(),
-                functools.partial(dinuc_shuffle, num_shuffles=20),
-                key=jax.random.key(1),
-                chunk_size=chunk,
-                reference_chunk_size=20,
-                out_dir=out_dir,
-                progress=False,
-                callback=lambda c, r, s=stamps: s.append(time.perf_counter()),
-            )
-            total = time.perf_counter() - t0
-            resid = float(np.max(res.residuals))
-        steady = (n - chunk) / (stamps[-1] - stamps[0])
+        r = run_job(fn, n, chunk, ref_chunk=20, shuffles=20)
         rows.append(
-            f"| {n} | {chunk} | {steady:,.0f} | {n / total:,.0f} | {stamps[0] - t0:.1f} | "
-            f"{resid:.1e} |"
+            f"| {n} | {chunk} | {r['steady']:,.0f} | {r['e2e']:,.0f} | {r['compile_s']:.1f} | "
+            f"{r['max_residual']:.1e} |"
         )
         print(rows[-1], flush=True)
     return rows

@@ -53,7 +53,8 @@ def _model(pool: str):
     return lambda x: model.apply(params, x[None])[0, 0]
 
 
-def worker(args) -> dict:
+def run_job(fn, n: int, chunk: int, ref_chunk: int, shuffles: int) -> dict:
+    """DeepLIFT-SHAP of ``n`` random sequences through ``attribute``; times and residual."""
     import functools
 
     import jax
@@ -62,14 +63,11 @@ def worker(args) -> dict:
     from deepliftjax._runner import attribute
     from deepliftjax._shuffle import dinuc_shuffle
 
-    pool = args.pool[0]
-    fn = _model(pool)
-    n, bs = args.worker, args.chunk_size
     rng = np.random.default_rng(0)
 
     def batches():  # one-hot uint8, generated as needed (as if read from a FASTA stream)
-        for lo in range(0, n, bs):
-            tok = rng.integers(0, 4, (min(bs, n - lo), 200))
+        for lo in range(0, n, chunk):
+            tok = rng.integers(0, 4, (min(chunk, n - lo), 200))
             yield np.eye(4, dtype=np.uint8)[tok]
 
     stamps: list[float] = []
@@ -78,27 +76,31 @@ def worker(args) -> dict:
         res = attribute(
             fn,
             batches(),
-            functools.partial(dinuc_shuffle, num_shuffles=args.shuffles),
+            functools.partial(dinuc_shuffle, num_shuffles=shuffles),
             key=jax.random.key(1),
-            chunk_size=bs,
-            reference_chunk_size=args.ref_chunk,
+            chunk_size=chunk,
+            reference_chunk_size=ref_chunk,
             out_dir=out_dir,
             progress=False,
             callback=lambda c, r: stamps.append(time.perf_counter()),
         )
         total = time.perf_counter() - t0
         max_resid = float(np.max(res.residuals))
-    steady = (n - bs) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    steady = (n - chunk) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
     return {
         "n": n,
-        "pool": pool,
         "steady": steady,
         "e2e": n / total,
         "compile_s": stamps[0] - t0,
-        "rss_mib": rss,
         "max_residual": max_resid,
     }
+
+
+def worker(args) -> dict:
+    pool = args.pool[0]
+    out = run_job(_model(pool), args.worker, args.chunk_size, args.ref_chunk, args.shuffles)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    return {**out, "pool": pool, "rss_mib": rss}
 
 
 def main(argv=None) -> None:
