@@ -58,9 +58,7 @@ def _mpl() -> Any:
 
 def _colors(alphabet: str, colors: Mapping[str, str] | None) -> list[str]:
     table = dict(BASE_COLORS if colors is None else colors)
-    return [
-        table.get(a, _OTHER_COLORS[i % len(_OTHER_COLORS)]) for i, a in enumerate(alphabet)
-    ]
+    return [table.get(a, _OTHER_COLORS[i % len(_OTHER_COLORS)]) for i, a in enumerate(alphabet)]
 
 
 def _as_scores(scores: ArrayLike, alphabet: str, name: str = "scores") -> np.ndarray:
@@ -131,8 +129,9 @@ def _glyph(letter: str) -> Any:
     from matplotlib.textpath import TextPath
     from matplotlib.transforms import Affine2D
 
-    path = TextPath((0, 0), letter, size=1, prop=FontProperties(family="DejaVu Sans",
-                                                                 weight="bold"))
+    path = TextPath(
+        (0, 0), letter, size=1, prop=FontProperties(family="DejaVu Sans", weight="bold")
+    )
     ext = path.get_extents()
     w, h = max(ext.width, 1e-9), max(ext.height, 1e-9)
     t = Affine2D().translate(-ext.x0, -ext.y0).scale(1.0 / w, 1.0 / h)
@@ -148,7 +147,12 @@ def _new_ax(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
 
 
 def _finish_seq_axes(
-    ax: Axes, length: int, lo: float, hi: float, title: str | None, ylabel: str | None,
+    ax: Axes,
+    length: int,
+    lo: float,
+    hi: float,
+    title: str | None,
+    ylabel: str | None,
     handles: list[Any],
 ) -> None:
     ax.axhline(0, color="k", lw=0.5, zorder=1)
@@ -162,8 +166,15 @@ def _finish_seq_axes(
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=8)
     if handles:
-        ax.legend(handles=handles, fontsize=7, frameon=False, loc="lower right",
-                  bbox_to_anchor=(1.0, 1.0), ncol=len(handles), borderaxespad=0.1)
+        ax.legend(
+            handles=handles,
+            fontsize=7,
+            frameon=False,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            ncol=len(handles),
+            borderaxespad=0.1,
+        )
 
 
 def sequence_logo(
@@ -224,15 +235,23 @@ def sequence_logo(
             base = 0.0
             for j in idx:
                 h = abs(row[j])
-                verts = glyphs[j].vertices * [width, h] + [i - width / 2, base if sign > 0
-                                                           else -base - h]
+                verts = glyphs[j].vertices * [width, h] + [
+                    i - width / 2,
+                    base if sign > 0 else -base - h,
+                ]
                 pieces[j].append(Path(verts, glyphs[j].codes))
                 base += h
     cols = _colors(alphabet, colors)
     for j in range(k):
         if pieces[j]:
-            ax.add_patch(PathPatch(Path.make_compound_path(*pieces[j]), facecolor=cols[j],
-                                   edgecolor="none", zorder=2))
+            ax.add_patch(
+                PathPatch(
+                    Path.make_compound_path(*pieces[j]),
+                    facecolor=cols[j],
+                    edgecolor="none",
+                    zorder=2,
+                )
+            )
     handles = _draw_highlight(ax, highlight, length)
     hi = np.clip(s, 0, None).sum(1).max()
     lo = np.clip(s, None, 0).sum(1).min()
@@ -290,8 +309,7 @@ def sequence_bars(
     handles = _draw_highlight(ax, highlight, length)
     present = sorted(set(base.tolist()))
     handles = [Patch(color=cols[j], label=alphabet[j]) for j in present] + handles
-    _finish_seq_axes(ax, length, float(height.min()), float(height.max()), title, ylabel,
-                     handles)
+    _finish_seq_axes(ax, length, float(height.min()), float(height.max()), title, ylabel, handles)
     return ax
 
 
@@ -442,7 +460,8 @@ def method_panels(
     if kind == "image":
         pos = (
             {k: bool(positive_only.get(k, False)) for k in names}
-            if isinstance(positive_only, Mapping) else dict.fromkeys(names, bool(positive_only))
+            if isinstance(positive_only, Mapping)
+            else dict.fromkeys(names, bool(positive_only))
         )
         cols = len(names) + (inputs is not None)
         pw, ph = panel_size or (2.0, 2.0)
@@ -461,8 +480,13 @@ def method_panels(
                 c = 1
             for j, k in enumerate(names):
                 label = k + (" (positive)" if pos[k] else "")
-                image_heatmap(arrs[k][i], ax=axes[i, c + j], positive_only=pos[k],
-                              channel_axis=channel_axis, title=label if i == 0 else None)
+                image_heatmap(
+                    arrs[k][i],
+                    ax=axes[i, c + j],
+                    positive_only=pos[k],
+                    channel_axis=channel_axis,
+                    title=label if i == 0 else None,
+                )
             if inputs is None and row_titles is not None:
                 axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
         fig.tight_layout()
@@ -478,16 +502,21 @@ def method_panels(
         raise ValueError(f"inputs are {inputs.shape}, scores are {arrs[names[0]].shape}.")
     pw, ph = panel_size or (12.0, 1.6)
     rows = n * len(names)
-    fig, axes = plt.subplots(rows, 1, figsize=(pw, ph * rows + 0.3), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, 1, figsize=(pw, ph * rows + 0.3), sharex=True, squeeze=False)
     draw = sequence_logo if kind == "logo" else sequence_bars
     for i in range(n):
         for j, k in enumerate(names):
             ax = axes[i * len(names) + j, 0]
             title = row_titles[i] if (row_titles is not None and j == 0) else None
-            draw(arrs[k][i], None if inputs is None else inputs[i], ax=ax, alphabet=alphabet,
-                 highlight=hls[i],
-                 title=title, ylabel=k)
+            draw(
+                arrs[k][i],
+                None if inputs is None else inputs[i],
+                ax=ax,
+                alphabet=alphabet,
+                highlight=hls[i],
+                title=title,
+                ylabel=k,
+            )
             if j > 0 and ax.get_legend() is not None:
                 ax.get_legend().remove()
     axes[-1, 0].set_xlabel("position")

@@ -22,8 +22,13 @@ pytest.importorskip("matplotlib")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 FIGURES = {
     "quickstart": ["quickstart_fig1.png", "quickstart_flax.png"],
-    "genomics": ["genomics_motifs.png", "genomics_logo.png", "genomics_bars.png",
-                 "genomics_zoom.png", "genomics_shap.png"],
+    "genomics": [
+        "genomics_motifs.png",
+        "genomics_logo.png",
+        "genomics_bars.png",
+        "genomics_zoom.png",
+        "genomics_shap.png",
+    ],
     "images": ["digits_fig2.png", "digits_signed.png"],
 }
 NEEDS = {"images": ["sklearn"]}
@@ -56,7 +61,11 @@ def test_notebook_runs(name: str, tmp_path: Path) -> None:
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(NOTEBOOKS / f"{name}.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=BUDGET_S,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUDGET_S,
     )
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, (

@@ -32,8 +32,9 @@ def _png(fig) -> np.ndarray:
 
 
 def test_logo_present_base_and_hypothetical() -> None:
-    ax = plot.sequence_logo(S, X, highlight={"GATA": (10, 20), "E-box": X[:, 0] > 0},
-                            title="t", ylabel="score")
+    ax = plot.sequence_logo(
+        S, X, highlight={"GATA": (10, 20), "E-box": X[:, 0] > 0}, title="t", ylabel="score"
+    )
     assert ax.get_xlim() == (-0.5, 59.5)
     # one compound letter patch per base present
     from matplotlib.patches import PathPatch
@@ -84,17 +85,29 @@ def test_image_heatmap() -> None:
 def test_method_panels_images_and_sequences() -> None:
     imgs = RNG.random((3, 8, 8))
     attrs = {"|gradient|": imgs, "gradient×input": imgs - 0.5, "DeepLIFT": imgs - 0.4}
-    fig = plot.method_panels(attrs, imgs, positive_only={"gradient×input": True,
-                                                         "DeepLIFT": True},
-                             row_titles=["0", "1", "2"])
+    fig = plot.method_panels(
+        attrs,
+        imgs,
+        positive_only={"gradient×input": True, "DeepLIFT": True},
+        row_titles=["0", "1", "2"],
+    )
     assert len(fig.axes) == 3 * 4
     _png(fig)
-    fig = plot.method_panels({"a": S[None], "b": -S[None]}, X[None], kind="logo",
-                             highlight={"m": (5, 15)}, row_titles=["seq"])
+    fig = plot.method_panels(
+        {"a": S[None], "b": -S[None]},
+        X[None],
+        kind="logo",
+        highlight={"m": (5, 15)},
+        row_titles=["seq"],
+    )
     assert len(fig.axes) == 2
     _png(fig)
-    fig = plot.method_panels({"a": np.stack([S, S])}, np.stack([X, X]), kind="bars",
-                             highlight=[{"m": (1, 4)}, {"m": (7, 9)}])
+    fig = plot.method_panels(
+        {"a": np.stack([S, S])},
+        np.stack([X, X]),
+        kind="bars",
+        highlight=[{"m": (1, 4)}, {"m": (7, 9)}],
+    )
     assert len(fig.axes) == 2
     _png(fig)
 
@@ -115,11 +128,12 @@ def test_method_panels_images_and_sequences() -> None:
         (lambda: plot.image_heatmap(np.zeros((4, 4)), image=np.zeros((5, 5))), "image is"),
         (lambda: plot.method_panels({}), "empty"),
         (lambda: plot.method_panels({"a": np.zeros((2, 8, 8))}, kind="pie"), "kind"),
-        (lambda: plot.method_panels({"a": np.zeros((2, 8, 8)), "b": np.zeros((2, 8, 7))}),
-         "one shape"),
+        (
+            lambda: plot.method_panels({"a": np.zeros((2, 8, 8)), "b": np.zeros((2, 8, 7))}),
+            "one shape",
+        ),
         (lambda: plot.method_panels({"a": np.zeros((8, 8))}), r"scores\[None\]"),
-        (lambda: plot.method_panels({"a": np.zeros((2, 8, 8))}, np.zeros((3, 8, 8))),
-         "3 examples"),
+        (lambda: plot.method_panels({"a": np.zeros((2, 8, 8))}, np.zeros((3, 8, 8))), "3 examples"),
         (lambda: plot.method_panels({"a": S}, kind="logo"), r"\(N, length, 4\)"),
         (lambda: plot.method_panels({"a": S[None]}, X, kind="logo"), "examples"),
     ],

@@ -69,7 +69,10 @@ def _findings(table: Sequence[Mapping[str, Any]], names: Sequence[str], n: int) 
         ra, rb = rows[(a, motif)], rows[(b, motif)]
         diff = rb["n_missed"] - ra["n_missed"]
         how = (
-            "more often than" if diff > 0.02 * n else "less often than" if diff < -0.02 * n
+            "more often than"
+            if diff > 0.02 * n
+            else "less often than"
+            if diff < -0.02 * n
             else "about as often as"
         )
         out.append(
@@ -122,18 +125,34 @@ def run_experiment(
     motifs = load_motifs()
     names = (GATA, TAL1)
     n_all = config.n_train + config.n_val + config.n_test
-    data = simulate(n_all, seq_len=config.seq_len, motifs=motifs, names=names,
-                    min_bits=config.min_bits, seed=config.seed)
+    data = simulate(
+        n_all,
+        seq_len=config.seq_len,
+        motifs=motifs,
+        names=names,
+        min_bits=config.min_bits,
+        seed=config.seed,
+    )
     fr = np.array([config.n_train, config.n_val, config.n_test]) / n_all
     tr, va, te = split(data, tuple(fr))
     timing["simulate_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     model = GenomicsCNN()
-    res = train(model, tr.x, tr.y, va.x, va.y, epochs=config.epochs,
-                batch_size=config.batch_size, learning_rate=config.learning_rate,
-                patience=config.patience, min_epochs=min(config.min_epochs, config.epochs),
-                seed=config.seed, progress=progress)
+    res = train(
+        model,
+        tr.x,
+        tr.y,
+        va.x,
+        va.y,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        patience=config.patience,
+        min_epochs=min(config.min_epochs, config.epochs),
+        seed=config.seed,
+        progress=progress,
+    )
     logits = predict(model, res.params, te.x)
     timing["train_s"] = time.perf_counter() - t
 
@@ -175,35 +194,52 @@ def run_experiment(
             other = sel.masks[names[1 - names.index(motif)]]
             width = motifs[motif].length
             alone = top_window_hit(s, sel.starts[motif], width, exclude=other)
-            table.append({
-                "method": method,
-                "motif": motif,
-                "auprc_core": float(np.nanmean(motif_auprc(s, sel.core_masks[motif]))),
-                "auprc_motif": float(np.nanmean(motif_auprc(s, sel.masks[motif]))),
-                "top_window": float(top_window_hit(s, sel.starts[motif], width).mean()),
-                "top_window_alone": float(alone.mean()),
-                "n_missed": int((~alone).sum()),
-                "drop_missed": float(drop[motif][~alone].mean()) if (~alone).any() else None,
-                "drop_found": float(drop[motif][alone].mean()) if alone.any() else None,
-            })
+            table.append(
+                {
+                    "method": method,
+                    "motif": motif,
+                    "auprc_core": float(np.nanmean(motif_auprc(s, sel.core_masks[motif]))),
+                    "auprc_motif": float(np.nanmean(motif_auprc(s, sel.masks[motif]))),
+                    "top_window": float(top_window_hit(s, sel.starts[motif], width).mean()),
+                    "top_window_alone": float(alone.mean()),
+                    "n_missed": int((~alone).sum()),
+                    "drop_missed": float(drop[motif][~alone].mean()) if (~alone).any() else None,
+                    "drop_found": float(drop[motif][alone].mean()) if alone.any() else None,
+                }
+            )
     k = min(config.n_plot, len(sel))
-    titles = [f"test positive {i}: logit {float(lg):.2f}"
-              for i, lg in zip(np.flatnonzero(correct)[:k], logits[correct][:k], strict=True)]
+    titles = [
+        f"test positive {i}: logit {float(lg):.2f}"
+        for i, lg in zip(np.flatnonzero(correct)[:k], logits[correct][:k], strict=True)
+    ]
     fig_path = os.path.join(out_dir, "fig3.png")
     shown = [m for m in METHODS if m in scores] or list(scores)  # Fig. 3: DeepLIFT, grad×input
-    plot_scores(fig_path, sel.x[:k], {m: scores[m][:k] for m in shown},
-                {m: sel.masks[m][:k] for m in names}, titles=titles)
+    plot_scores(
+        fig_path,
+        sel.x[:k],
+        {m: scores[m][:k] for m in shown},
+        {m: sel.masks[m][:k] for m in names},
+        titles=titles,
+    )
     timing["report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
 
     results: dict[str, Any] = {
         "command": command or "run_experiment(...)",
         "config": dataclasses.asdict(config),
-        "data": {"n_train": len(tr), "n_val": len(va), "n_test": len(te),
-                 "test_positives": int(te.y.sum())},
-        "model": {"test_auroc": auroc(te.y, logits), "test_auprc": auprc(te.y, logits),
-                  "best_epoch": res.best_epoch, "epochs_run": len(res.history),
-                  "history": res.history},
+        "data": {
+            "n_train": len(tr),
+            "n_val": len(va),
+            "n_test": len(te),
+            "test_positives": int(te.y.sum()),
+        },
+        "model": {
+            "test_auroc": auroc(te.y, logits),
+            "test_auprc": auprc(te.y, logits),
+            "best_epoch": res.best_epoch,
+            "epochs_run": len(res.history),
+            "history": res.history,
+        },
         "n_scored": int(correct.sum()),
         "methods": list(scores),
         "table": table,
@@ -230,19 +266,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gradient×input, and measure motif recovery.",
     )
     p.add_argument("--out", default="genomics_out", help="output folder (default: %(default)s)")
-    p.add_argument("--n-train", type=int, default=None,
-                   help=f"training sequences (default: {d.n_train}; tiny: {TINY['n_train']})")
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help=f"training sequences (default: {d.n_train}; tiny: {TINY['n_train']})",
+    )
     p.add_argument("--n-val", type=int, default=None, help=f"validation sequences ({d.n_val})")
     p.add_argument("--n-test", type=int, default=None, help=f"test sequences ({d.n_test})")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"maximum epochs, early stopping on validation loss ({d.epochs})")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"maximum epochs, early stopping on validation loss ({d.epochs})",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
-    p.add_argument("--tiny", action="store_true",
-                   help="a small, fast setting for tests (runs in seconds; no accuracy goal)")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a small, fast setting for tests (runs in seconds; no accuracy goal)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--all-methods", action="store_true",
-                   help="also score with RevealCancel, integrated gradients and guided "
-                   "backprop×input (adds about a minute)")
+    p.add_argument(
+        "--all-methods",
+        action="store_true",
+        help="also score with RevealCancel, integrated gradients and guided "
+        "backprop×input (adds about a minute)",
+    )
     args = p.parse_args(argv)
 
     kw: dict[str, Any] = dict(TINY) if args.tiny else {}
@@ -259,8 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, args.out, methods=methods, progress=not args.no_progress, command=cmd
     )
     m = r["model"]
-    print(f"\nTest auROC: {m['test_auroc']:.3f} (paper: 0.907); auPRC {m['test_auprc']:.3f}; "
-          f"{r['data']['n_test']} test sequences")
+    print(
+        f"\nTest auROC: {m['test_auroc']:.3f} (paper: 0.907); auPRC {m['test_auprc']:.3f}; "
+        f"{r['data']['n_test']} test sequences"
+    )
     print(f"Motif recovery on {r['n_scored']} correctly predicted test positives:\n")
     print(format_table(r["table"]))
     print()
@@ -268,8 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in r["findings"][2:]:
         print(line)
     out = os.path.abspath(args.out)
-    print(f"\nWrote {os.path.join(out, 'report.md')}, fig3.png and metrics.json in {out} "
-          f"({r['timing']['total_s']:.0f} s)")
+    print(
+        f"\nWrote {os.path.join(out, 'report.md')}, fig3.png and metrics.json in {out} "
+        f"({r['timing']['total_s']:.0f} s)"
+    )
     return 0
 
 
