@@ -17,11 +17,13 @@ exactly those of each g_k alone: the pullback of a sum is each summand's) and vm
 K * B models. The default run (CI) checks 5 examples * 8 architectures * 6 instances =
 240 models (40 architectures) with a fixed seed.
 
-The long run (2,000 architectures, 12,000 models; ~35 min on 2 busy cores)::
+The long run (2,000 architectures, 12,000 models; 23 min on 2 cores)::
 
     DEEPLIFTJAX_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py -m slow -s
 
-prints the counts, the largest error and the time, and lists every failing model.
+prints the counts, the largest error and the time, and lists every failing model. Last run
+(jax 0.10.2, 2026-11-26): 0 failures; largest error 7.9e-4, all 52 models above 1e-4 within
+float32's own rounding; largest error outside that allowance 8.5e-5; 1,377 s.
 """
 
 from __future__ import annotations
