@@ -210,10 +210,14 @@ def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
 
     def run(*xs):
         vals = list(base)
-        for pos, x, r in zip(diff_positions, xs, ref_leaves, strict=True):
-            r = jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x))
-            vals[pos] = Pair(x, jax.lax.stop_gradient(r))
-        outs = eval_jaxpr(jaxpr, consts, vals, options)
+        # Values known at trace time (a closed-over reference and weights: the whole
+        # reference pass) are computed now, once, instead of being staged out for XLA to
+        # constant-fold, which interprets them slowly at compile time.
+        with jax.ensure_compile_time_eval():
+            for pos, x, r in zip(diff_positions, xs, ref_leaves, strict=True):
+                r = jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x))
+                vals[pos] = Pair(x, jax.lax.stop_gradient(r))
+            outs = eval_jaxpr(jaxpr, consts, vals, options)
         ox = [o.x if isinstance(o, Pair) else o for o in outs]
         orf = [o.r if isinstance(o, Pair) else o for o in outs]
         return ox[:n_main], (orf[:n_main], ox[n_main:])
