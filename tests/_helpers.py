@@ -27,14 +27,14 @@ def rel_sum_errors_batch(contribs, f_x, f_ref) -> np.ndarray:
     return abs(c - delta) / np.maximum(abs(delta), 1e-3 * scale)
 
 
-def primitives_in(jaxpr) -> set:
-    """Every primitive in a jaxpr, including those in sub-jaxprs."""
-    found = set()
+def equations_in(jaxpr) -> list:
+    """Every equation of a jaxpr, including those of its sub-jaxprs (jit, scan, cond, ...)."""
+    found = []
 
     def visit(j):
         j = getattr(j, "jaxpr", j)
         for eqn in j.eqns:
-            found.add(eqn.primitive)
+            found.append(eqn)
             for v in eqn.params.values():
                 for sub in v if isinstance(v, tuple | list) else (v,):
                     if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
@@ -42,6 +42,11 @@ def primitives_in(jaxpr) -> set:
 
     visit(jaxpr)
     return found
+
+
+def primitives_in(jaxpr) -> set:
+    """Every primitive in a jaxpr, including those in sub-jaxprs."""
+    return {eqn.primitive for eqn in equations_in(jaxpr)}
 
 
 def f64(f, x) -> float:

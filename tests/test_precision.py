@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import equations_in
 from jax import lax
 
 import deepliftjax as dl
@@ -42,16 +43,7 @@ def model(x):
 
 def _precisions(jaxpr) -> list:
     """``precision`` of every dot/conv in a jaxpr and the jaxprs nested in its equations."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive in PRIMS:
-            found.append(eqn.params["precision"])
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, tuple) else (p,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found += _precisions(inner)
-    return found
+    return [e.params["precision"] for e in equations_in(jaxpr) if e.primitive in PRIMS]
 
 
 X = jnp.asarray(rng.normal(size=(5, 5, 2)), jnp.float32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _helpers import equations_in
 from jax import lax
 
 import deepliftjax as dl
@@ -19,15 +20,7 @@ def f(x):
 
 
 def _convs(jaxpr) -> int:
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += eqn.primitive is lax.conv_general_dilated_p
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, tuple) else (p,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    n += _convs(inner)
-    return n
+    return sum(e.primitive is lax.conv_general_dilated_p for e in equations_in(jaxpr))
 
 
 X, REF = jnp.linspace(-1, 1, 16).reshape(8, 2), jnp.zeros((8, 2))
