@@ -72,7 +72,7 @@ def deeplift(
       precision: precision of the matrix products and convolutions that leave it to JAX
         (``precision=None`` in ``f``). ``"highest"`` (default) keeps float32 exact on GPUs
         and TPUs, whose default precision (TF32, bfloat16 passes) breaks summation to
-        delta at about 1e-3; ``None`` uses JAX's default: faster on those devices (2-4x
+        delta at about 1e-3; ``None`` uses JAX's default: faster on those devices (2-5x
         on an H200, see benchmarks/RESULTS.md), not exact. No effect on CPU.
 
     Returns:
