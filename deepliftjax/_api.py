@@ -38,6 +38,7 @@ def deeplift(
     max_rule: str = "cross",
     fallback: str | None = None,
     precision: str | jax.lax.Precision | None = "highest",
+    product_rule: str = "midpoint",
 ) -> Callable[..., Any]:
     """DeepLIFT contribution scores of a scalar function, as a transform like ``jax.grad``.
 
@@ -90,7 +91,13 @@ def deeplift(
       >>> deeplift(f, jnp.zeros(2))(jnp.array([-1.0, -1.0]))
       Array([-0.13333334, -0.26666668], dtype=float32)
     """
-    options = Options(max_rule=max_rule, fallback=fallback, method=rule, precision=precision)
+    options = Options(
+        max_rule=max_rule,
+        fallback=fallback,
+        method=rule,
+        precision=precision,
+        product_rule=product_rule,
+    )
     return _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options)
 
 
@@ -124,6 +131,7 @@ def deeplift_vjp(
     max_rule: str = "cross",
     fallback: str | None = None,
     precision: str | jax.lax.Precision | None = "highest",
+    product_rule: str = "midpoint",
 ) -> tuple[Any, ...]:
     """DeepLIFT's analogue of ``jax.vjp``: attribute any linear combination of the outputs.
 
@@ -146,7 +154,13 @@ def deeplift_vjp(
       >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
       >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
-    options = Options(max_rule=max_rule, fallback=fallback, method=rule, precision=precision)
+    options = Options(
+        max_rule=max_rule,
+        fallback=fallback,
+        method=rule,
+        precision=precision,
+        product_rule=product_rule,
+    )
     out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
 
     def multipliers(cotangent: Any) -> Any:

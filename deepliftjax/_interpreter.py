@@ -77,8 +77,16 @@ class Options:
     epsilon: float = 0.0
     bias: bool = True
     precision: Any = "highest"
+    product_rule: str = "midpoint"
 
     def __post_init__(self):
+        from deepliftjax._rules_products import PRODUCT_RULES
+
+        if self.product_rule not in PRODUCT_RULES:
+            raise DeepLiftError(
+                f"product_rule={self.product_rule!r} is not one of {PRODUCT_RULES}.\n"
+                "Hint: 'midpoint' is the paper's rule (§2.3.5) and the default."
+            )
         if self.precision is not None:
             try:
                 object.__setattr__(self, "precision", jax.lax.Precision(self.precision))

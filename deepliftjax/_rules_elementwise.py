@@ -212,6 +212,10 @@ def bilinear_rule(prim: Any, ctx: Context, a: Any, b: Any, **params: Any) -> Pai
     """
     if not (isinstance(a, Pair) and isinstance(b, Pair)):
         return linear_rule(prim, ctx, a, b, **params)
+    if ctx.options.product_rule != "midpoint":
+        from deepliftjax._rules_products import product_rule
+
+        return product_rule(prim, ctx, a, b, **params)
 
     def B(u, v):
         return prim.bind(u, v, **params)
