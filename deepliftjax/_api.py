@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,8 +21,9 @@ from deepliftjax import (  # noqa: F401, I001
     _rules_linear,
     _rules_reduce,
 )
+from deepliftjax._discrete import input_distance
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._interpreter import Options, Pair, eval_jaxpr
+from deepliftjax._interpreter import EXACT_METHODS, Options, Pair, eval_jaxpr
 
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, bool, complex)
 
@@ -91,6 +93,7 @@ def deeplift(
       >>> deeplift(f, jnp.zeros(2))(jnp.array([-1.0, -1.0]))
       Array([-0.13333334, -0.26666668], dtype=float32)
     """
+    _check_rule_set(rule)
     options = Options(
         max_rule=max_rule,
         fallback=fallback,
@@ -154,6 +157,7 @@ def deeplift_vjp(
       >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
       >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
+    _check_rule_set(rule)
     options = Options(
         max_rule=max_rule,
         fallback=fallback,
@@ -177,30 +181,32 @@ def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
     if not callable(f):
         raise DeepLiftError(f"deeplift expects a function; got {type(f).__name__}.")
     argnums_t = _check_argnums(argnums, len(args))
+    args = list(args)
+    for i in argnums_t:  # Python numbers become arrays, as jax.grad takes them
+        args[i] = jax.tree_util.tree_map(jnp.asarray, args[i])
+    _check_float_leaves(args, argnums_t)
     diff = tuple(args[i] for i in argnums_t) if isinstance(argnums, Sequence) else args[argnums]
     refs = _broadcast_ref(ref, diff, argnums)
+    # Only the attributed arguments are traced; the others stay as they are (Python
+    # numbers and flags static), as in jax.grad. Leaves go in argnums order throughout.
+    arg_trees = [jax.tree_util.tree_structure(args[i]) for i in argnums_t]
+    diff_leaf_list = [leaf for i in argnums_t for leaf in jax.tree_util.tree_leaves(args[i])]
 
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    diff_ids = _attributed_leaf_ids(args, kwargs, argnums_t)
-    dyn = [i for i, leaf in enumerate(leaves) if i in diff_ids or isinstance(leaf, _ARRAY_TYPES)]
+    def flat_f(*leaves):
+        a, pos = list(args), 0
+        for i, tree in zip(argnums_t, arg_trees, strict=True):
+            a[i] = jax.tree_util.tree_unflatten(tree, leaves[pos : pos + tree.num_leaves])
+            pos += tree.num_leaves
+        return f(*a, **kwargs)
 
-    def flat_f(*dyn_vals):
-        vals = list(leaves)
-        for i, v in zip(dyn, dyn_vals, strict=True):
-            vals[i] = v
-        a, k = jax.tree_util.tree_unflatten(treedef, vals)
-        return f(*a, **k)
-
-    try:
-        closed, out_shape = jax.make_jaxpr(flat_f, return_shape=True)(*[leaves[i] for i in dyn])
-    except DeepLiftError:
-        raise
+    closed, out_shape = jax.make_jaxpr(flat_f, return_shape=True)(*diff_leaf_list)
     if has_aux:
         if not (isinstance(out_shape, tuple) and len(out_shape) == 2):
             raise DeepLiftError(
                 f"has_aux=True needs f to return a pair (out, aux); got {_describe(out_shape)}."
             )
         out_tree = jax.tree_util.tree_structure(out_shape[0])
+        main_shapes = jax.tree_util.tree_leaves(out_shape[0])
     else:
         if (
             isinstance(out_shape, tuple | list)
@@ -213,25 +219,33 @@ def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
                 "select the output to attribute, e.g. lambda x: f(x)[0]."
             )
         out_tree = jax.tree_util.tree_structure(out_shape)
+        main_shapes = jax.tree_util.tree_leaves(out_shape)
+    for o in main_shapes:
+        if not jnp.issubdtype(o.dtype, jnp.inexact):
+            raise DeepLiftError(
+                f"f returns a value of dtype {o.dtype}; DeepLIFT attributes floating-point "
+                "outputs (an integer or boolean output, such as an argmax or a class label, "
+                "changes in jumps that have no contributions of their own).\nHint: attribute "
+                "the float value the decision is made from, e.g. the logit of the chosen class "
+                "(lambda x: logits(x)[k]) or a difference of logits."
+            )
     full_tree = jax.tree_util.tree_structure(out_shape)
     n_main = out_tree.num_leaves
     jaxpr, consts = _compat.open_jaxpr(closed)
-
     ref_leaves = jax.tree_util.tree_leaves(refs)
-    diff_leaf_list = jax.tree_util.tree_leaves(diff)
-    diff_positions = [dyn.index(i) for i in sorted(diff_ids)]
-    base = [leaves[i] for i in dyn]
 
     def run(*xs):
-        vals = list(base)
         # Values known at trace time (a closed-over reference and weights: the whole
         # reference pass) are computed now, once, instead of being staged out for XLA to
         # constant-fold, which interprets them slowly at compile time.
         with jax.ensure_compile_time_eval():
-            for pos, x, r in zip(diff_positions, xs, ref_leaves, strict=True):
-                r = jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x))
-                vals[pos] = Pair(x, jax.lax.stop_gradient(r))
-            outs = eval_jaxpr(jaxpr, consts, vals, options)
+            rs_ = [
+                jax.lax.stop_gradient(jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x)))
+                for x, r in zip(xs, ref_leaves, strict=True)
+            ]
+            opts = dataclasses.replace(options, distance=input_distance(xs, rs_))
+            vals = [Pair(x, r) for x, r in zip(xs, rs_, strict=True)]
+            outs = eval_jaxpr(jaxpr, consts, vals, opts)
         ox = [o.x if isinstance(o, Pair) else o for o in outs]
         orf = [o.r if isinstance(o, Pair) else o for o in outs]
         return ox[:n_main], (orf[:n_main], ox[n_main:])
@@ -266,9 +280,24 @@ def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
     def one(mi, xi, ri):
         if onehot_axis is not None:
             mi = mi - jnp.mean(mi, axis=onehot_axis, keepdims=True)
-        return mi * (xi - jnp.asarray(ri, xi.dtype)) if multiply_by_inputs else mi
+        if not multiply_by_inputs:
+            return mi
+        dx = xi - jnp.asarray(ri, xi.dtype)
+        # an input equal to its reference contributes exactly 0 (its multiplier may be the
+        # infinite derivative of sqrt at 0)
+        return jnp.where(dx == 0, jnp.zeros((), mi.dtype), mi * dx)
 
     return jax.tree_util.tree_map(one, m, diff, refs)
+
+
+def _check_rule_set(rule):
+    if rule not in EXACT_METHODS:
+        raise DeepLiftError(
+            f"rule={rule!r} is not a DeepLIFT rule set; deeplift accepts {EXACT_METHODS}.\n"
+            "Hint: 'rescale' is the paper's (default), 'reveal_cancel' Shrikumar et al. 2017. "
+            "The gradient-based methods are their own functions: deepliftjax.lrp_epsilon, "
+            "guided_backprop, gradient, gradient_x_input, integrated_gradients."
+        )
 
 
 def _check_argnums(argnums, nargs):
@@ -276,31 +305,32 @@ def _check_argnums(argnums, nargs):
     if not nums:
         raise DeepLiftError("argnums is empty.\nHint: name at least one positional argument.")
     for a in nums:
-        if not isinstance(a, int) or not -nargs <= a < nargs:
+        if not isinstance(a, int) or isinstance(a, bool) or not -nargs <= a < nargs:
             raise DeepLiftError(
                 f"argnums={argnums!r} does not name a positional argument of the "
                 f"{nargs} given.\nHint: pass the attributed input positionally."
             )
-    return tuple(a % nargs for a in nums)
+    out = tuple(a % nargs for a in nums)
+    if len(set(out)) != len(out):
+        raise DeepLiftError(
+            f"argnums={argnums!r} names an argument twice.\nHint: list each attributed "
+            "argument once; the scores come back in the order argnums gives."
+        )
+    return out
 
 
-def _attributed_leaf_ids(args, kwargs, argnums_t):
-    ids, start = set(), 0
-    for i, a in enumerate(args):
-        n = len(jax.tree_util.tree_leaves(a))
-        if i in argnums_t:
-            for k, leaf in enumerate(jax.tree_util.tree_leaves(a)):
-                dtype = jnp.result_type(leaf)
-                if not jnp.issubdtype(dtype, jnp.inexact):
-                    raise DeepLiftError(
-                        f"the attributed argument {i} has a leaf of dtype {dtype}; DeepLIFT "
-                        "attributes floating-point inputs only.\nHint: one-hot encode integer "
-                        "inputs (jax.nn.one_hot), or attribute the embedding output instead of "
-                        "token ids; cast with .astype(jnp.float32) if the values are real numbers."
-                    )
-                ids.add(start + k)
-        start += n
-    return ids
+def _check_float_leaves(args, argnums_t):
+    for i in argnums_t:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(args[i])[0]:
+            dtype = jnp.result_type(leaf)
+            if not jnp.issubdtype(dtype, jnp.inexact):
+                where = jax.tree_util.keystr(path)
+                raise DeepLiftError(
+                    f"the attributed argument {i}{where} has dtype {dtype}; DeepLIFT "
+                    "attributes floating-point inputs only.\nHint: one-hot encode integer "
+                    "inputs (jax.nn.one_hot), or attribute the embedding output instead of "
+                    "token ids; cast with .astype(jnp.float32) if the values are real numbers."
+                )
 
 
 def _broadcast_ref(ref, diff, argnums):

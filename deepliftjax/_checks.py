@@ -1,15 +1,52 @@
-"""Checks for users: how far scores are from summation to delta, and finite inputs."""
+"""Checks for users: how far scores are from summation to delta, how well conditioned they
+are, and finite inputs."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from deepliftjax._errors import DeepLiftError
+
+__all__ = [
+    "ConditioningWarning",
+    "SummationCheck",
+    "check_finite",
+    "summation_check",
+    "summation_residual",
+]
+
+FLOOR = 1e-3  # the default floor of |Δf|, relative to the scale of f (see summation_residual)
+CONDITIONING_THRESHOLD = 100.0  # attribute()'s default: warn above sum|C| / |Δf| = 100
+
+
+class ConditioningWarning(UserWarning):
+    """Scores that sum to ``Δf`` but cancel: ``sum|C| / |Δf|`` is large.
+
+    Emitted by :func:`deepliftjax.attribute` when an example's conditioning exceeds its
+    ``conditioning_threshold``; filter it with ``warnings.filterwarnings``.
+    """
+
+
+class SummationCheck(NamedTuple):
+    """What :func:`summation_check` returns, per example.
+
+    Attributes:
+      residual: ``|sum(C) - Δf| / max(|Δf|, floor)``, as :func:`summation_residual`.
+      conditioning: ``sum(|C|) / max(|Δf|, floor)``: how many times larger than the change
+        they explain the scores are in total. 1 when all scores share Δf's sign; large
+        when big scores of both signs cancel (e.g. a LayerNorm whose input has zero
+        variance at the reference), where each score is dominated by that cancellation
+        and float rounding is amplified by the same factor.
+    """
+
+    residual: jax.Array
+    conditioning: jax.Array
 
 
 def summation_residual(
@@ -19,13 +56,14 @@ def summation_residual(
     contributions: Any = None,
     *,
     batched: bool = False,
-    floor: float = 1e-3,
+    floor: float = FLOOR,
     **deeplift_kwargs: Any,
 ) -> jax.Array:
     """Per-example relative residual of summation to delta, ``|sum(C) - Δf| / |Δf|``.
 
     DeepLIFT's scores satisfy ``sum(C) == f(x) - f(ref)`` (eq. 1) up to floating point; this
     returns how far given (or freshly computed) scores are from it, for your own checks.
+    :func:`summation_check` also returns how well conditioned the scores are.
 
     The denominator is floored: ``max(|Δf|, floor * max(|f(x)|, |f(ref)|, 1))``. A float
     rounds ``f`` itself at about ``eps * |f|`` (1e-7 of its size in float32), so a
@@ -44,13 +82,18 @@ def summation_residual(
       batched: ``x`` (and ``contributions``) hold a batch on axis 0. A reference leaf with
         the batched input's rank and batch size is taken per example, any other
         reference leaf is shared by the batch.
-      floor: the floor of the denominator, relative to the scale of ``f`` (see above).
+      floor: the floor of the denominator, relative to the scale of ``f`` (see above); a
+        number ``>= 0``.
       **deeplift_kwargs: passed to :func:`deepliftjax.deeplift` when scores are computed
         here (e.g. ``max_rule``, ``rule``).
 
     Returns:
       A float array: a scalar, or one residual per example with ``batched=True``.
       Composes with ``jit`` (``f`` and the options static).
+
+    Raises:
+      DeepLiftError: ``f`` not returning a scalar, a batch whose leaves disagree on the
+        batch size, or a negative ``floor``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -61,25 +104,111 @@ def summation_residual(
       >>> r.shape, bool(r.max() < 1e-5)
       ((8,), True)
     """
+    check = _summation(
+        "summation_residual", f, ref, x, contributions, batched, floor, deeplift_kwargs
+    )
+    return check.residual
+
+
+def summation_check(
+    f: Callable[..., Any],
+    ref: Any,
+    x: Any,
+    contributions: Any = None,
+    *,
+    batched: bool = False,
+    floor: float = FLOOR,
+    **deeplift_kwargs: Any,
+) -> SummationCheck:
+    """Summation residual and conditioning of DeepLIFT scores, per example.
+
+    Exact scores can still be badly conditioned: at a degenerate reference (a LayerNorm
+    or RMSNorm whose input has zero variance there, as with an all-zero reference) the
+    scores of single features can be thousands of times ``|Δf|``, with opposite signs that
+    cancel in the sum. Such scores are exact but say little about any one feature, and
+    every float rounding error in them is amplified by the same factor. This returns
+    both numbers: the residual of :func:`summation_residual` and the conditioning
+    ``sum(|C|) / max(|Δf|, floor * max(|f(x)|, |f(ref)|, 1))`` (the same floored
+    denominator). A conditioning near 1 means the scores add up without cancelling; above
+    about 100 consider a reference with some variance at the normalisation layers (a small
+    random or shuffled one).
+
+    Args:
+      f, ref, x, contributions, batched, floor, **deeplift_kwargs: as for
+        :func:`summation_residual`.
+
+    Returns:
+      A :class:`SummationCheck` ``(residual, conditioning)`` of float arrays: scalars, or
+      one value per example with ``batched=True``. ``floor=0`` gives 0 where ``Δf`` and
+      ``sum(|C|)`` are both 0 and ``inf`` where only ``Δf`` is. Composes with ``jit``.
+
+    Raises:
+      DeepLiftError: as :func:`summation_residual`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from deepliftjax._checks import summation_check
+      >>> w = jnp.array([1.0, -2.0, 0.5, 3.0])
+      >>> norm = lambda x: jnp.sum(w * (x - x.mean()) / jnp.sqrt(x.var() + 1e-5))
+      >>> x = jnp.array([0.01, -0.02, 0.03, 0.0])
+      >>> check = summation_check(norm, jnp.zeros(4), x)
+      >>> bool(check.residual < 1e-3), bool(check.conditioning > 100)
+      (True, True)
+    """
+    return _summation("summation_check", f, ref, x, contributions, batched, floor, deeplift_kwargs)
+
+
+def floored_delta(fx: Any, fr: Any, floor: float = FLOOR) -> jax.Array:
+    """``max(|fx - fr|, floor * max(|fx|, |fr|, 1))``, in at least float32.
+
+    The denominator of the residual and the conditioning, here and in
+    :func:`deepliftjax.deeplift_shap` (see :func:`summation_residual` for the floor).
+    """
+    dt = jnp.promote_types(jnp.result_type(fx, fr), jnp.float32)
+    fx, fr = jnp.asarray(fx, dt), jnp.asarray(fr, dt)
+    scale = jnp.maximum(jnp.maximum(jnp.abs(fx), jnp.abs(fr)), 1.0)
+    return jnp.maximum(jnp.abs(fx - fr), floor * scale)
+
+
+def ratio(value: Any, denom: Any) -> jax.Array:
+    """``value / denom``, with 0 for ``0 / 0`` and ``inf`` for ``value / 0``."""
+    safe = jnp.where(denom > 0, denom, jnp.ones_like(denom))
+    return jnp.where(denom > 0, value / safe, jnp.where(value > 0, jnp.inf, 0.0))
+
+
+def _summation(name, f, ref, x, contributions, batched, floor, deeplift_kwargs):
+    """The shared body of summation_residual and summation_check."""
     from deepliftjax._api import deeplift  # late: _api imports the rule modules
 
+    if isinstance(floor, int | float | np.number) and not (floor >= 0 and math.isfinite(floor)):
+        raise DeepLiftError(
+            f"{name}: floor must be a finite number >= 0, got {floor!r}.\nHint: the default "
+            f"floor={FLOOR:g} bounds |Δf| below by that fraction of max(|f(x)|, |f(ref)|, "
+            "1); floor=0 gives the plain relative values."
+        )
     if not batched:
-        return _residual_one(f, ref, x, contributions, floor, deeplift, deeplift_kwargs)
+        return _check_one(name, f, ref, x, contributions, floor, deeplift, deeplift_kwargs)
 
     x_leaves = jax.tree_util.tree_leaves(x)
     if not x_leaves:
-        raise DeepLiftError("summation_residual: x has no array leaves.")
+        raise DeepLiftError(
+            f"{name}: x has no array leaves.\nHint: pass the input(s) of f as an array or "
+            "a pytree of arrays."
+        )
     n = jnp.shape(x_leaves[0])[0] if jnp.ndim(x_leaves[0]) else None
     for leaf in x_leaves:
         if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n:
             raise DeepLiftError(
-                "summation_residual(batched=True) needs every leaf of x to have the same "
+                f"{name}(batched=True) needs every leaf of x to have the same "
                 f"leading batch axis; got shapes {[jnp.shape(v) for v in x_leaves]}.\n"
                 "Hint: pass batched=False for a single example."
             )
     ref_axes = _ref_axes(ref, x, n)
     c_axes = None if contributions is None else 0
-    one = lambda xi, ri, ci: _residual_one(f, ri, xi, ci, floor, deeplift, deeplift_kwargs)
+
+    def one(xi, ri, ci):
+        return _check_one(name, f, ri, xi, ci, floor, deeplift, deeplift_kwargs)
+
     return jax.vmap(one, in_axes=(0, ref_axes, c_axes))(x, ref, contributions)
 
 
@@ -100,7 +229,7 @@ def _ref_axes(ref, x, n):
         return None  # a structure mismatch: deeplift raises its own error below
 
 
-def _residual_one(f, ref, x, contributions, floor, deeplift, kwargs):
+def _check_one(name, f, ref, x, contributions, floor, deeplift, kwargs):
     if contributions is None:
         contributions = deeplift(f, ref, **kwargs)(x)
     if _is_leaf(ref):
@@ -110,21 +239,35 @@ def _residual_one(f, ref, x, contributions, floor, deeplift, kwargs):
     fx, fr = f(x), f(refs)
     if jnp.shape(fx) != ():
         raise DeepLiftError(
-            f"summation_residual needs f to return a scalar; got shape {jnp.shape(fx)}.\n"
+            f"{name} needs f to return a scalar; got shape {jnp.shape(fx)}.\n"
             "Hint: pick a target, e.g. lambda x: f(x)[i]."
         )
     dt = jnp.promote_types(jnp.result_type(fx), jnp.float32)
-    total = sum(
-        (jnp.sum(jnp.asarray(c, dt)) for c in jax.tree_util.tree_leaves(contributions)),
-        jnp.zeros((), dt),
-    )
+    leaves = [jnp.asarray(c, dt) for c in jax.tree_util.tree_leaves(contributions)]
+    total = sum((jnp.sum(c) for c in leaves), jnp.zeros((), dt))
+    total_abs = sum((jnp.sum(jnp.abs(c)) for c in leaves), jnp.zeros((), dt))
     fx, fr = jnp.asarray(fx, dt), jnp.asarray(fr, dt)
-    delta = fx - fr
-    err = jnp.abs(total - delta)
-    scale = jnp.maximum(jnp.maximum(jnp.abs(fx), jnp.abs(fr)), 1.0)
-    denom = jnp.maximum(jnp.abs(delta), floor * scale)
-    safe = jnp.where(denom > 0, denom, 1.0)
-    return jnp.where(denom > 0, err / safe, jnp.where(err > 0, jnp.inf, 0.0))
+    denom = floored_delta(fx, fr, floor)
+    return SummationCheck(
+        residual=ratio(jnp.abs(total - (fx - fr)), denom),
+        conditioning=ratio(total_abs, denom),
+    )
+
+
+def conditioning_message(count: int, worst: float, where: int, threshold: float) -> str:
+    """The warning about ill-conditioned scores, shared by the runner's code paths."""
+    return (
+        f"{count} example(s) have ill-conditioned DeepLIFT scores: sum(|C|) / |Δf| above "
+        f"{threshold:g} (worst: example {where}, {worst:.3g}). The scores still sum to Δf, "
+        "but large scores of opposite signs cancel, so single scores say little and float "
+        "rounding is amplified as much; typical of a reference at which a normalisation "
+        "layer (LayerNorm, RMSNorm) sees zero variance, such as an all-zero reference.\n"
+        "Hint: use a reference with non-zero variance at the norm layers, e.g. a small "
+        "random reference or shuffled inputs (references=functools.partial(dinuc_shuffle, "
+        "num_shuffles=K) for DNA), or a product_rule= that avoids the cancellation (a "
+        "deeplift option, also taken by attribute(), where your version has one other than "
+        "'midpoint'); conditioning_threshold=None silences this check."
+    )
 
 
 def check_finite(x: Any, ref: Any = None) -> None:

@@ -10,10 +10,11 @@ function takes ONE example (``inputs[i]``) and returns a scalar, or an array fro
 ``--target`` picks one value. For a Flax model, write a small file that loads the
 parameters and defines ``def predict(x): return model.apply(params, x[None])[0]``.
 
-Writes ``contributions.npy``, ``residuals.npy`` (and ``hypothetical.npy``; with
-``--modisco`` also ``ohe.npy`` and ``shap.npy`` shaped ``(N, 4, L)`` for
-``modisco motifs -s ohe.npy -a shap.npy``) into ``--out-dir``; rerunning the same command
-resumes an interrupted job.
+Writes ``contributions.npy``, ``residuals.npy``, ``conditioning.npy`` (sum|C| / |Δf| per
+example, with a warning above ``--conditioning-threshold``) and, with ``--hypothetical``,
+``hypothetical.npy`` (with ``--modisco`` also ``ohe.npy`` and ``shap.npy`` shaped
+``(N, 4, L)`` for ``modisco motifs -s ohe.npy -a shap.npy``) into ``--out-dir``; rerunning
+the same command resumes an interrupted job.
 """
 
 from __future__ import annotations
@@ -148,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--alphabet-axis", type=int, default=-1, help="one-hot axis of an example")
     p.add_argument("--seed", type=int, default=0, help="seed for shuffled references")
     p.add_argument("--residual-threshold", type=float, default=1e-3)
+    p.add_argument(
+        "--conditioning-threshold",
+        type=float,
+        default=100.0,
+        help="warn about examples whose scores cancel, sum|C| / |Δf| above this "
+        "(default 100; inf: no check)",
+    )
     p.add_argument("--no-resume", action="store_true", help="discard a previous run's chunks")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -238,6 +246,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             resume=not args.no_resume,
             progress=not args.no_progress,
             residual_threshold=args.residual_threshold,
+            conditioning_threshold=args.conditioning_threshold,
         )
     except ValueError as e:
         raise CliError(str(e)) from e
@@ -250,11 +259,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             raise CliError(f"--modisco: {e}") from e
         written += ["ohe.npy", "shap.npy"]
-    print(
-        f"{PROG}: wrote {', '.join(written)} to {args.out_dir} "
-        f"(max summation residual {float(np.max(res.residuals)):.2g})",
-        file=sys.stderr,
-    )
+    stats = f"max summation residual {float(np.max(res.residuals)):.2g}"
+    if res.conditioning is not None:  # None: a job finished by an older version
+        written.insert(2, "conditioning.npy")
+        stats += f", max conditioning {float(np.max(res.conditioning)):.3g}"
+    print(f"{PROG}: wrote {', '.join(written)} to {args.out_dir} ({stats})", file=sys.stderr)
     return 0
 
 

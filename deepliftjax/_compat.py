@@ -21,14 +21,27 @@ Var = jex_core.Var
 DropVar = jex_core.DropVar
 
 
+OPTIONAL_PRIMITIVES: dict[str, str] = {
+    "expand_dims_p": "jax <= 0.10 has none (jnp.expand_dims lowers to broadcast_in_dim)",
+}
+"""Primitives some supported JAX versions lack, each with the versions it serves."""
+
+
 def primitive(name: str) -> Primitive | None:
     """The primitive object ``name_p`` from ``jax.extend.core.primitives`` or ``jax.lax``.
 
-    Primitives come and go between releases (``split_p``, ``tile_p`` appeared
-    around jax 0.5; ``remat_p`` is ``remat2`` since 0.4); a missing one gives ``None``
-    and its rule is simply not registered.
+    Primitives come and go between releases. A name in :data:`OPTIONAL_PRIMITIVES` that
+    this JAX lacks gives ``None`` (its rule is not registered); any other missing name is
+    an import-time error, so a rule never silently disappears.
     """
-    return getattr(_prims, name, None) or getattr(lax, name, None)
+    found = getattr(_prims, name, None) or getattr(lax, name, None)
+    if found is None and name not in OPTIONAL_PRIMITIVES:
+        raise ImportError(
+            f"deepliftjax: jax {jax.__version__} has no primitive {name!r}. Add it to "
+            "deepliftjax._compat.OPTIONAL_PRIMITIVES with the versions that lack it, or "
+            "port the rule to its replacement."
+        )
+    return found
 
 
 def open_jaxpr(j: Any) -> tuple[Any, list[Any]]:

@@ -19,43 +19,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from deepliftjax import _compat
+from deepliftjax import _compat, _discrete
 from deepliftjax._errors import DeepLiftError, eqn_str, unsupported_primitive
-
-
-class Pair:
-    """A value that depends on the attributed input: ``x`` (actual) and ``r`` (reference).
-
-    A boolean or integer pair made by a comparison also carries ``s``, its *switch score*:
-    a float :class:`Pair` that is positive exactly where the predicate is true (``a - b``
-    for ``a > b``). Where input and reference take different sides, the jump of a
-    ``select``/``cond`` is credited through ``s``, which is what keeps predicates that
-    depend on several inputs exact.
-    """
-
-    __slots__ = ("x", "r", "s")
-
-    def __init__(self, x: Any, r: Any, s: Pair | None = None):
-        self.x = x
-        self.r = r
-        self.s = s
-
-    @property
-    def dtype(self):
-        return jnp.result_type(self.x)
-
-    @property
-    def is_float(self) -> bool:
-        return jnp.issubdtype(self.dtype, jnp.inexact)
-
-    def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"Pair(x={self.x!r}, r={self.r!r})"
+from deepliftjax._pair import Pair, bind_both, is_pair, rs, xs  # noqa: F401  (re-exported)
 
 
 MAX_RULES = ("cross", "paper", "gradient")
 METHODS: dict[str, Callable[[Any], Any] | None] = {"rescale": None}
 """Rule sets over the same interpreter: name -> ``dispatch(prim)`` returning a rule (or None
 for the default table). Filled by the modules that define them (``_methods.py``)."""
+EXACT_METHODS = ("rescale", "reveal_cancel")
+"""The DeepLIFT rule sets (exact: summation to delta); the others are modified gradients."""
 FALLBACKS = (None, "error", "gradient")
 
 
@@ -78,6 +52,8 @@ class Options:
     bias: bool = True
     precision: Any = "highest"
     product_rule: str = "midpoint"
+    distance: Any = dataclasses.field(default=None, compare=False, repr=False)
+    """Set per call: the input distance, the switch score of last resort (``_discrete``)."""
 
     def __post_init__(self):
         from deepliftjax._rules_products import PRODUCT_RULES
@@ -123,6 +99,12 @@ class Context:
     def error(self, what: str, hint: str) -> DeepLiftError:
         return DeepLiftError(f"{what}\n    {eqn_str(self.eqn)}\nHint: {hint}")
 
+    def bind(self, prim: Any, vals: Sequence[Any], params: dict[str, Any], float_out: bool):
+        """Apply ``prim`` as the interpreter would (its rule when an operand is a pair)."""
+        if not any(isinstance(v, Pair) for v in vals):
+            return prim.bind(*vals, **params)
+        return _apply(self, prim, list(vals), params, float_out)
+
 
 Rule = Callable[..., Any]
 RULES: dict[_compat.Primitive, Rule] = {}
@@ -133,35 +115,10 @@ of them for primitives with several results).
 """
 
 
-SCORE_RULES: set[_compat.Primitive] = set()
-"""Primitives whose rule propagates switch scores between boolean/integer pairs."""
-
-
 def register_rule(prim: _compat.Primitive | None, rule: Rule) -> None:
     """Register ``rule`` for ``prim`` (ignored when ``prim`` is None: absent in this JAX)."""
     if prim is not None:
         RULES[prim] = rule
-
-
-def is_pair(v: Any) -> bool:
-    return isinstance(v, Pair)
-
-
-def xs(vals: Sequence[Any]) -> list[Any]:
-    return [v.x if isinstance(v, Pair) else v for v in vals]
-
-
-def rs(vals: Sequence[Any]) -> list[Any]:
-    return [v.r if isinstance(v, Pair) else v for v in vals]
-
-
-def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
-    """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff."""
-    ox = prim.bind(*xs(vals), **params)
-    orf = prim.bind(*rs(vals), **params)
-    if prim.multiple_results:
-        return [Pair(a, b) for a, b in zip(ox, orf, strict=True)]
-    return Pair(ox, orf)
 
 
 def eval_jaxpr(
@@ -214,15 +171,31 @@ def eval_closed(closed: Any, args: Sequence[Any], options: Options) -> list[Any]
 
 
 def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
-    prim = eqn.primitive
     ctx = Context(options, eqn)
-    pairs = [v for v in invals if isinstance(v, Pair)]
-    scored = any(p.s is not None for p in pairs) and prim in SCORE_RULES
-    if not any(p.is_float for p in pairs) and not _is_float_output(eqn) and not scored:
-        # Integer and boolean values carry no contribution of their own: evaluate both sides.
-        out = bind_both(prim, invals, _compat.bind_params(eqn))
-        _inherit_score(pairs, out)
-        return out
+    params = eqn.params
+    if eqn.primitive not in CALLS:
+        params = _compat.bind_params(eqn)
+    return _apply(ctx, eqn.primitive, invals, params, _is_float_output(eqn))
+
+
+CALLS: set[_compat.Primitive] = set()
+"""Primitives whose rule interprets an inner jaxpr (they take discrete pairs as they are)."""
+
+
+def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: bool) -> Any:
+    options = ctx.options
+    exact = options.method in EXACT_METHODS
+    if prim not in CALLS:
+        if not float_out:
+            if exact:
+                return _discrete.discrete_output_rule(ctx, prim, invals, params)
+            return bind_both(prim, invals, params)
+        if exact and any(isinstance(v, Pair) and not v.is_float for v in invals):
+
+            def evaluate(args):
+                return ctx.bind(prim, args, params, float_out)
+
+            return _discrete.discrete_operand_rule(ctx, prim, invals, params, evaluate)
     dispatch = METHODS[options.method]
     rule = dispatch(prim) if dispatch is not None else RULES.get(prim)
     if rule is None:
@@ -230,21 +203,12 @@ def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
             warnings.warn(
                 f"deepliftjax: no DeepLIFT rule for '{prim.name}'; using its gradient "
                 f"(fallback='gradient'), so summation to delta does not hold here:\n"
-                f"    {eqn_str(eqn)}",
+                f"    {eqn_str(ctx.eqn)}",
                 stacklevel=4,
             )
-            return bind_both(prim, invals, _compat.bind_params(eqn))
-        raise unsupported_primitive(eqn)
-    return rule(ctx, *invals, **eqn.params)
-
-
-def _inherit_score(pairs: list[Pair], out: Any) -> None:
-    """A function of one scored value (``clip(i, 0, 2)``) switches only where it moved."""
-    if len(pairs) != 1 or pairs[0].s is None or not isinstance(out, Pair):
-        return
-    s = pairs[0].s
-    if jnp.shape(s.x) == jnp.shape(out.x) or jnp.shape(s.x) == ():
-        out.s = s
+            return bind_both(prim, invals, params)
+        raise unsupported_primitive(ctx.eqn)
+    return rule(ctx, *invals, **params)
 
 
 def _is_float_output(eqn: Any) -> bool:

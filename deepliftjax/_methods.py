@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _rules_control, _rules_linear, _rules_reduce  # noqa: F401  (fill RULES)
 from deepliftjax._compat import primitive
+from deepliftjax._errors import DeepLiftError
 from deepliftjax._interpreter import METHODS, RULES, Context, Pair, bind_both, rs
 from deepliftjax._rules_elementwise import RESCALE_PRIMS, secant
 
@@ -208,14 +209,36 @@ REVEAL_CANCEL[primitive("conv_general_dilated_p")] = _rc_bilinear(
 )
 for _p, _smooth in RESCALE_PRIMS.items():
     REVEAL_CANCEL[_p] = _rc_unary(_p, _smooth)
-for _name in ("max_p", "min_p"):  # relu is max(x, 0): RevealCancel when one operand varies
-    REVEAL_CANCEL[primitive(_name)] = _rc_unary(primitive(_name), False)
+max_p, min_p, add_p = primitive("max_p"), primitive("min_p"), primitive("add_p")
+def _rc_maxmin(prim: Any) -> Callable:
+    """relu is max(x, 0): RevealCancel when one operand varies. With both varying,
+    ``max(a, b) = b + relu(a - b)`` and ``min(a, b) = a - relu(a - b)`` (Shrikumar et al.
+    2017's own example: min(x1, x2) at (3, 1) against (0, 0) gets (0.5, 0.5))."""
+    unary = _rc_unary(prim, False)
+
+    def rule(ctx, a, b, **params):
+        if not all(isinstance(v, Pair) and v.is_float for v in (a, b)):
+            return unary(ctx, a, b, **params)
+        d = _rc_sub(ctx, a, b)
+        z = jnp.zeros((), d.dtype)
+        relu = _rc_unary(max_p, False)(ctx, d, z)
+        if prim is max_p:
+            return _rc_structural(add_p)(ctx, b, relu)
+        return _rc_sub(ctx, a, relu)
+
+    return rule
+
+
+REVEAL_CANCEL[max_p] = _rc_maxmin(max_p)
+REVEAL_CANCEL[min_p] = _rc_maxmin(min_p)
 
 
 def _dispatch_reveal_cancel(prim: Any) -> Callable | None:
     rule = REVEAL_CANCEL.get(prim)
     if rule is not None:
         return rule
+    if prim in RESCALE_PRIMS:  # registered after import (a user's defrescale)
+        return _rc_unary(prim, RESCALE_PRIMS[prim])
     base = RULES.get(prim)
     return None if base is None else _generic(base)
 
@@ -295,8 +318,42 @@ def _dispatch_gradient_like(special: Callable[[Any], Callable | None]) -> Callab
     return dispatch
 
 
-_GUIDED = {primitive("max_p"): _modified(primitive("max_p"), _guided_relu)}
-_LRP = {p: _modified(p, _lrp_ratio) for p in (*RESCALE_PRIMS, primitive("max_p"))}
+def _guided_select(ctx, pred, *cases, **params):
+    """A gate whose predicate depends on the input (``jnp.where(x > 0, x, 0)``, a ReLU
+    written with ``where``): the case taken gets the gradient where it is positive."""
+    if not isinstance(pred, Pair):
+        return bind_both(select_n_p, (pred, *cases), params)
+    n = len(cases)
+
+    def primal(p, *cs):
+        return select_n_p.bind(p, *cs, **params)
+
+    def backward(args, y, g):
+        p, *cs = args
+        k = jnp.broadcast_to(p.astype(jnp.int32), jnp.shape(y))
+        pos = g > 0
+        return (None, *[jnp.where((k == i) & pos, g, 0).astype(g.dtype) for i in range(n)])
+
+    from deepliftjax._custom import custom_multiplier
+
+    shape = jnp.broadcast_shapes(*(jnp.shape(c.x if isinstance(c, Pair) else c) for c in cases))
+    cx = [jnp.broadcast_to(c.x if isinstance(c, Pair) else c, shape) for c in cases]
+    cr = [jnp.broadcast_to(c.r if isinstance(c, Pair) else c, shape) for c in cases]
+    ya = custom_multiplier(primal, backward)(pred.x, *cx)
+    return Pair(ya, select_n_p.bind(pred.r, *cr, **params))
+
+
+select_n_p = primitive("select_n_p")
+_GUIDED = {primitive("max_p"): _modified(primitive("max_p"), _guided_relu), select_n_p: _guided_select}
+
+
+def _lrp_rule(prim: Any) -> Callable | None:
+    """ε-LRP's ratio rule at every nonlinearity, a user's ``defrescale`` ones included."""
+    if prim is add_p:
+        return _lrp_add
+    if prim in RESCALE_PRIMS or prim is primitive("max_p"):
+        return _modified(prim, _lrp_ratio)
+    return None
 
 
 def _lrp_add(ctx, a, b, **params):
@@ -307,10 +364,8 @@ def _lrp_add(ctx, a, b, **params):
     return _modified(add_p, _lrp_ratio)(ctx, a, b, **params)
 
 
-add_p = primitive("add_p")
-_LRP[add_p] = _lrp_add
 METHODS["guided_backprop"] = _dispatch_gradient_like(_GUIDED.get)
-METHODS["lrp"] = _dispatch_gradient_like(_LRP.get)
+METHODS["lrp"] = _dispatch_gradient_like(_lrp_rule)
 
 
 # ---- public transforms ------------------------------------------------------------------
@@ -439,6 +494,12 @@ def integrated_gradients(
       >>> ig(jnp.array([1.0, 2.0]))
       Array([1., 4.], dtype=float32)
     """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise DeepLiftError(
+            f"integrated_gradients needs steps >= 1 (an int); got {steps!r}.\n"
+            "Hint: 50 is the default; the completeness error shrinks as steps grow "
+            "(return_error=True reports it)."
+        )
     grad = jax.grad(f, argnums=argnums)
 
     @functools.wraps(f)

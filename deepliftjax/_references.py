@@ -20,6 +20,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from deepliftjax._checks import floored_delta, ratio
+from deepliftjax._errors import DeepLiftError
 from deepliftjax._hypothetical import hypothetical_from_multipliers
 
 __all__ = ["deeplift_shap", "ShapScores", "check_residuals"]
@@ -42,24 +44,79 @@ class ShapScores(NamedTuple):
         inputs; see :func:`deepliftjax.hypothetical_contributions`), or ``None``.
       residuals: ``max_k |sum(m_k * (x - r_k)) - (f(x) - f(r_k))|``, a scalar per
         example, or ``None``.
+      conditioning: ``sum_k sum|C_k| / sum_k max(|f(x) - f(r_k)|, floor)``, with
+        ``C_k = m_k * (x - r_k)`` and the floor of :func:`deepliftjax.summation_check`:
+        how many times larger than the changes they explain the scores are in total
+        (with one reference, :func:`~deepliftjax.summation_check`'s conditioning; pooled
+        over references so that one reference with ``f(r_k) ≈ f(x)`` does not dominate).
+        A scalar per example, or ``None``.
     """
 
     contributions: Any
     hypothetical: Any = None
     residuals: Any = None
+    conditioning: Any = None
+
+
+def _error(message: str, hint: str) -> DeepLiftError:
+    """A :class:`DeepLiftError` saying what was wrong and, after ``Hint:``, the fix."""
+    return DeepLiftError(f"{message}\nHint: {hint}")
+
+
+def check_chunk_size(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Raise :class:`DeepLiftError` unless ``value`` is an int >= 1 (or None if allowed)."""
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+    if not ok:
+        raise _error(
+            f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}.",
+            f"{name} is how many are processed together; pass a positive int such as 10"
+            + (" (None: all at once)." if allow_none else "."),
+        )
 
 
 def _leading(tree) -> int:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
-        raise ValueError("references is an empty pytree.")
+        raise _error(
+            "references is an empty pytree.",
+            "pass the references as a (K, *x.shape) array, or a pytree like x with a "
+            "leading reference axis K on every leaf.",
+        )
     sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(
+        raise _error(
             "references must have a leading reference axis K on every leaf, shaped "
-            f"(K, *x.shape); got leaf shapes {[np.shape(v) for v in leaves]}."
+            f"(K, *x.shape); got leaf shapes {[np.shape(v) for v in leaves]}.",
+            "stack the references on a new axis 0 of the same length K on every leaf.",
         )
-    return sizes.pop()
+    num = sizes.pop()
+    if num == 0:
+        raise _error(
+            f"there are no references: K = 0 (leaf shapes {[np.shape(v) for v in leaves]}), "
+            "and the mean over references of an empty set is undefined.",
+            "pass at least one reference, shaped (K, *x.shape) with K >= 1 (refs[None] for "
+            "a single one); a reference generator must return K >= 1 of them.",
+        )
+    return num
+
+
+class _Widen(Exception):
+    """Raised while tracing the scan body: the accumulators need wider dtypes."""
+
+    def __init__(self, dtypes):
+        super().__init__(f"accumulators need dtypes {dtypes}")
+        self.dtypes = dtypes
+
+
+def _acc_dtype(*values_or_dtypes) -> np.dtype:
+    """Accumulators hold the dtype of what they accumulate, and at least float32."""
+    return jnp.promote_types(jnp.result_type(*values_or_dtypes), jnp.float32)
+
+
+def _dtypes(acc):
+    return [jnp.result_type(a) for a in jax.tree_util.tree_leaves(acc)]
 
 
 def deeplift_shap(
@@ -72,14 +129,15 @@ def deeplift_shap(
     hypothetical: bool = False,
     alphabet_axis: int = -1,
     return_residuals: bool = False,
+    return_conditioning: bool = False,
     **deeplift_options: Any,
 ) -> Callable[..., Any]:
     """DeepLIFT-SHAP: mean over references of DeepLIFT contributions.
 
     Args:
       f: function returning a scalar (like :func:`jax.grad`'s argument).
-      references: ``(K, *x.shape)`` array (or pytree of such, matching ``x``), or a
-        generator ``(key, x) -> (K, *x.shape)`` such as
+      references: ``(K, *x.shape)`` array (or pytree of such, matching ``x``), ``K >= 1``,
+        or a generator ``(key, x) -> (K, *x.shape)`` such as
         ``functools.partial(dinuc_shuffle, num_shuffles=20)``. May be traced, so
         per-example references compose with :func:`jax.vmap`.
       argnums: which positional argument of ``f`` to attribute.
@@ -91,16 +149,21 @@ def deeplift_shap(
       alphabet_axis: the one-hot axis of ``x`` for ``hypothetical``.
       return_residuals: also return the per-example summation residual (max over
         references of the absolute residual of each reference's raw multipliers).
+      return_conditioning: also return the per-example conditioning (``sum_k sum|C_k| /
+        sum_k |Δf_k|``, see :class:`ShapScores` and :func:`deepliftjax.summation_check`).
       **deeplift_options: passed to :func:`deepliftjax.deeplift_vjp` (``max_rule``,
         ``fallback``).
 
     Returns:
       A function with ``f``'s signature returning the mean contributions (shaped like
-      ``args[argnums]``), or a :class:`ShapScores` when ``hypothetical`` or
-      ``return_residuals`` is set.
+      ``args[argnums]``), or a :class:`ShapScores` when ``hypothetical``,
+      ``return_residuals`` or ``return_conditioning`` is set. Means are accumulated in
+      the dtype of the contributions, at least float32 (so bfloat16 and float16 inputs
+      give float32 means, float64 inputs float64 ones).
 
     Raises:
-      ValueError: bad reference shapes, a generator without ``key``, or ``f`` not
+      DeepLiftError: no references (``K = 0``), bad reference shapes, a
+        ``reference_chunk_size`` below 1, a generator without ``key``, or ``f`` not
         returning a scalar.
 
     Example:
@@ -110,17 +173,20 @@ def deeplift_shap(
       >>> deeplift_shap(f, refs)(jnp.ones(4)).shape
       (4,)
     """
-    if reference_chunk_size is not None and reference_chunk_size < 1:
-        raise ValueError(f"reference_chunk_size must be >= 1 or None, got {reference_chunk_size}.")
+    check_chunk_size("reference_chunk_size", reference_chunk_size, allow_none=True)
 
     def shap_fn(*args):
         if not 0 <= argnums < len(args):
-            raise ValueError(f"argnums={argnums} but f was called with {len(args)} arguments.")
+            raise _error(
+                f"argnums={argnums} but f was called with {len(args)} argument(s).",
+                f"pass argnums in [0, {len(args)}), the position of the argument to attribute.",
+            )
         x = args[argnums]
         if callable(references):
             if key is None:
-                raise ValueError(
-                    "references is a generator (key, x) -> (K, ...): pass key=jax.random.key(...)."
+                raise _error(
+                    "references is a generator (key, x) -> (K, ...) but no key was given.",
+                    "pass key=jax.random.key(...) to deeplift_shap.",
                 )
             refs = references(key, x)
         else:
@@ -128,19 +194,34 @@ def deeplift_shap(
         refs = jax.tree_util.tree_map(jnp.asarray, refs)
         x_struct = jax.tree_util.tree_structure(x)
         if jax.tree_util.tree_structure(refs) != x_struct:
-            raise ValueError(
+            raise _error(
                 f"references must have x's pytree structure {x_struct}, got "
-                f"{jax.tree_util.tree_structure(refs)}."
+                f"{jax.tree_util.tree_structure(refs)}.",
+                "give every leaf of x a (K, *leaf.shape) array of references.",
             )
         for xl, rl in zip(
             jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs), strict=True
         ):
             if rl.ndim != jnp.ndim(xl) + 1 or rl.shape[1:] != jnp.shape(xl):
-                raise ValueError(
+                raise _error(
                     f"references must be shaped (K, *x.shape) with x.shape={jnp.shape(xl)}, "
-                    f"got {rl.shape}; for a single reference use refs[None]."
+                    f"got {rl.shape}.",
+                    "stack the references on a new leading axis; for a single reference "
+                    "use refs[None].",
                 )
         num_refs = _leading(refs)
+        if hypothetical:
+            if not (hasattr(x, "shape") and hasattr(x, "ndim")):
+                raise _error(
+                    "hypothetical=True needs x to be one array (one-hot, the alphabet on "
+                    f"alphabet_axis), got {x_struct}.",
+                    "attribute the one-hot array alone, closing over any other inputs.",
+                )
+            if not -x.ndim <= alphabet_axis < x.ndim:
+                raise _error(
+                    f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
+                    "pass the axis of x that holds the one-hot alphabet (default -1).",
+                )
         chunk = num_refs if reference_chunk_size is None else min(reference_chunk_size, num_refs)
 
         vjp = _deeplift_vjp()
@@ -148,61 +229,97 @@ def deeplift_shap(
         def one_ref(ref):
             out, out_ref, pullback = vjp(f, ref, *args, argnums=argnums, **deeplift_options)
             if jnp.shape(out) != ():
-                raise ValueError(
-                    f"f must return a scalar, got shape {jnp.shape(out)}; select one output "
-                    "(e.g. lambda x: model(x)[i], or target= in attribute())."
+                raise _error(
+                    f"f must return a scalar, got shape {jnp.shape(out)}.",
+                    "select one output (e.g. lambda x: model(x)[i], or target= in attribute()).",
                 )
             m = pullback(jnp.ones_like(out))
             if isinstance(m, tuple) and not isinstance(x, tuple) and len(m) == 1:
                 m = m[0]
             contrib = jax.tree_util.tree_map(lambda mi, xi, ri: mi * (xi - ri), m, x, ref)
-            total = sum(jnp.sum(c) for c in jax.tree_util.tree_leaves(contrib))
-            resid = jnp.abs(total - (out - out_ref))
+            leaves = jax.tree_util.tree_leaves(contrib)
+            dt = _acc_dtype(out, *leaves)  # the sums in at least float32
+            total = sum((jnp.sum(c.astype(dt)) for c in leaves), jnp.zeros((), dt))
+            total_abs = sum((jnp.sum(jnp.abs(c.astype(dt))) for c in leaves), jnp.zeros((), dt))
+            resid = jnp.abs(total - (out.astype(dt) - out_ref.astype(dt)))
             hyp = None
             if hypothetical:
                 hyp = hypothetical_from_multipliers(m, ref, axis=alphabet_axis)
-            return contrib, hyp, resid
+            return contrib, hyp, resid, total_abs, floored_delta(out, out_ref)
 
-        def chunk_sums(ref_chunk):
-            c, h, r = jax.vmap(one_ref)(ref_chunk)
-            csum = jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), c)
-            hsum = None if h is None else jnp.sum(h, 0)
-            return csum, hsum, jnp.max(r)
+        def chunk_stats(ref_chunk):
+            c, h, r, k_num, k_den = jax.vmap(one_ref)(ref_chunk)
+            return c, h, jnp.max(r), k_num, k_den
 
-        n_full, rest = divmod(num_refs, chunk)
+        def add(acc, stats):
+            """acc + the chunk's sums (and maxima), in the wider of the two dtypes."""
+            csum, hsum, rmax, knum, kden = acc
+            c, h, r, k_num, k_den = stats
+            wide = lambda a, v: a.astype(_acc_dtype(a, v))
+            total = lambda a, v: wide(a, v) + jnp.sum(wide(v, a), 0)
+            csum = jax.tree_util.tree_map(total, csum, c)
+            if hsum is not None:
+                hsum = total(hsum, h)
+            rmax = jnp.maximum(wide(rmax, r), wide(r, rmax))
+            return csum, hsum, rmax, total(knum, k_num), total(kden, k_den)
 
-        def body(acc, i):
-            # dynamic_slice reads the chunk in place: no copy of the (K, ...) references
-            ref_chunk = jax.tree_util.tree_map(
-                lambda r: lax.dynamic_slice_in_dim(r, i * chunk, chunk), refs
-            )
-            s = chunk_sums(ref_chunk)
-            acc = jax.tree_util.tree_map(jnp.add, acc[:2], s[:2]) + (jnp.maximum(acc[2], s[2]),)
-            return acc, None
-
-        zeros = jax.tree_util.tree_map(
-            lambda v: jnp.zeros(jnp.shape(v), jnp.result_type(v, jnp.float32)), x
+        # Accumulators start in the dtypes the contributions will have (m has x's dtype);
+        # the tail chunk and the scan body widen them if what they accumulate is wider.
+        leaf_dt = jax.tree_util.tree_map(lambda xl, rl: _acc_dtype(xl, rl), x, refs)
+        stat_dt = _acc_dtype(*jax.tree_util.tree_leaves(leaf_dt))
+        acc = (
+            jax.tree_util.tree_map(lambda xl, dt: jnp.zeros(jnp.shape(xl), dt), x, leaf_dt),
+            jnp.zeros(jnp.shape(x), leaf_dt) if hypothetical else None,
+            jnp.zeros((), stat_dt),
+            jnp.zeros((), stat_dt),
+            jnp.zeros((), stat_dt),
         )
-        acc = (zeros, zeros if hypothetical else None, jnp.zeros((), jnp.float32))
-        if n_full == 1:
-            acc, _ = body(acc, 0)
-        else:
-            acc, _ = lax.scan(body, acc, jnp.arange(n_full))
+        n_full, rest = divmod(num_refs, chunk)
         if rest:
             tail = jax.tree_util.tree_map(lambda r: r[n_full * chunk :], refs)
-            s = chunk_sums(tail)
-            acc = jax.tree_util.tree_map(jnp.add, acc[:2], s[:2]) + (jnp.maximum(acc[2], s[2]),)
-        csum, hsum, resid = acc
+            acc = add(acc, chunk_stats(tail))
+        if n_full == 1:
+            acc = add(acc, chunk_stats(jax.tree_util.tree_map(lambda r: r[:chunk], refs)))
+        elif n_full > 1:
+            acc = _scan_chunks(add, chunk_stats, acc, refs, chunk, n_full)
+        csum, hsum, resid, knum, kden = acc
         contrib = jax.tree_util.tree_map(lambda s: s / num_refs, csum)
-        if not (hypothetical or return_residuals):
+        if not (hypothetical or return_residuals or return_conditioning):
             return contrib
         return ShapScores(
             contrib,
             None if hsum is None else hsum / num_refs,
             resid if return_residuals else None,
+            ratio(knum, kden) if return_conditioning else None,
         )
 
     return shap_fn
+
+
+def _scan_chunks(add, chunk_stats, acc, refs, chunk, n_full):
+    """acc + the sums over ``n_full`` chunks of references, in a ``lax.scan``.
+
+    A scan's carry keeps its dtypes; if a chunk's results are wider than the carry (f
+    returns float64 for float32 inputs, say), the body raises while it is traced, before
+    anything runs, and the scan is traced again with the carry widened.
+    """
+
+    def body(acc, i):
+        # dynamic_slice reads the chunk in place: no copy of the (K, ...) references
+        ref_chunk = jax.tree_util.tree_map(
+            lambda r: lax.dynamic_slice_in_dim(r, i * chunk, chunk), refs
+        )
+        new = add(acc, chunk_stats(ref_chunk))
+        if _dtypes(new) != _dtypes(acc):
+            raise _Widen(_dtypes(new))
+        return new, None
+
+    try:
+        return lax.scan(body, acc, jnp.arange(n_full))[0]
+    except _Widen as w:
+        leaves, tree = jax.tree_util.tree_flatten(acc)
+        wider = tree.unflatten([a.astype(d) for a, d in zip(leaves, w.dtypes, strict=True)])
+        return _scan_chunks(add, chunk_stats, wider, refs, chunk, n_full)
 
 
 def check_residuals(residuals: ArrayLike, threshold: float = 1e-3, *, offset: int = 0) -> int:

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _compat
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import Context, Pair, eval_closed, eval_jaxpr, register_rule
-from deepliftjax._rules_elementwise import _select_n_rule
+from deepliftjax._interpreter import CALLS, Context, Pair, eval_closed, eval_jaxpr, register_rule
 
 # ---- calls ------------------------------------------------------------------------------
 
@@ -25,6 +24,8 @@ def defcall(prim: Any, param: str) -> None:
         return eval_closed(params[param], vals, ctx.options)
 
     register_rule(prim, rule)
+    if prim is not None:
+        CALLS.add(prim)
 
 
 def _remat_rule(ctx: Context, *vals: Any, jaxpr: Any, **params: Any) -> list[Any]:
@@ -40,49 +41,53 @@ def _as_pair(v: Any) -> Pair:
 
 
 def _cond_rule(ctx: Context, index: Any, *ops: Any, branches: Any, **params: Any) -> list[Any]:
-    """Every branch is interpreted on the pairs; the outputs are combined by the select rule.
+    """Every branch is interpreted on the pairs; the outputs are combined as ``select_n``.
 
     Where input and reference take the same branch this is that branch; where they take
-    different branches it is the exact select between the two branch outputs.
+    different branches it is the exact select between the two branch outputs (the jump
+    credited through the index's switch score; see :mod:`deepliftjax._discrete`).
     """
     outs = [eval_closed(b, ops, ctx.options) for b in branches]
     results = []
     for k in range(len(outs[0])):
         cases = [o[k] for o in outs]
-        if not any(isinstance(c, Pair) for c in cases) and not isinstance(index, Pair):
-            results.append(jax.lax.select_n(index, *cases))
-            continue
-        cases = [_as_pair(c) for c in cases]
-        if not cases[0].is_float:
-            idx = _as_pair(index)
-            results.append(
-                Pair(
-                    jax.lax.select_n(idx.x, *[c.x for c in cases]),
-                    jax.lax.select_n(idx.r, *[c.r for c in cases]),
-                )
-            )
-            continue
-        results.append(_select_n_rule(ctx, index, *cases))
+        float_out = _is_float(cases[0].x if isinstance(cases[0], Pair) else cases[0])
+        results.append(ctx.bind(select_n_p, [index, *cases], {}, float_out))
     return results
 
 
 # ---- scan -------------------------------------------------------------------------------
+PLAIN, FLOAT, DISCRETE = 0, 1, 2
 
 
-def _flatten(vals: list[Any]) -> tuple[list[Any], list[bool]]:
-    flat, is_p = [], []
-    for v in vals:
-        if isinstance(v, Pair):
-            flat.append((v.x, v.r))
-            is_p.append(True)
-        else:
-            flat.append(v)
-            is_p.append(False)
-    return flat, is_p
+def _kind(v: Any) -> int:
+    if not isinstance(v, Pair):
+        return PLAIN
+    return FLOAT if v.is_float else DISCRETE
 
 
-def _unflatten(flat: list[Any], is_p: list[bool]) -> list[Any]:
-    return [Pair(*v) if p else v for v, p in zip(flat, is_p, strict=True)]
+def _pack(v: Any, kind: int, score_dtype: Any) -> Any:
+    """A carry or output as a tuple of arrays: (x, r) for a float pair, (x, r, s.x, s.r) for
+    a discrete one (its switch score travels with it)."""
+    if kind == PLAIN:
+        return v
+    v = _as_pair(v)
+    if kind == FLOAT:
+        return (v.x, v.r)
+    shape = jnp.shape(v.x)
+    if v.s is None:  # the same on both sides: any score will do
+        z = jnp.zeros(shape, score_dtype)
+        return (v.x, v.r, z, z)
+    sx, sr = (jnp.broadcast_to(jnp.asarray(t, score_dtype), shape) for t in (v.s.x, v.s.r))
+    return (v.x, v.r, sx, sr)
+
+
+def _unpack(t: Any, kind: int) -> Any:
+    if kind == PLAIN:
+        return t
+    if kind == FLOAT:
+        return Pair(*t)
+    return Pair(t[0], t[1], Pair(t[2], t[3]))
 
 
 def _scan_rule(
@@ -101,51 +106,52 @@ def _scan_rule(
     """
     num_consts, num_carry = _compat.scan_counts(params)
     body, body_consts = _compat.open_jaxpr(jaxpr)
+    sdt = jnp.result_type(ctx.options.distance.x)
     consts = list(vals[:num_consts])
     init = list(vals[num_consts : num_consts + num_carry])
-    xs_flat, xs_is_p = _flatten(list(vals[num_consts + num_carry :]))
-    mask = [isinstance(v, Pair) or _is_float(v) for v in init]
+    xs_in = list(vals[num_consts + num_carry :])
+    xs_kind = [_kind(v) for v in xs_in]
+    xs_flat = [_pack(v, k, sdt) for v, k in zip(xs_in, xs_kind, strict=True)]
+    kinds = [FLOAT if _is_float(v.x if isinstance(v, Pair) else v) else _kind(v) for v in init]
 
-    def make_step(mask, grown, ys_mask):
+    def make_step(kinds, grown, ys_kinds):
         def step(carry_flat, x_flat):
-            carry = _unflatten(carry_flat, mask)
-            args = consts + carry + _unflatten(x_flat, xs_is_p)
-            outs = eval_jaxpr(body, body_consts, args, ctx.options)
+            carry = [_unpack(c, k) for c, k in zip(carry_flat, kinds, strict=True)]
+            xs_ = [_unpack(x, k) for x, k in zip(x_flat, xs_kind, strict=True)]
+            outs = eval_jaxpr(body, body_consts, consts + carry + xs_, ctx.options)
             new = []
-            for k, (v, m) in enumerate(zip(outs[:num_carry], mask, strict=True)):
-                if m:
-                    v = _as_pair(v)
-                    new.append((v.x, v.r))
-                else:
-                    if isinstance(v, Pair):
-                        grown.add(k)
-                        v = v.x
-                    new.append(v)
+            for j, (v, k) in enumerate(zip(outs[:num_carry], kinds, strict=True)):
+                if k == PLAIN and isinstance(v, Pair):
+                    grown.add(j)
+                    v = v.x
+                new.append(_pack(v, k, sdt))
             ys = outs[num_carry:]
-            ys_mask[:] = [isinstance(y, Pair) for y in ys]
-            return new, _flatten(ys)[0]
+            ys_kinds[:] = [_kind(y) for y in ys]
+            return new, [_pack(y, k, sdt) for y, k in zip(ys, ys_kinds, strict=True)]
 
         return step
 
-    ys_mask: list[bool] = []
     for _ in range(num_carry + 1):
         grown: set[int] = set()
-        init_flat = _flatten([_as_pair(v) if m else v for v, m in zip(init, mask, strict=True)])[0]
+        init_flat = [_pack(v, k, sdt) for v, k in zip(init, kinds, strict=True)]
         x0 = jax.tree_util.tree_map(lambda a: a[0], xs_flat) if length else xs_flat
-        jax.eval_shape(make_step(mask, grown, ys_mask), init_flat, x0)
+        jax.eval_shape(make_step(kinds, grown, []), init_flat, x0)
         if not grown:
             break
-        mask = [m or k in grown for k, m in enumerate(mask)]
+        kinds = [DISCRETE if j in grown else k for j, k in enumerate(kinds)]
 
+    ys_kinds: list[int] = []
     carry, ys = jax.lax.scan(
-        make_step(mask, set(), []),
+        make_step(kinds, set(), ys_kinds),
         init_flat,
         xs_flat,
         length=length,
         reverse=reverse,
         unroll=unroll,
     )
-    return _unflatten(carry, mask) + _unflatten(ys, ys_mask)
+    return [_unpack(c, k) for c, k in zip(carry, kinds, strict=True)] + [
+        _unpack(y, k) for y, k in zip(ys, ys_kinds, strict=True)
+    ]
 
 
 def _is_float(v: Any) -> bool:
@@ -168,7 +174,9 @@ def _while_rule(ctx: Context, *vals: Any, **params: Any) -> Any:
 defcall(primitive("jit_p"), "jaxpr")
 defcall(primitive("custom_jvp_call_p"), "call_jaxpr")
 defcall(primitive("custom_vjp_call_p"), "call_jaxpr")
+select_n_p = primitive("select_n_p")
 register_rule(primitive("remat_p"), _remat_rule)
 register_rule(primitive("cond_p"), _cond_rule)
 register_rule(primitive("scan_p"), _scan_rule)
 register_rule(primitive("while_p"), _while_rule)
+CALLS.update(primitive(n) for n in ("remat_p", "cond_p", "scan_p", "while_p"))

@@ -12,13 +12,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import (
-    Context,
-    Pair,
-    bind_both,
-    check_not_integer_pairs,
-    register_rule,
-)
+from deepliftjax._interpreter import Context, Pair, bind_both, check_not_integer_pairs, register_rule
 
 
 def linear_rule(prim: Any, ctx: Context, *vals: Any, **params: Any) -> Any:
@@ -40,16 +34,8 @@ def _stop_gradient_rule(ctx: Context, operand: Pair, **params: Any) -> Pair:
 def _convert_rule(ctx: Context, operand: Any, *, new_dtype: Any, **params: Any) -> Pair:
     """Widening float casts are linear; a narrowing cast rounds, so it gets Rescale."""
     params = dict(params, new_dtype=new_dtype)
-    if operand.s is not None:
-        from deepliftjax._rules_elementwise import _convert_score_rule
-
-        return _convert_score_rule(ctx, operand, **params)
     old = jnp.dtype(operand.dtype)
     new = jnp.dtype(new_dtype)
-    if operand.is_float and not jnp.issubdtype(new, jnp.inexact):
-        out = bind_both(convert_element_type_p, [operand], params)
-        out.s = operand  # an integer made from a float switches only where the float moved
-        return out
     if operand.is_float and jnp.issubdtype(new, jnp.inexact) and new.itemsize < old.itemsize:
         from deepliftjax._rules_elementwise import rescale_rule
 

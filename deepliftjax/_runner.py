@@ -29,7 +29,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from deepliftjax._references import ShapScores, deeplift_shap
+from deepliftjax._checks import (
+    CONDITIONING_THRESHOLD,
+    ConditioningWarning,
+    conditioning_message,
+)
+from deepliftjax._references import ShapScores, _error, check_chunk_size, deeplift_shap
 
 __all__ = ["attribute", "Attribution"]
 
@@ -44,11 +49,16 @@ class Attribution(NamedTuple):
       contributions: ``(N, *example_shape)`` mean contributions over references.
       hypothetical: ``(N, *example_shape)`` hypothetical contributions, or ``None``.
       residuals: ``(N,)`` max over references of the absolute summation residual.
+      conditioning: ``(N,)`` ``sum_k sum|C_k| / sum_k |Δf_k|`` over the references (floored
+        as in :func:`deepliftjax.summation_check`; see :class:`ShapScores`): large values
+        mean exact scores that cancel. ``None`` for a job finished by a version without
+        it (NaN for the chunks it wrote).
     """
 
     contributions: Any
     hypothetical: Any
     residuals: Any
+    conditioning: Any = None
 
 
 def _scalar_fn(fn: Callable, target: Any, out_size: int) -> Callable:
@@ -70,44 +80,53 @@ def _check_target(fn: Callable, example: jax.ShapeDtypeStruct, target: Any, n: i
     try:
         out = jax.eval_shape(fn, example)
     except Exception as e:  # noqa: BLE001 - report what failed and on what
-        raise ValueError(
+        raise _error(
             f"the model failed on one example of shape {example.shape} and dtype "
-            f"{example.dtype}: {type(e).__name__}: {e}"
+            f"{example.dtype}: {type(e).__name__}: {e}",
+            "fn runs on ONE example (inputs[i]), not a batch: wrap a batched model, e.g. "
+            "lambda x: model(x[None])[0], and check it runs on inputs[0].",
         ) from e
     if not hasattr(out, "shape"):
-        raise ValueError(
-            f"the model must return one array per example, got {type(out).__name__}; "
-            "return the output to attribute (or pass target= as a function of it)."
+        raise _error(
+            f"the model must return one array per example, got {type(out).__name__}.",
+            "return the output to attribute (or pass target= as a function of it).",
         )
     size = int(np.prod(out.shape))
     if callable(target):
         t_out = jax.eval_shape(target, out)
         if getattr(t_out, "shape", None) not in ((), (1,)):
-            raise ValueError(f"target(output) must return a scalar, got {t_out}.")
+            raise _error(
+                f"target(output) must return a scalar, got {t_out}.",
+                "select one value, e.g. target=lambda y: y[3] or lambda y: y[3] - y[5].",
+            )
     elif target is None:
         if size != 1:
-            raise ValueError(
-                f"the model returns shape {out.shape} per example, not a scalar: pass "
-                f"target=INDEX (0..{size - 1}; --target on the command line) to choose the "
-                "output to attribute."
+            raise _error(
+                f"the model returns shape {out.shape} per example, not a scalar.",
+                f"pass target=INDEX (0..{size - 1}; --target on the command line) to choose "
+                "the output to attribute.",
             )
     elif np.ndim(target) == 0:
         if not isinstance(target, int | np.integer) or not 0 <= int(target) < size:
-            raise ValueError(
+            raise _error(
                 f"target={target!r} is not an output index: the model returns shape "
-                f"{out.shape} per example, so target must be an int in [0, {size})."
+                f"{out.shape} per example.",
+                f"pass an int in [0, {size}) (the flattened output), an (N,) int array or a "
+                "function of the output.",
             )
     else:
         t = np.asarray(target)
         if n is None or t.shape != (n,) or not np.issubdtype(t.dtype, np.integer):
-            raise ValueError(
+            raise _error(
                 f"a per-example target must be an int array of shape ({n},), got "
-                f"{t.dtype} {t.shape}."
+                f"{t.dtype} {t.shape}.",
+                "pass one output index per example (np.asarray(targets, int)), or one int.",
             )
         if t.size and (t.min() < 0 or t.max() >= size):
-            raise ValueError(
+            raise _error(
                 f"target values must lie in [0, {size}) (model output shape {out.shape}); "
-                f"got range [{t.min()}, {t.max()}]."
+                f"got range [{t.min()}, {t.max()}].",
+                "index the flattened output of one example.",
             )
     return size
 
@@ -186,6 +205,7 @@ def attribute(
     devices: list[jax.Device] | None = None,
     progress: bool = True,
     residual_threshold: float | None = 1e-3,
+    conditioning_threshold: float | None = CONDITIONING_THRESHOLD,
     callback: Callable[[int, Attribution], None] | None = None,
     **deeplift_options: Any,
 ) -> Attribution:
@@ -210,14 +230,18 @@ def attribute(
       hypothetical: also compute hypothetical contributions (one-hot inputs).
       alphabet_axis: the one-hot axis of an example, for ``hypothetical``.
       out_dir: write ``chunks/chunk_XXXXXX.npz`` as chunks finish, then
-        ``contributions.npy`` (+ ``hypothetical.npy``) and ``residuals.npy``, and a
-        ``manifest.json``. ``None`` keeps results in memory.
+        ``contributions.npy`` (+ ``hypothetical.npy``), ``residuals.npy`` and
+        ``conditioning.npy``, and a ``manifest.json``. ``None`` keeps results in memory.
       resume: reuse finished chunks found in ``out_dir`` (the job's settings must match
         the manifest); ``False`` starts over.
       keep_chunks: keep the per-chunk files after the final files are written.
       devices: devices to shard each chunk over (default ``jax.local_devices()``).
       progress: show a tqdm progress bar.
       residual_threshold: warn about examples whose summation residual exceeds it
+        (``None``: no check).
+      conditioning_threshold: warn (:class:`~deepliftjax._checks.ConditioningWarning`)
+        about examples whose conditioning ``sum|C| / |Δf|`` exceeds it: exact scores
+        that cancel, as at a reference where a normalisation layer sees zero variance
         (``None``: no check).
       callback: ``callback(chunk_index, Attribution)`` after each chunk is stored (for
         monitoring; an exception stops the job, finished chunks stay on disk).
@@ -227,29 +251,37 @@ def attribute(
       An :class:`Attribution`; arrays are memory-mapped from ``out_dir`` when given.
 
     Raises:
-      ValueError: inputs, references or target of the wrong shape or dtype, a model
-        output the target does not fit, or an ``out_dir`` holding a different job.
+      DeepLiftError: (a ``ValueError``) inputs, references or target of the wrong shape
+        or dtype, no inputs or no references, ``chunk_size`` or ``reference_chunk_size``
+        below 1, no devices, a model output the target does not fit, or an ``out_dir``
+        holding a different job.
 
     Example:
       >>> import jax, jax.numpy as jnp, numpy as np
       >>> w = jnp.arange(8.0).reshape(4, 2)
       >>> res = attribute(lambda x: jnp.sum(jnp.tanh(x @ w)), np.ones((10, 4), np.float32),
       ...                 np.zeros((3, 4), np.float32), chunk_size=4, progress=False)
-      >>> res.contributions.shape, res.residuals.shape
-      ((10, 4), (10,))
+      >>> res.contributions.shape, res.residuals.shape, res.conditioning.shape
+      ((10, 4), (10,), (10,))
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size}.")
+    check_chunk_size("chunk_size", chunk_size)
+    check_chunk_size("reference_chunk_size", reference_chunk_size, allow_none=True)
     devices = list(devices) if devices is not None else jax.local_devices()
     n_dev = len(devices)
+    if n_dev == 0:
+        raise _error(
+            "devices is an empty list.",
+            "pass devices=None (all local devices) or a non-empty list such as jax.devices()[:1].",
+        )
     chunk_size = -(-chunk_size // n_dev) * n_dev
     key = jax.random.key(0) if key is None else key
 
     # ---- inputs ------------------------------------------------------------------------
     if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
         if np.ndim(inputs) < 1 or inputs.shape[0] == 0:
-            raise ValueError(
-                f"inputs must be a non-empty (N, ...) array, got shape {inputs.shape}."
+            raise _error(
+                f"inputs must be a non-empty (N, ...) array, got shape {inputs.shape}.",
+                "stack at least one example on axis 0 (x[None] for a single example).",
             )
         n: int | None = int(inputs.shape[0])
         ex_shape = tuple(inputs.shape[1:])
@@ -260,19 +292,32 @@ def attribute(
         try:
             first = np.asarray(next(batches))
         except StopIteration:
-            raise ValueError("inputs is an empty iterable.") from None
+            raise _error(
+                "inputs is an empty iterable.",
+                "pass an (N, ...) array or an iterable that yields at least one (B, ...) batch.",
+            ) from None
         if first.ndim < 1:
-            raise ValueError(f"each batch must be (B, ...), got shape {first.shape}.")
+            raise _error(
+                f"each batch must be (B, ...), got shape {first.shape}.",
+                "yield batches with the examples stacked on axis 0.",
+            )
         n, ex_shape, in_dtype = None, tuple(first.shape[1:]), first.dtype
         batches = _chain(first, batches)
     else:
-        raise ValueError(f"inputs must be an array or an iterable of arrays, got {type(inputs)}.")
+        raise _error(
+            f"inputs must be an array or an iterable of arrays, got {type(inputs)}.",
+            "pass an (N, *example_shape) array (a NumPy memory map is fine) or an iterable "
+            "of (B, *example_shape) batches.",
+        )
     if not (
         np.issubdtype(in_dtype, np.floating)
         or np.issubdtype(in_dtype, np.integer)
         or in_dtype == np.bool_
     ):
-        raise ValueError(f"inputs must be numeric (float, int or bool), got dtype {in_dtype}.")
+        raise _error(
+            f"inputs must be numeric (float, int or bool), got dtype {in_dtype}.",
+            "convert the inputs to a float array, e.g. inputs.astype(np.float32).",
+        )
     x_dtype = in_dtype if np.issubdtype(in_dtype, np.floating) else np.dtype(np.float32)
 
     # ---- references --------------------------------------------------------------------
@@ -286,16 +331,26 @@ def attribute(
     else:
         r_shape = np.shape(references)
         if tuple(r_shape[len(r_shape) - nd :]) != ex_shape or len(r_shape) - nd not in (0, 1, 2):
-            raise ValueError(
+            raise _error(
                 f"references must be shaped {ex_shape} (one), (K, {', '.join(map(str, ex_shape))})"
                 f" (shared) or (N, K, ...) (per example) for examples of shape {ex_shape}; "
-                f"got {r_shape}."
+                f"got {r_shape}.",
+                "give every reference the shape of one example, stacked on leading axes.",
+            )
+        if len(r_shape) - nd >= 1 and r_shape[len(r_shape) - nd - 1] == 0:
+            raise _error(
+                f"references of shape {r_shape} hold no references (K = 0), and the mean "
+                "over references of an empty set is undefined.",
+                "pass at least one reference per example (K >= 1), or references=None for "
+                "the all-zero reference.",
             )
         if len(r_shape) - nd == 2:
             if n is None or r_shape[0] != n:
-                raise ValueError(
+                raise _error(
                     f"per-example references (N, K, ...) need array inputs with the same N; "
-                    f"got references {r_shape} for inputs with N={n}."
+                    f"got references {r_shape} for inputs with N={n}.",
+                    "pass the inputs as one (N, ...) array, or references shared by all "
+                    "examples, (K, ...).",
                 )
             ref_kind = "per_example"
         else:
@@ -303,7 +358,10 @@ def attribute(
             shared_refs = np.asarray(references, dtype=x_dtype).reshape(-1, *ex_shape)
     per_target = target is not None and not callable(target) and np.ndim(target) > 0
     if per_target and n is None:
-        raise ValueError("a per-example target array needs array inputs, not an iterable.")
+        raise _error(
+            "a per-example target array needs array inputs, not an iterable.",
+            "pass the inputs as one (N, ...) array (a NumPy memory map is fine).",
+        )
     out_size = _check_target(fn, jax.ShapeDtypeStruct(ex_shape, x_dtype), target, n)
     if per_target:
         target_arr = np.asarray(target, np.int32)
@@ -329,6 +387,7 @@ def attribute(
             hypothetical=hypothetical,
             alphabet_axis=alphabet_axis,
             return_residuals=True,
+            return_conditioning=True,
             **deeplift_options,
         )(x)
         assert isinstance(out, ShapScores)
@@ -361,7 +420,9 @@ def attribute(
 
     shared_dev = None if shared_refs is None else jax.device_put(shared_refs, repl_sh)
     num_chunks = None if n is None else -(-n // chunk_size)
-    names = ["contributions", "residuals"] + (["hypothetical"] if hypothetical else [])
+    names = ["contributions", "residuals", "conditioning"] + (
+        ["hypothetical"] if hypothetical else []
+    )
 
     # ---- disk state ------------------------------------------------------------------------
     config = {
@@ -399,12 +460,12 @@ def attribute(
                 k for k in set(config) | set(old["config"]) if config.get(k) != old["config"].get(k)
             )
             if diff:
-                raise ValueError(
-                    f"{out_dir} holds a different job (settings differ: {', '.join(diff)}). "
-                    "Use a new out_dir, or resume=False to discard it."
+                raise _error(
+                    f"{out_dir} holds a different job (settings differ: {', '.join(diff)}).",
+                    "use a new out_dir, or resume=False to discard it.",
                 )
             if old.get("complete"):
-                return _load_final(out_dir, names, residual_threshold)
+                return _load_final(out_dir, names, residual_threshold, conditioning_threshold)
         else:
             for fname in os.listdir(chunk_dir):
                 os.remove(os.path.join(chunk_dir, fname))
@@ -419,9 +480,18 @@ def attribute(
     # ---- run -------------------------------------------------------------------------------
     mem: dict[int, dict[str, np.ndarray]] = {}
     bad = {"count": 0, "worst": -1.0, "where": -1}
+    ill = {"count": 0, "worst": -1.0, "where": -1}  # conditioning above its threshold
+
+    def tally(arrays: dict, offset: int):
+        _note_residuals(bad, arrays["residuals"], offset, residual_threshold)
+        _note_conditioning(ill, arrays["conditioning"], offset, conditioning_threshold)
 
     def store(c: int, valid: int, out: ShapScores):
-        arrays = {"contributions": out.contributions, "residuals": out.residuals}
+        arrays = {
+            "contributions": out.contributions,
+            "residuals": out.residuals,
+            "conditioning": out.conditioning,
+        }
         if hypothetical:
             arrays["hypothetical"] = out.hypothetical
         arrays = {k: np.asarray(v)[:valid] for k, v in arrays.items()}
@@ -429,12 +499,15 @@ def attribute(
             _save_atomic(chunk_path(c), lambda fh: np.savez(fh, **arrays))
         else:
             mem[c] = arrays
-        _note_residuals(bad, arrays["residuals"], c * chunk_size, residual_threshold)
+        tally(arrays, c * chunk_size)
         if callback is not None:
             callback(
                 c,
                 Attribution(
-                    arrays["contributions"], arrays.get("hypothetical"), arrays["residuals"]
+                    arrays["contributions"],
+                    arrays.get("hypothetical"),
+                    arrays["residuals"],
+                    arrays["conditioning"],
                 ),
             )
 
@@ -449,10 +522,9 @@ def attribute(
         for c, xs in source:
             seen = c + 1
             if is_done(c):
-                with np.load(chunk_path(c)) as z:
-                    resid = z["residuals"]
-                _note_residuals(bad, resid, c * chunk_size, residual_threshold)
-                bar.update(resid.shape[0])
+                arrays = _load_chunk(chunk_path(c), ("residuals", "conditioning"))
+                tally(arrays, c * chunk_size)
+                bar.update(arrays["residuals"].shape[0])
                 continue
             launched = (c, *run_chunk(c, np.asarray(xs)))  # async dispatch
             if pending is not None:
@@ -465,6 +537,11 @@ def attribute(
     finally:
         bar.close()
     total_chunks = seen
+    if total_chunks == 0:
+        raise _error(
+            "inputs yielded no examples (every batch was empty).",
+            "pass at least one example; check the iterable of batches.",
+        )
 
     if bad["count"]:
         warnings.warn(
@@ -474,26 +551,32 @@ def attribute(
             "gradient fallbacks) or f's scale is large; raise residual_threshold to silence.",
             stacklevel=2,
         )
+    if ill["count"]:
+        warnings.warn(
+            conditioning_message(ill["count"], ill["worst"], ill["where"], conditioning_threshold),
+            ConditioningWarning,
+            stacklevel=2,
+        )
 
     if chunk_dir is None:
         cat = {k: np.concatenate([mem[c][k] for c in range(total_chunks)]) for k in names}
-        return Attribution(cat["contributions"], cat.get("hypothetical"), cat["residuals"])
+        return Attribution(
+            cat["contributions"], cat.get("hypothetical"), cat["residuals"], cat["conditioning"]
+        )
 
     # ---- final files, streamed chunk by chunk -------------------------------------------------
     for name in names:
-        with np.load(chunk_path(0)) as z:
-            row_shape, dtype = z[name].shape[1:], z[name].dtype
+        first = _load_chunk(chunk_path(0), (name,))[name]
+        row_shape, dtype = first.shape[1:], first.dtype
         total = n
         if total is None:
             total = 0
             for c in range(total_chunks):
-                with np.load(chunk_path(c)) as z:
-                    total += z[name].shape[0]
+                total += _load_chunk(chunk_path(c), (name,))[name].shape[0]
 
         def parts(name=name):
             for c in range(total_chunks):
-                with np.load(chunk_path(c)) as z:
-                    yield z[name]
+                yield _load_chunk(chunk_path(c), (name,))[name]
 
         _write_npy_streaming(
             os.path.join(out_dir, f"{name}.npy"), parts(), (total, *row_shape), dtype
@@ -506,12 +589,21 @@ def attribute(
             os.remove(chunk_path(c))
         if not os.listdir(chunk_dir):
             os.rmdir(chunk_dir)
-    return _load_final(out_dir, names, None)
+    return _load_final(out_dir, names, None, None)
 
 
 def _chain(first, rest):
     yield first
     yield from rest
+
+
+def _load_chunk(path: str, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Arrays of a chunk file; conditioning is NaN in chunks written without it."""
+    with np.load(path) as z:
+        out = {k: z[k] for k in names if k in z.files}
+        if "conditioning" in names and "conditioning" not in out:
+            out["conditioning"] = np.full(z["residuals"].shape, np.nan, z["residuals"].dtype)
+    return out
 
 
 def _note_residuals(bad: dict, r: np.ndarray, offset: int, threshold: float | None):
@@ -527,6 +619,20 @@ def _note_residuals(bad: dict, r: np.ndarray, offset: int, threshold: float | No
             bad["worst"], bad["where"] = float(r[i]), offset + i
 
 
+def _note_conditioning(ill: dict, k: np.ndarray, offset: int, threshold: float | None):
+    """Count examples whose conditioning exceeds the threshold (NaN: not counted here, the
+    residual check reports NaN scores), and keep the worst."""
+    if threshold is None:
+        return
+    k = np.asarray(k)
+    over = k > threshold
+    if over.any():
+        ill["count"] += int(over.sum())
+        i = int(np.argmax(np.where(over, k, -np.inf)))
+        if k[i] > ill["worst"]:
+            ill["worst"], ill["where"] = float(k[i]), offset + i
+
+
 def _write_manifest(
     path: str,
     config: dict,
@@ -540,15 +646,24 @@ def _write_manifest(
         "complete": complete,
         "num_chunks": num_chunks,
         "num_examples": num_examples,
-        "files": ["contributions.npy", "hypothetical.npy", "residuals.npy"]
-        if config["hypothetical"]
-        else ["contributions.npy", "residuals.npy"],
+        "files": ["contributions.npy", "residuals.npy", "conditioning.npy"]
+        + (["hypothetical.npy"] if config["hypothetical"] else []),
     }
     _save_atomic(path, lambda fh: fh.write(json.dumps(data, indent=1).encode()))
 
 
-def _load_final(out_dir: str, names: list[str], threshold: float | None) -> Attribution:
-    arrs = {k: np.load(os.path.join(out_dir, f"{k}.npy"), mmap_mode="r") for k in names}
+def _load_final(
+    out_dir: str,
+    names: list[str],
+    threshold: float | None,
+    conditioning_threshold: float | None,
+) -> Attribution:
+    arrs = {}
+    for k in names:
+        path = os.path.join(out_dir, f"{k}.npy")
+        if k == "conditioning" and not os.path.exists(path):
+            continue  # a job finished by a version without conditioning.npy
+        arrs[k] = np.load(path, mmap_mode="r")
     if threshold is not None:
         bad: dict = {"count": 0, "worst": -1.0, "where": -1}
         _note_residuals(bad, arrs["residuals"], 0, threshold)
@@ -558,4 +673,18 @@ def _load_final(out_dir: str, names: list[str], threshold: float | None) -> Attr
                 f"{threshold:g} (worst: example {bad['where']}, {bad['worst']:.3g}).",
                 stacklevel=3,
             )
-    return Attribution(arrs["contributions"], arrs.get("hypothetical"), arrs["residuals"])
+    if conditioning_threshold is not None and "conditioning" in arrs:
+        ill: dict = {"count": 0, "worst": -1.0, "where": -1}
+        _note_conditioning(ill, arrs["conditioning"], 0, conditioning_threshold)
+        if ill["count"]:
+            warnings.warn(
+                f"in {out_dir}: "
+                + conditioning_message(
+                    ill["count"], ill["worst"], ill["where"], conditioning_threshold
+                ),
+                ConditioningWarning,
+                stacklevel=3,
+            )
+    return Attribution(
+        arrs["contributions"], arrs.get("hypothetical"), arrs["residuals"], arrs.get("conditioning")
+    )

@@ -62,15 +62,15 @@ def test_while_loop_names_the_loop_and_the_fix():
         dl.deeplift(f, 0.0)(X)
 
 
-def test_step_function_without_a_switch_score_is_refused():
-    with pytest.raises(dl.DeepLiftError, match="step function"):
-        dl.deeplift(lambda x: jnp.sum(jnp.where(x == 0.5, 1.0, 0.0)), 0.0)(X)
-
-
-def test_integer_value_derived_from_the_input_feeding_a_float():
-    # == has no switch score (equality flips on a set of measure zero): refused
-    with pytest.raises(dl.DeepLiftError, match="integer or boolean"):
-        dl.deeplift(lambda x: jnp.sum((x == 0.5).astype(jnp.float32) * x), 0.0)(X)
+def test_step_functions_of_equality_are_exact_now():
+    # == and (x == c).astype(float) * x used to be refused; they now carry a switch score
+    for f in (
+        lambda x: jnp.sum(jnp.where(x == 0.5, 1.0, 0.0)),
+        lambda x: jnp.sum((x == 0.5).astype(jnp.float32) * x),
+    ):
+        x = jnp.array([0.5, 1.0, -0.5])
+        c = dl.deeplift(f, 0.0)(x)
+        assert float(jnp.sum(c)) == pytest.approx(float(f(x) - f(jnp.zeros(3))))
 
 
 def test_bad_options():

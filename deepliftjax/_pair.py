@@ -1,0 +1,58 @@
+"""The value the interpreter carries for everything that depends on the attributed input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+
+
+class Pair:
+    """A value that depends on the attributed input: ``x`` (actual) and ``r`` (reference).
+
+    A boolean or integer pair also carries ``s``, its *switch score*: a float :class:`Pair`
+    of the same shape whose difference ``s.x - s.r`` is finite and non-zero wherever the two
+    sides differ (``a - b`` for ``a > b``). Where input and reference take different cases
+    of a ``select``/``cond``, or an integer operand moves, the jump is credited through
+    ``s``; every discrete pair gets one (see :mod:`deepliftjax._discrete`).
+    """
+
+    __slots__ = ("x", "r", "s")
+
+    def __init__(self, x: Any, r: Any, s: Pair | None = None):
+        self.x = x
+        self.r = r
+        self.s = s
+
+    @property
+    def dtype(self):
+        return jnp.result_type(self.x)
+
+    @property
+    def is_float(self) -> bool:
+        return jnp.issubdtype(self.dtype, jnp.inexact)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Pair(x={self.x!r}, r={self.r!r})"
+
+
+def is_pair(v: Any) -> bool:
+    return isinstance(v, Pair)
+
+
+def xs(vals: Sequence[Any]) -> list[Any]:
+    return [v.x if isinstance(v, Pair) else v for v in vals]
+
+
+def rs(vals: Sequence[Any]) -> list[Any]:
+    return [v.r if isinstance(v, Pair) else v for v in vals]
+
+
+def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
+    """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff."""
+    ox = prim.bind(*xs(vals), **params)
+    orf = prim.bind(*rs(vals), **params)
+    if prim.multiple_results:
+        return [Pair(a, b) for a, b in zip(ox, orf, strict=True)]
+    return Pair(ox, orf)
