@@ -56,7 +56,9 @@ def deeplift(
         or use :func:`deeplift_vjp`.
       ref: the reference: an array broadcastable to the attributed argument, or a pytree
         of such arrays with the structure of ``args[argnums]``.
-      argnums: which positional argument(s) to attribute, as in ``jax.grad``.
+      argnums: which positional argument(s) to attribute, as in ``jax.grad``; a tuple
+        returns the scores in its order. The other arguments (and keyword arguments) are
+        passed to ``f`` as they are, not traced: Python numbers and flags stay static.
       multiply_by_inputs: return contributions ``m * (x - ref)`` (default) or, when
         False, the multipliers ``m``.
       has_aux: ``f`` returns ``(out, aux)``; the transform returns ``(scores, aux)``.
@@ -67,9 +69,11 @@ def deeplift(
         scores against an all-zero reference after normalisation.
       rule: ``"rescale"`` (the paper's rules, default) or ``"reveal_cancel"`` (Shrikumar et
         al. 2017: positive and negative parts of Δ kept apart through linear maps, weights
-        split by sign, and treated separately at each nonlinearity). Both are exact.
+        split by sign, and treated separately at each nonlinearity). Both are exact. The
+        gradient-based methods are their own functions (:func:`lrp_epsilon`, ...).
       max_rule: rule for max pooling and ``reduce_max``: ``"cross"`` (exact, default),
-        ``"paper"`` (eq. 11) or ``"gradient"`` (not exact).
+        ``"paper"`` (eq. 11) or ``"gradient"`` (not exact). Under every rule a tie goes to
+        the first maximal element (as in torch, Captum, shap), whatever the lowering.
       fallback: ``"gradient"`` uses the ordinary derivative for primitives without a rule,
         with a warning (not exact); by default they raise :class:`DeepLiftError`.
       precision: precision of the matrix products and convolutions that leave it to JAX
@@ -83,8 +87,13 @@ def deeplift(
       (a tuple for a tuple ``argnums``), plus ``aux`` when ``has_aux``.
 
     Raises:
-      DeepLiftError: at trace time, for a non-scalar output, a reference that does not
-        broadcast, integer or boolean attributed inputs, or an unsupported primitive.
+      DeepLiftError: at trace time, for a non-scalar or integer output, a reference that
+        does not broadcast, integer or boolean attributed inputs, repeated ``argnums``, a
+        rule set that is not DeepLIFT's, or an unsupported primitive.
+
+    Predicates (``where``, ``cond``, masks, ``argmax`` routing, integer operands) that
+    differ between input and reference stay exact: their jumps are credited through switch
+    scores (see the README). Inputs equal to the reference score exactly 0.
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -274,11 +274,17 @@ def test_reveal_cancel_min_and_max_of_two_varying_operands(mode):
     np.testing.assert_allclose(run(lambda v: jnp.maximum(v[0], v[1])), [2.5, 0.5], atol=1e-6)
 
 
-def test_guided_backprop_treats_a_where_relu_as_a_relu():
+@pytest.mark.parametrize("mode", MODES)
+def test_guided_backprop_treats_a_where_relu_as_a_relu(mode):
     w = A([1.0, -1.0, 2.0, 0.5])
     v = A([1.0, 2.0, -1.0, 3.0])
-    by_where = dl.guided_backprop(lambda u: jnp.sum(jnp.where(u > 0, u, 0.0) * w))(v)
-    by_max = dl.guided_backprop(lambda u: jnp.sum(jnp.maximum(u, 0.0) * w))(v)
+
+    def run(f):
+        t = dl.guided_backprop(f)
+        return {"plain": t, "jit": jax.jit(t), "vmap": lambda u: jax.vmap(t)(u[None])[0]}[mode](v)
+
+    by_where = run(lambda u: jnp.sum(jnp.where(u > 0, u, 0.0) * w))
+    by_max = run(lambda u: jnp.sum(jnp.maximum(u, 0.0) * w))
     np.testing.assert_allclose(by_where, [1.0, 0.0, 0.0, 0.5])
     np.testing.assert_allclose(by_where, by_max)
 
@@ -295,17 +301,22 @@ def _softsign_primitive():
     return p
 
 
-def test_a_users_defrescale_reaches_every_rule_set():
+@pytest.mark.parametrize("mode", MODES)
+def test_a_users_defrescale_reaches_every_rule_set(mode):
     p = _softsign_primitive()
     dl.defrescale(p)
     f = lambda v: jnp.sum(p.bind(v) * A([1.0, 2.0]))  # noqa: E731
     x, r = A([2.0, -3.0]), A([0.5, 1.0])
     h = lambda v: v / (1 + abs(v))  # noqa: E731
     expected = [1.0 * (h(2.0) - h(0.5)), 2.0 * (h(-3.0) - h(1.0))]
-    np.testing.assert_allclose(dl.deeplift(f, r)(x), expected, rtol=1e-6)
-    np.testing.assert_allclose(dl.deeplift(f, r, rule="reveal_cancel")(x), expected, rtol=1e-6)
+
+    def run(t):
+        return {"plain": t, "jit": jax.jit(t), "vmap": lambda u: jax.vmap(t)(u[None])[0]}[mode](x)
+
+    np.testing.assert_allclose(run(dl.deeplift(f, r)), expected, rtol=1e-6)
+    np.testing.assert_allclose(run(dl.deeplift(f, r, rule="reveal_cancel")), expected, rtol=1e-6)
     # ε-LRP: relevance y/z at the nonlinearity, times the input (not the gradient)
-    lrp = dl.lrp_epsilon(f, epsilon=0.0)(x)
+    lrp = run(dl.lrp_epsilon(f, epsilon=0.0))
     np.testing.assert_allclose(lrp, [1.0 * h(2.0), 2.0 * h(-3.0)], rtol=1e-6)
 
 
@@ -321,12 +332,23 @@ def test_a_missing_primitive_is_an_import_time_error():
 # ---- 12: arguments as jax.grad treats them ----------------------------------------------
 
 
-def test_non_attributed_arguments_stay_static():
+@pytest.mark.parametrize("mode", MODES)
+def test_non_attributed_arguments_stay_static(mode):
     f = lambda v, n: sum(v[i] ** 2 for i in range(n))  # noqa: E731
-    np.testing.assert_allclose(dl.deeplift(f, 0.0)(A([1.0, 2.0, 3.0]), 2), [1.0, 4.0, 0.0])
     g = lambda v, train=False: jnp.sum(v) if train else -jnp.sum(v)  # noqa: E731
-    np.testing.assert_allclose(dl.deeplift(g, 0.0)(A([1.0, 2.0]), train=True), [1.0, 2.0])
-    np.testing.assert_allclose(dl.deeplift(g, 0.0)(A([1.0, 2.0])), [-1.0, -2.0])
+    x = A([1.0, 2.0, 3.0])
+    tf, tg = dl.deeplift(f, 0.0), dl.deeplift(g, 0.0)
+    if mode == "plain":
+        cf, cg = tf(x, 2), tg(x, train=True)
+    elif mode == "jit":
+        cf = jax.jit(tf, static_argnums=1)(x, 2)
+        cg = jax.jit(tg, static_argnames="train")(x, train=True)
+    else:
+        cf = jax.vmap(lambda u: tf(u, 2))(x[None])[0]
+        cg = jax.vmap(lambda u: tg(u, train=True))(x[None])[0]
+    np.testing.assert_allclose(cf, [1.0, 4.0, 0.0])
+    np.testing.assert_allclose(cg, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(tg(x), [-1.0, -2.0, -3.0])
 
 
 def test_python_float_input():
