@@ -9,7 +9,13 @@ True
 
 from deepliftjax import genomics, plot
 from deepliftjax._api import deeplift, deeplift_vjp
-from deepliftjax._checks import check_finite, summation_residual
+from deepliftjax._checks import (
+    ConditioningWarning,
+    SummationCheck,
+    check_finite,
+    summation_check,
+    summation_residual,
+)
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._hypothetical import (
     export_modisco,
@@ -44,7 +50,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "check_finite",
+    "summation_check",
     "summation_residual",
+    "SummationCheck",
+    "ConditioningWarning",
     "gradient",
     "gradient_x_input",
     "guided_backprop",

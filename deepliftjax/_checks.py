@@ -131,7 +131,8 @@ def summation_check(
     ``sum(|C|) / max(|Δf|, floor * max(|f(x)|, |f(ref)|, 1))`` (the same floored
     denominator). A conditioning near 1 means the scores add up without cancelling; above
     about 100 consider a reference with some variance at the normalisation layers (a small
-    random or shuffled one).
+    random or shuffled one) or ``product_rule="guarded"``. It is also large where ``f(x)``
+    happens to be close to ``f(ref)``: little to explain, however small the scores.
 
     Args:
       f, ref, x, contributions, batched, floor, **deeplift_kwargs: as for
@@ -150,8 +151,7 @@ def summation_check(
       >>> from deepliftjax._checks import summation_check
       >>> w = jnp.array([1.0, -2.0, 0.5, 3.0])
       >>> norm = lambda x: jnp.sum(w * (x - x.mean()) / jnp.sqrt(x.var() + 1e-5))
-      >>> x = jnp.array([0.01, -0.02, 0.03, 0.0])
-      >>> check = summation_check(norm, jnp.zeros(4), x)
+      >>> check = summation_check(norm, jnp.zeros(4), jnp.array([1.0, 2.0, 3.0, 4.0]))
       >>> bool(check.residual < 1e-3), bool(check.conditioning > 100)
       (True, True)
     """
@@ -261,12 +261,13 @@ def conditioning_message(count: int, worst: float, where: int, threshold: float)
         f"{threshold:g} (worst: example {where}, {worst:.3g}). The scores still sum to Δf, "
         "but large scores of opposite signs cancel, so single scores say little and float "
         "rounding is amplified as much; typical of a reference at which a normalisation "
-        "layer (LayerNorm, RMSNorm) sees zero variance, such as an all-zero reference.\n"
+        "layer (LayerNorm, RMSNorm) sees zero variance, such as an all-zero reference (or "
+        "of an example whose f(x) happens to be close to f(ref), leaving little to explain).\n"
         "Hint: use a reference with non-zero variance at the norm layers, e.g. a small "
         "random reference or shuffled inputs (references=functools.partial(dinuc_shuffle, "
-        "num_shuffles=K) for DNA), or a product_rule= that avoids the cancellation (a "
-        "deeplift option, also taken by attribute(), where your version has one other than "
-        "'midpoint'); conditioning_threshold=None silences this check."
+        "num_shuffles=K) for DNA), or deeplift's product_rule='guarded' (also taken by "
+        "attribute()), which keeps products such as (x - mean) * rsqrt(var + eps) from "
+        "cancelling; conditioning_threshold=None silences this check."
     )
 
 

@@ -82,9 +82,13 @@ def test_check_finite_reports_where(bad, where):
 
 
 def test_check_finite_passes_and_skips_integer_leaves():
-    check_finite({"a": jnp.ones(3), "i": jnp.arange(3)}, 0.0)
-    check_finite(X)  # no reference
-    check_finite(X, jnp.zeros(3))
+    big = jnp.array([jnp.iinfo(jnp.int32).max, jnp.iinfo(jnp.int32).min, 0])
+    assert check_finite({"a": jnp.ones(3), "i": big}, 0.0) is None
+    assert check_finite(X) is None  # no reference
+    assert check_finite(X, jnp.zeros(3)) is None
+    # the integer leaf is skipped, not the tree: a NaN in the float leaf beside it is named
+    with pytest.raises(dl.DeepLiftError, match=r"\['f'\].*index \(1,\)"):
+        check_finite({"i": big, "f": jnp.array([0.0, jnp.nan])}, 0.0)
 
 
 def test_check_finite_scalar_reference_and_root_leaf():

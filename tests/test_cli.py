@@ -60,6 +60,9 @@ def test_references_file_and_target(files, capsys):
         np.load(tmp_path / "out" / "contributions.npy"), want, rtol=1e-5, atol=1e-6
     )
     assert np.load(tmp_path / "out" / "residuals.npy").shape == (11,)
+    # conditioning: sum|C| / sum|Δf| over the references, per example
+    cond = np.load(tmp_path / "out" / "conditioning.npy")
+    assert cond.shape == (11,) and np.all(np.isfinite(cond)) and np.all(cond > 0.5)
 
 
 def test_shuffles_hypothetical_and_modisco_files(files):
@@ -84,12 +87,18 @@ def test_shuffles_hypothetical_and_modisco_files(files):
         (["-r", "missing.npy", "-t", "0"], r"references file not found"),
         (["-r", "BAD", "-t", "0"], r"references .* have shape \(5, 3\)"),
         (["--shuffles", "2", "-t", "0", "-i"], None),
+        # bad sizes reach attribute(), whose DeepLiftError (message and hint) is printed
+        (["-t", "0", "--chunk-size", "0"], r"chunk_size must be an int >= 1(.|\n)*Hint: "),
+        (["-t", "0", "--reference-chunk-size", "0"], r"reference_chunk_size must be(.|\n)*Hint:"),
+        (["-r", "EMPTY", "-t", "0"], r"hold no references \(K = 0\)(.|\n)*Hint: "),
     ],
 )
 def test_errors(files, capsys, args, message):
     tmp_path, _ = files
     np.save(tmp_path / "BAD", np.zeros((5, 3)))
-    args = [str(tmp_path / "BAD.npy") if a == "BAD" else a for a in args]
+    np.save(tmp_path / "EMPTY", np.zeros((0, L, 4), np.float32))
+    names = {"BAD": str(tmp_path / "BAD.npy"), "EMPTY": str(tmp_path / "EMPTY.npy")}
+    args = [names.get(a, a) for a in args]
     if message is None:  # unknown option: argparse's own error, also exit status 2
         with pytest.raises(SystemExit) as e:
             _run(tmp_path, *args)

@@ -14,7 +14,7 @@ from jax import lax
 from test_fuzz import _Apply, init, input_and_reference, model
 
 import deepliftjax as dl
-from deepliftjax._checks import summation_residual
+from deepliftjax._checks import summation_check, summation_residual
 
 # Two models with every layer family: conv, PReLU, overlapping max pool, LayerNorm, a residual
 # GELU branch, a sigmoid*tanh gate, softplus, global max (2-D); ELU, SAME max pool, RMSNorm,
@@ -373,6 +373,22 @@ def test_summation_residual_pytrees_options_and_low_precision():
     x16 = jnp.array([0.5, -1.0, 2.0], jnp.bfloat16)
     res = summation_residual(h, 0.0, x16)
     assert res.dtype == jnp.float32 and float(res) < 6e-2
+
+
+def test_summation_check_reports_the_conditioning_of_a_norm_at_a_zero_reference():
+    """RMSNorm at a zero reference: exact, but sum|C| is thousands of times |Δf| (the
+    midpoint rule's cancelling terms); summation_check says so, next to the residual."""
+    w = np.array([1.0, -0.7], np.float32)
+    f = lambda v: jnp.sum(w * v * lax.rsqrt(jnp.mean(v * v) + 1e-6))
+    x, r = np.array([1.0, 2.0], np.float32), np.zeros(2, np.float32)
+    c = dl.deeplift(f, r)(x)
+    check = summation_check(f, r, x, c)
+    assert float(check.residual) == float(summation_residual(f, r, x, c)) < 1e-4
+    want = np.abs(np.asarray(c, np.float64)).sum() / abs(f64_delta(f, x, r))
+    np.testing.assert_allclose(check.conditioning, want, rtol=1e-4)
+    assert float(check.conditioning) > 1000
+    # a reference with some variance at the norm: the scores no longer cancel
+    assert float(summation_check(f, np.array([0.3, -0.5], np.float32), x).conditioning) < 10
 
 
 def test_summation_residual_flags_an_inexact_fallback():

@@ -164,3 +164,169 @@ def test_export_modisco_layout(tmp_path):
     np.testing.assert_array_equal(np.load(a2)["arr_0"], shap)
     with pytest.raises(ValueError, match="size"):
         export_modisco(tmp_path, x, h, alphabet_axis=1)
+
+
+# ---- dtypes: accumulators take the dtype of what they accumulate -------------------------
+
+CHUNK = 4
+
+
+def _mlp(x):
+    """A small tanh MLP computed in x's dtype (the weights are cast to it)."""
+    rng = np.random.default_rng(0)
+    w1 = jnp.asarray(rng.normal(size=(6, 5)) * 0.6, x.dtype)
+    w2 = jnp.asarray(rng.normal(size=(5,)), x.dtype)
+    return jnp.sum(jnp.tanh(jnp.tanh(x @ w1) * w2))
+
+
+_mlp_jit = jax.jit(_mlp)
+_mlp_single = jax.jit(lambda x, r: deepliftjax.deeplift(_mlp, r)(x))  # compiled per dtype
+
+
+# dtype -> (dtype of the mean, rtol of mean(shap) vs mean(single runs), relative atol)
+DTYPES = {
+    "float32": (jnp.float32, jnp.float32, 1e-5, 1e-6),
+    "float64": (jnp.float64, jnp.float64, 1e-12, 1e-13),
+    # each reference's scores are rounded to bfloat16 once per op; vmapped and single runs
+    # may fuse differently, so they agree to bfloat16's resolution, not float32's
+    "bfloat16": (jnp.bfloat16, jnp.float32, 2e-2, 2e-2),
+}
+
+
+def _dtype_cases():
+    """dtype x number of references x plain (eager) / jit / jit(vmap). Eager calls compile
+    every primitive of the interpreter on their own (~5-10 s a case): the default suite
+    runs them where the scan over chunks is used (2 chunks, 2 chunks and a tail)."""
+    for name in sorted(DTYPES):
+        for k in (1, CHUNK, 2 * CHUNK, 2 * CHUNK + 3):
+            for mode in ("plain", "jit", "vmap"):
+                slow = mode == "plain" and k <= CHUNK
+                marks = [pytest.mark.slow] if slow else []
+                yield pytest.param(name, k, mode, marks=marks, id=f"{name}-{k}-{mode}")
+
+
+@pytest.mark.parametrize("dtype_name, num_refs, mode", list(_dtype_cases()))
+def test_dtypes_and_reference_counts(dtype_name, num_refs, mode):
+    """float64 with several chunks raised (a float32 residual carry in a float64 scan)."""
+    dtype, mean_dtype, rtol, atol = DTYPES[dtype_name]
+    with jax.enable_x64(dtype_name == "float64"):
+        rng = np.random.default_rng(num_refs)
+        xs = jnp.asarray(rng.normal(size=(2, 6)), dtype)
+        refs = jnp.asarray(rng.normal(size=(num_refs, 6)), dtype)
+        shap = deeplift_shap(
+            _mlp, refs, reference_chunk_size=CHUNK, return_residuals=True, return_conditioning=True
+        )
+        if mode == "plain":
+            outs = [shap(xs[0])]
+        elif mode == "jit":
+            outs = [jax.jit(shap)(xs[0])]
+        else:
+            out = jax.jit(jax.vmap(shap))(xs)
+            outs = [jax.tree_util.tree_map(lambda v, i=i: v[i], out) for i in range(2)]
+        for x, out in zip(xs, outs, strict=False):
+            assert out.contributions.dtype == mean_dtype
+            assert out.residuals.dtype == out.conditioning.dtype == mean_dtype
+            runs = np.stack([np.asarray(_mlp_single(x, r), np.float64) for r in refs])
+            want = runs.mean(0)
+            scale = float(np.abs(runs).max())
+            assert scale > 1e-2
+            np.testing.assert_allclose(
+                np.asarray(out.contributions, np.float64), want, rtol=rtol, atol=atol * scale
+            )
+            # residual: the worst over references of |sum(C_k) - Δf_k|
+            fx, frs = float(_mlp_jit(x)), np.array([float(_mlp_jit(r)) for r in refs])
+            worst = np.max(np.abs(runs.sum(1) - (fx - frs)))
+            assert float(out.residuals) <= max(10 * worst, 50 * float(jnp.finfo(dtype).eps))
+            # conditioning: sum_k sum|C_k| / sum_k max(|Δf_k|, floor)
+            den = np.maximum(np.abs(fx - frs), 1e-3 * np.maximum(np.maximum(abs(fx), abs(frs)), 1))
+            np.testing.assert_allclose(
+                float(out.conditioning), np.abs(runs).sum() / den.sum(), rtol=max(rtol, 1e-6)
+            )
+
+
+def test_accumulators_widen_when_f_returns_a_wider_dtype():
+    """x float32, f computing in float64 (x64 on): the residual carry widens to float64."""
+    with jax.enable_x64(True):
+        f = lambda x: jnp.sum(jnp.tanh(x.astype(jnp.float64) * 1.5))
+        refs = jnp.asarray(np.random.default_rng(0).normal(size=(2 * CHUNK, 3)), jnp.float32)
+        x = jnp.ones(3, jnp.float32)
+        for fn in (deeplift_shap, lambda *a, **k: jax.jit(deeplift_shap(*a, **k))):
+            out = fn(f, refs, reference_chunk_size=CHUNK, return_residuals=True)(x)
+            assert out.contributions.dtype == jnp.float32
+            assert out.residuals.dtype == jnp.float64
+            want = np.mean([np.asarray(deepliftjax.deeplift(f, r)(x)) for r in refs], 0)
+            np.testing.assert_allclose(out.contributions, want, rtol=1e-5, atol=1e-6)
+
+
+# ---- bad inputs: DeepLiftError with a hint ------------------------------------------------
+
+
+def _gen_none(key, x):
+    return jnp.zeros((0, *x.shape), x.dtype)
+
+
+SHAP_ERRORS = {
+    "zero references": (dict(references=jnp.zeros((0, L, 4))), {}, r"no references: K = 0"),
+    "zero generated references": (
+        dict(references=_gen_none, key=jax.random.key(0)),
+        {},
+        r"no references: K = 0",
+    ),
+    "reference_chunk_size 0": (
+        dict(references=jnp.zeros((2, L, 4)), reference_chunk_size=0),
+        {},
+        r"reference_chunk_size must be an int >= 1 or None, got 0",
+    ),
+    "reference_chunk_size -2": (
+        dict(references=jnp.zeros((2, L, 4)), reference_chunk_size=-2),
+        {},
+        r"reference_chunk_size must be an int >= 1",
+    ),
+    "reference_chunk_size 2.5": (
+        dict(references=jnp.zeros((2, L, 4)), reference_chunk_size=2.5),
+        {},
+        r"reference_chunk_size must be an int >= 1",
+    ),
+    "no reference axis": (dict(references=jnp.zeros((L, 4))), {}, r"\(K, \*x.shape\)"),
+    "generator without key": (dict(references=dinuc_shuffle), {}, r"no key was given"),
+    "argnums": (dict(references=jnp.zeros((1, L, 4)), argnums=2), {}, r"argnums=2"),
+    "non-scalar f": (
+        dict(references=jnp.zeros((1, L, 4)), f=lambda x: x * 2),
+        {},
+        r"scalar, got shape \(12, 4\)",
+    ),
+    "structure": (
+        dict(references={"a": jnp.zeros((1, L, 4))}),
+        {},
+        r"x's pytree structure",
+    ),
+    "alphabet_axis": (
+        dict(references=jnp.zeros((1, L, 4)), hypothetical=True, alphabet_axis=2),
+        {},
+        r"alphabet_axis=2 is out of range",
+    ),
+    "hypothetical pytree": (
+        dict(
+            references={"a": jnp.zeros((1, L, 4))},
+            hypothetical=True,
+            f=lambda d: jnp.sum(d["a"]),
+        ),
+        {"pytree": True},
+        r"hypothetical=True needs x to be one array",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHAP_ERRORS))
+def test_bad_inputs_raise_deeplift_error_with_a_hint(case):
+    kwargs, how, message = SHAP_ERRORS[case]
+    kwargs = dict(kwargs)
+    f = kwargs.pop("f", _cnn())
+    refs = kwargs.pop("references")
+    x = jnp.zeros((L, 4))
+    if how.get("pytree"):
+        x = {"a": x}
+    with pytest.raises(deepliftjax.DeepLiftError, match=message) as e:
+        deeplift_shap(f, refs, **kwargs)(x)
+    assert "\nHint: " in str(e.value)
+    assert isinstance(e.value, ValueError)  # DeepLiftError subclasses ValueError

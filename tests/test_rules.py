@@ -382,10 +382,12 @@ def test_multipliers_tend_to_gradient(case):
     f = _target(case)
     x = _draw(case, 3)
     grad = jax.grad(f)(x)
-    for eps in (1e-2, 1e-5, 0.0):
+    # at ref == x the multipliers are the gradient; nearby they converge to it linearly
+    # (the secant's error is ½ h'' Δx)
+    for eps, tol in ((0.0, 1e-5), (1e-5, 2e-3), (1e-2, 2e-1)):
         r = x + eps * jax.random.normal(jax.random.PRNGKey(4), x.shape)
         m = jax.jit(dl.deeplift(f, r, multiply_by_inputs=False))(x)
-        np.testing.assert_allclose(m, grad, rtol=max(eps, 1e-4) * 20, atol=max(eps, 1e-4) * 20)
+        np.testing.assert_allclose(m, grad, rtol=tol, atol=tol)
 
 
 def test_every_rule_has_a_case():

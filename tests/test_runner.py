@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from deepliftjax._errors import DeepLiftError
 from deepliftjax._references import deeplift_shap
 from deepliftjax._runner import attribute
 from deepliftjax._shuffle import dinuc_shuffle
@@ -136,7 +137,7 @@ def test_resume_after_interruption_recomputes_nothing(tmp_path):
     third = []
     attribute(model, xs, gen, out_dir=tmp_path / "job", callback=lambda c, _: third.append(c), **kw)
     assert third == []
-    with pytest.raises(ValueError, match="different job.*chunk_size"):
+    with pytest.raises(DeepLiftError, match="different job.*chunk_size"):
         attribute(model, xs, gen, out_dir=tmp_path / "job", **{**kw, "chunk_size": 16})
     attribute(
         model,
@@ -210,20 +211,111 @@ def test_sharding_over_four_host_devices_matches_one(tmp_path):
     np.testing.assert_allclose(many, one, rtol=1e-6, atol=1e-7)
 
 
-def test_errors_name_the_problem():
-    xs = _x(4)
-    with pytest.raises(ValueError, match=r"returns shape \(3,\).*target=INDEX"):
-        attribute(model, xs, progress=False)
-    with pytest.raises(ValueError, match=r"target=5 is not an output index"):
-        attribute(model, xs, target=5, progress=False)
-    with pytest.raises(ValueError, match=r"per-example target.*\(4,\)"):
-        attribute(model, xs, target=np.zeros(3, int), progress=False)
-    with pytest.raises(ValueError, match="references must be shaped"):
-        attribute(model, xs, np.zeros((2, L, 5)), target=0, progress=False)
-    with pytest.raises(ValueError, match="numeric"):
-        attribute(model, xs.astype(complex), target=0, progress=False)
-    with pytest.raises(ValueError, match="model failed on one example"):
-        attribute(lambda x: x @ np.ones(3), xs, target=0, progress=False)
+def _iter_empty():
+    return iter([np.zeros((0, L, 4), np.float32)] * 2)
+
+
+def _no_refs(key, x):
+    return jnp.zeros((0, *x.shape), x.dtype)
+
+
+# case -> (positional args after fn (a function: iterators are used up), keyword args, regex)
+RUNNER_ERRORS = {
+    "not a scalar": (lambda: (_x(4),), {}, r"returns shape \(3,\) per example, not a scalar"),
+    "target index": (lambda: (_x(4),), {"target": 5}, r"target=5 is not an output index"),
+    "per-example target": (
+        lambda: (_x(4),),
+        {"target": np.zeros(3, int)},
+        r"per-example target.*\(4,\)",
+    ),
+    "target range": (
+        lambda: (_x(4),),
+        {"target": np.array([0, 1, 2, 3])},
+        r"target values must lie",
+    ),
+    "target fn": (lambda: (_x(4),), {"target": lambda y: y[:2]}, r"target\(output\) must return"),
+    "reference shape": (
+        lambda: (_x(4), np.zeros((2, L, 5))),
+        {"target": 0},
+        r"references must be shaped",
+    ),
+    "zero shared references": (
+        lambda: (_x(4), np.zeros((0, L, 4), np.float32)),
+        {"target": 0},
+        r"hold no references \(K = 0\)",
+    ),
+    "zero per-example references": (
+        lambda: (_x(4), np.zeros((4, 0, L, 4), np.float32)),
+        {"target": 0},
+        r"hold no references \(K = 0\)",
+    ),
+    "zero generated references": (
+        lambda: (_x(4), _no_refs),
+        {"target": 0},
+        r"no references: K = 0",
+    ),
+    "per-example references, wrong N": (
+        lambda: (_x(4), np.zeros((3, 1, L, 4), np.float32)),
+        {"target": 0},
+        r"same N",
+    ),
+    "chunk_size 0": (
+        lambda: (_x(4),),
+        {"target": 0, "chunk_size": 0},
+        r"chunk_size must be an int >= 1",
+    ),
+    "chunk_size -1": (
+        lambda: (_x(4),),
+        {"target": 0, "chunk_size": -1},
+        r"chunk_size must be an int",
+    ),
+    "chunk_size 2.5": (
+        lambda: (_x(4),),
+        {"target": 0, "chunk_size": 2.5},
+        r"chunk_size must be an int",
+    ),
+    "reference_chunk_size 0": (
+        lambda: (_x(4),),
+        {"target": 0, "reference_chunk_size": 0},
+        r"reference_chunk_size must be an int >= 1 or None, got 0",
+    ),
+    "no devices": (lambda: (_x(4),), {"target": 0, "devices": []}, r"devices is an empty list"),
+    "no inputs": (
+        lambda: (np.zeros((0, L, 4), np.float32),),
+        {"target": 0},
+        r"non-empty \(N, ...\)",
+    ),
+    "empty iterable": (lambda: (iter([]),), {"target": 0}, r"empty iterable"),
+    "empty batches": (lambda: (_iter_empty(),), {"target": 0}, r"no examples"),
+    "scalar batch": (
+        lambda: (iter([np.float32(1.0)]),),
+        {"target": 0},
+        r"each batch must be \(B, ...\)",
+    ),
+    "not an array": (lambda: (3.0,), {"target": 0}, r"array or an iterable"),
+    "dtype": (lambda: (_x(4).astype(complex),), {"target": 0}, r"numeric"),
+    "iterable with per-example target": (
+        lambda: (iter([_x(4)]),),
+        {"target": np.zeros(4, int)},
+        r"needs array inputs",
+    ),
+    "model fails": (
+        lambda: (_x(4),),
+        {"target": 0, "fn": lambda x: x @ np.ones(3)},
+        r"model failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUNNER_ERRORS))
+def test_errors_name_the_problem_and_the_fix(case):
+    args, kwargs, message = RUNNER_ERRORS[case]
+    kwargs = dict(kwargs)
+    fn = kwargs.pop("fn", model)
+    with pytest.raises(DeepLiftError, match=message) as e:
+        attribute(fn, *args(), progress=False, **kwargs)
+    assert "\nHint: " in str(e.value), str(e.value)
+    assert isinstance(e.value, ValueError)
 
 
 def test_residual_warning():
