@@ -121,6 +121,13 @@ def _rc_bilinear(prim: Any) -> Callable:
 
         v, w = (a, b) if varying[0] else (b, a)
         d = v.x - v.r
+        if isinstance(v, SPair):
+            # a unit with Δ = 0 whose parts cancel (Δ⁺ = −Δ⁻) leaves rounding noise in
+            # r + Δ⁺ + Δ⁻ − r; its sign must not route the multiplier: value 0, and
+            # ½(m⁺ + m⁻) from the tie of maximum/minimum at 0 (as the authors' code does)
+            eps = jnp.finfo(d.dtype).eps
+            noise = jnp.abs(d) <= 8 * eps * (jnp.abs(v.dp) + jnp.abs(v.dn) + jnp.abs(v.r))
+            d = jnp.where(noise, d - jax.lax.stop_gradient(d), d)
         pos, neg = jnp.maximum(d, 0), jnp.minimum(d, 0)
         wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
         r = prim.bind(*rs([a, b]), **params)
