@@ -28,12 +28,13 @@ from deepliftjax._interpreter import Context, Pair, register_rule
 
 def max_reduction_rule(prim: Any, comb: Any, ctx: Context, operand: Pair, **params: Any) -> Pair:
     rule = ctx.options.max_rule
-    P = (
-        _first_of_axes(comb, params)
-        or (TILE and _tiled_window(comb, operand, params))
-        or (lambda v: prim.bind(v, **params))
-    )
-    yr = P(operand.r)
+    tiled = TILE and _tiled_window(comb, operand, params)
+    if tiled:
+        V, P = tiled  # the value by reshape + max, the routing by first maximum
+    else:
+        V = lambda v: prim.bind(v, **params)  # noqa: E731
+        P = _first_of_axes(comb, params) or V
+    yr = V(operand.r)
     if rule == "gradient":
         return Pair(P(operand.x), yr)
 
@@ -53,7 +54,7 @@ def max_reduction_rule(prim: Any, comb: Any, ctx: Context, operand: Pair, **para
         m = jnp.where(still, grad, credit / jnp.where(still, jnp.ones_like(dx), dx))
         return m, None, None
 
-    return Pair(custom_multiplier(lambda x, r, yr_: P(x), backward)(operand.x, operand.r, yr), yr)
+    return Pair(custom_multiplier(lambda x, r, yr_: V(x), backward)(operand.x, operand.r, yr), yr)
 
 
 TILE = True
@@ -107,13 +108,13 @@ def _tiled_window(comb: Any, operand: Pair, params: dict[str, Any]) -> Any:
     n_dims = len(dims)
     outer = list(range(0, 2 * n_dims, 2))
     inner = list(range(1, 2 * n_dims, 2))
+    reduce = jnp.max if comb is jnp.maximum else jnp.min
 
-    def tiled(v):
+    def windows(v):
         v = v[tuple(slice(0, n * w) for n, w in zip(counts, dims, strict=True))]
-        v = jnp.transpose(v.reshape(split), outer + inner).reshape(counts + [-1])
-        return _first(comb, v)
+        return jnp.transpose(v.reshape(split), outer + inner).reshape(counts + [-1])
 
-    return tiled
+    return (lambda v: reduce(windows(v), axis=-1)), (lambda v: _first(comb, windows(v)))
 
 
 def defmaxreduction(prim: Any, comb: Any) -> None:
