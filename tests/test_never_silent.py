@@ -291,19 +291,31 @@ def test_guided_backprop_treats_a_where_relu_as_a_relu(mode):
 
 def _softsign_primitive():
     from jax.extend.core import Primitive
-    from jax.interpreters import ad, mlir
+    from jax.interpreters import ad, batching, mlir
 
     p = Primitive("test_softsign")
     p.def_impl(lambda x: x / (1 + jnp.abs(x)))
     p.def_abstract_eval(lambda x: x)
     mlir.register_lowering(p, mlir.lower_fun(lambda x: x / (1 + jnp.abs(x)), False))
     ad.defjvp(p, lambda g, x: g / (1 + jnp.abs(x)) ** 2)
+    batching.defvectorized(p)
     return p
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_a_users_defrescale_reaches_every_rule_set(mode):
+@pytest.fixture
+def softsign():
+    """A primitive the library has never seen; its rules are removed afterwards."""
+    from deepliftjax._rules_elementwise import RESCALE_PRIMS
+
     p = _softsign_primitive()
+    yield p
+    dl.RULES.pop(p, None)
+    RESCALE_PRIMS.pop(p, None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_users_defrescale_reaches_every_rule_set(mode, softsign):
+    p = softsign
     dl.defrescale(p)
     f = lambda v: jnp.sum(p.bind(v) * A([1.0, 2.0]))  # noqa: E731
     x, r = A([2.0, -3.0]), A([0.5, 1.0])

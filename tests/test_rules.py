@@ -259,6 +259,13 @@ CASES = [
         (3, 3, 4),
         smooth=False,
     ),
+    Case(
+        "xor",
+        lambda x: jnp.where((x[0] > 0) ^ (x[1] > 0.5), x[0] * x[2], x[1] - x[2]),
+        (P("xor_p"),),
+        (3, 3, 4),
+        smooth=False,
+    ),
     Case("is_finite", lambda x: jnp.where(jnp.isfinite(x), jnp.tanh(x), 0.0), (P("is_finite_p"),)),
     Case(
         "argmin",
