@@ -45,6 +45,7 @@ def _check_png(path: Path) -> None:
     assert px[..., :3].std() > 0.02, f"{path.name} is blank"
 
 
+@pytest.mark.slow  # about 3 CPU-minutes together; the default suite stays under 10 minutes
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_notebook_runs(name: str, tmp_path: Path) -> None:
     for mod in NEEDS.get(name, []):
