@@ -82,6 +82,18 @@ def deeplift(
         delta at about 1e-3; ``None`` uses JAX's default: faster on those devices (2-5x
         on an H200, see benchmarks/RESULTS.md), not exact. No effect on CPU.
 
+      product_rule: how products of two varying operands (``mul``, ``dot_general``,
+        ``conv``: attention, gates, norms) split their change. ``"midpoint"`` (default) is
+        the paper's rule (§2.3.5). At a degenerate reference (a LayerNorm/RMSNorm/GroupNorm
+        input with zero variance, e.g. a zero-embedding baseline) the midpoint gives
+        contributions hundreds of times Δf that cancel, and float32 then loses the sum
+        (on a 2-block transformer at a zero embedding: residual 1e7). ``"guarded"`` keeps
+        the midpoint where it does not cancel and otherwise moves toward the ordering with
+        the least ``|C_a| + |C_b|`` (residual 5e-6, Σ|C|/|Δf| ≈ 30 there); ``"balanced"``
+        always takes the least. All three are exact; the new ones cost 1.3-2.6x on
+        transformers (benchmarks/RESULTS_products.md). Use ``summation_check`` to see the
+        conditioning of your scores.
+
     Returns:
       A function with ``f``'s signature returning the scores for ``args[argnums]``
       (a tuple for a tuple ``argnums``), plus ``aux`` when ``has_aux``.
@@ -151,7 +163,8 @@ def deeplift_vjp(
       f: function to attribute; may return any pytree of arrays.
       ref: the reference, as for :func:`deeplift`.
       *primals: the arguments of ``f``.
-      argnums, has_aux, rule, max_rule, fallback, precision: as for :func:`deeplift`.
+      argnums, has_aux, rule, max_rule, fallback, precision, product_rule: as for
+        :func:`deeplift`.
 
     Returns:
       ``(out, out_ref, pullback)`` (plus ``aux`` when ``has_aux``): ``f`` at the input

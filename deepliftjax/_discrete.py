@@ -51,7 +51,10 @@ def input_distance(xs: Sequence[Any], refs: Sequence[Any]) -> Pair:
     contribution ``J Δx_i² / ‖Δx‖²``.
     """
     dt = jnp.result_type(jnp.float32, *[jnp.result_type(x) for x in xs])
-    deltas = [(jnp.asarray(x, dt) - lax.stop_gradient(jnp.asarray(r, dt))) for x, r in zip(xs, refs, strict=True)]
+    deltas = [
+        (jnp.asarray(x, dt) - lax.stop_gradient(jnp.asarray(r, dt)))
+        for x, r in zip(xs, refs, strict=True)
+    ]
     consts = [lax.stop_gradient(d).ravel() for d in deltas]
     norm = jnp.sqrt(sum(jnp.sum(c * c) for c in consts))
     scale = jnp.where(norm == 0, jnp.zeros((), dt), 1 / jnp.where(norm == 0, 1, norm))
@@ -81,7 +84,9 @@ def _as_score(s: Pair | None, shape: tuple[int, ...], dt: Any) -> Pair:
     if s is None:
         z = jnp.zeros(shape, dt)
         return Pair(z, z)
-    return Pair(jnp.broadcast_to(jnp.asarray(s.x, dt), shape), jnp.broadcast_to(jnp.asarray(s.r, dt), shape))
+    return Pair(
+        jnp.broadcast_to(jnp.asarray(s.x, dt), shape), jnp.broadcast_to(jnp.asarray(s.r, dt), shape)
+    )
 
 
 def ensure_score(ctx: Any, out: Pair, cand: Pair | None, moved: jax.Array | None = None) -> Pair:
@@ -347,14 +352,27 @@ _DATA_FIRST = {
     for p in map(
         primitive,
         (
-            "reshape_p", "squeeze_p", "broadcast_in_dim_p", "transpose_p", "rev_p", "slice_p",
-            "copy_p", "copy_p", "dynamic_slice_p", "gather_p", "split_p", "device_put_p",
-            "sharding_constraint_p", "tile_p",
+            "reshape_p",
+            "squeeze_p",
+            "broadcast_in_dim_p",
+            "transpose_p",
+            "rev_p",
+            "slice_p",
+            "copy_p",
+            "copy_p",
+            "dynamic_slice_p",
+            "gather_p",
+            "split_p",
+            "device_put_p",
+            "sharding_constraint_p",
+            "tile_p",
         ),  # fmt: skip
     )
     if p is not None
 }
-_CUMULATIVE = {primitive(n) for n in ("cumsum_p", "cummax_p", "cummin_p", "cumprod_p", "cumlogsumexp_p")}
+_CUMULATIVE = {
+    primitive(n) for n in ("cumsum_p", "cummax_p", "cummin_p", "cumprod_p", "cumlogsumexp_p")
+}
 
 SCORES[primitive("gt_p")] = _margin(1.0)
 SCORES[primitive("ge_p")] = _margin(1.0)

@@ -23,7 +23,6 @@ from deepliftjax import _compat, _discrete
 from deepliftjax._errors import DeepLiftError, eqn_str, unsupported_primitive
 from deepliftjax._pair import Pair, bind_both, is_pair, rs, xs  # noqa: F401  (re-exported)
 
-
 MAX_RULES = ("cross", "paper", "gradient")
 METHODS: dict[str, Callable[[Any], Any] | None] = {"rescale": None}
 """Rule sets over the same interpreter: name -> ``dispatch(prim)`` returning a rule (or None

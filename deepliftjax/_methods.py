@@ -217,6 +217,8 @@ REVEAL_CANCEL[primitive("conv_general_dilated_p")] = _rc_bilinear(
 for _p, _smooth in RESCALE_PRIMS.items():
     REVEAL_CANCEL[_p] = _rc_unary(_p, _smooth)
 max_p, min_p, add_p = primitive("max_p"), primitive("min_p"), primitive("add_p")
+
+
 def _rc_maxmin(prim: Any) -> Callable:
     """relu is max(x, 0): RevealCancel when one operand varies. With both varying,
     ``max(a, b) = b + relu(a - b)`` and ``min(a, b) = a - relu(a - b)`` (Shrikumar et al.
@@ -351,7 +353,10 @@ def _guided_select(ctx, pred, *cases, **params):
 
 
 select_n_p = primitive("select_n_p")
-_GUIDED = {primitive("max_p"): _modified(primitive("max_p"), _guided_relu), select_n_p: _guided_select}
+_GUIDED = {
+    primitive("max_p"): _modified(primitive("max_p"), _guided_relu),
+    select_n_p: _guided_select,
+}
 
 
 def _lrp_rule(prim: Any) -> Callable | None:

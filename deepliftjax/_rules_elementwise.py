@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from deepliftjax._compat import primitive
 from deepliftjax._custom import custom_multiplier, sum_to_shape, times  # noqa: F401
 from deepliftjax._discrete import discrete_output_rule
-from deepliftjax._interpreter import Context, Pair, bind_both, register_rule
+from deepliftjax._interpreter import Context, Pair, register_rule
 from deepliftjax._rules_linear import linear_rule
 
 # ---- helpers ----------------------------------------------------------------------------

@@ -12,7 +12,13 @@ from typing import Any
 import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import Context, Pair, bind_both, check_not_integer_pairs, register_rule
+from deepliftjax._interpreter import (
+    Context,
+    Pair,
+    bind_both,
+    check_not_integer_pairs,
+    register_rule,
+)
 
 
 def linear_rule(prim: Any, ctx: Context, *vals: Any, **params: Any) -> Any:

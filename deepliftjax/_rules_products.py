@@ -30,19 +30,28 @@ Two rules choose ``t`` per output element:
 * ``"guarded"``: the midpoint wherever its ``|c_a| + |c_b|`` is at most ``10|Δy|``;
   beyond, the nearest ``t`` to the midpoint whose ``|c_a| + |c_b|`` is at most an
   allowance that falls from ``10|Δy|`` to the least possible as the midpoint's ratio
-  ``R = (|c_a| + |c_b|)/|Δy|`` goes from 10 to 100 (geometrically in R); so
-  ``"balanced"`` for ``R >= 100`` (:data:`GUARD_BAND`). At the degenerate LayerNorm,
+  ``R = (|c_a| + |c_b|)/|Δy|`` goes from 10 to 100; so
+  ``"balanced"`` for ``R >= 100`` (:data:`GUARD_BAND`); the allowance is ``100|Δy|/R``
+  in between. At the degenerate LayerNorm,
   ``R = b⁰/b = σ/√ε`` (316 at ε = 1e-5 and σ = 1), and the two rules agree.
 
-Both are exact for any weights, continuous in the operands, and symmetric in ``a ↔ b``
-and in input ↔ reference. Cost: for ``mul`` a few elementwise operations more than the
-midpoint; for ``dot_general``/``conv`` two more products in the backward pass's forward
-(``u``, ``P``) and four transposed products instead of two.
+Every weight is exact; both rules are continuous in the operands and symmetric in
+``a ↔ b`` and in input ↔ reference. The multipliers are convex combinations,
+``m_a = w̄·b + w·b⁰`` and ``m_b = w̄·a⁰ + w·a`` with ``w̄ = 1 − w`` computed on its own
+(:func:`ordering_weights`), so they carry no cancellation of their own: at a reference
+10⁶ away from the input (a LayerNorm or RMSNorm then sees ``b⁰/b ~ 10⁶``) the float32 sum
+stays within ~1e-6 of Δf (``tests/test_products.py``), where the midpoint's is off
+by 1e-2 or more.
+
+Cost: for ``mul``, a few elementwise operations more than the midpoint; for
+``dot_general``/``conv``, two more products in the backward pass (``B(Δa, b)`` and
+``B(Δa, b⁰)``, which set the weights) and four transposed products instead of two
+(``benchmarks/RESULTS_products.md``). Where the cotangent is 0 an elementwise product's
+multiplier is 0 even if a reference operand is infinite; a contraction has no such guard.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -52,65 +61,85 @@ PRODUCT_RULES = ("midpoint", "guarded", "balanced")
 
 GUARD_BAND = (10.0, 100.0)
 """``"guarded"``: the midpoint is kept where its ``|c_a| + |c_b|`` is at most
-``GUARD_BAND[0]·|Δy|``; beyond, the allowance shrinks to ``|Δy|`` (``"balanced"``) by
-``GUARD_BAND[1]·|Δy|``."""
+``GUARD_BAND[0]·|Δy|``; beyond, the allowance is ``GUARD_BAND[1]·|Δy| / R``, down to
+``|Δy|`` (``"balanced"``) from ``R = GUARD_BAND[1]``."""
 
 
-def _clip_cost(u, v, p, allowance):
-    """The ``t`` in ``[0, p]`` nearest ``p/2`` with ``|u − t| + |v + t| <= allowance``, or,
-    where there is none, the one with the least ``|u − t| + |v + t|``.
-
-    ``|u − t| + |v + t| = |u + v| + 2·dist(t, [min(u, −v), max(u, −v)])``, so the allowed
-    ``t`` form that interval widened by ``(allowance − |u + v|)/2``; projecting ``p/2`` onto
-    it and then onto ``[0, p]`` gives the answer. Continuous in all arguments.
-    """
-    slack = jnp.maximum(allowance - jnp.abs(u + v), 0) / 2
-    t = jnp.clip(p / 2, jnp.minimum(u, -v) - slack, jnp.maximum(u, -v) + slack)
-    return jnp.clip(t, jnp.minimum(p, 0), jnp.maximum(p, 0))
+def _project(half, lo, hi, p):
+    """``half`` projected onto ``[lo, hi]``, then onto the segment between 0 and ``p``."""
+    return jnp.clip(jnp.clip(half, lo, hi), jnp.minimum(p, 0), jnp.maximum(p, 0))
 
 
-def guard_allowance(u: jax.Array, v: jax.Array, p: jax.Array, band=GUARD_BAND):
+def guard_allowance(ca2, cb2, ca1, cb1, band=GUARD_BAND):
     """Where ``"guarded"`` keeps the midpoint, and the ``|c_a| + |c_b|`` it allows
-    elsewhere, in units of ``|Δy|``.
+    elsewhere.
 
     With ``R = (|c_a| + |c_b|) / |Δy|`` at the midpoint: the midpoint stays up to
-    ``R = band[0]``; beyond, the allowance falls from ``band[0]`` to 1 geometrically as
-    ``log R`` goes from ``log band[0]`` to ``log band[1]``; 1 beyond (``R = inf`` where
-    Δy = 0). Returns ``(keep, allowance)``; the allowance is finite everywhere (the
-    scores can be differentiated again).
+    ``R = band[0]``; beyond, the allowance is ``band[1]·|Δy| / R``, clipped to
+    ``[|Δy|, band[0]·|Δy|]``: continuous at ``R = band[0]`` when ``band[1] = band[0]²``,
+    and the least possible (``"balanced"``) from ``R = band[1]`` (``R = inf`` where
+    Δy = 0). Returns ``(keep, allowance)``, the allowance finite everywhere (the scores
+    can be differentiated again).
     """
     lo, hi = band
-    k_mid = jnp.abs(u - p / 2) + jnp.abs(v + p / 2)
-    ady = jnp.abs(u + v)
-    big = k_mid > lo * ady  # also where Δy = 0 but the midpoint credits something
-    moved = ady > 0
-    ratio = jnp.where(big, k_mid, 1) / jnp.where(big & moved, lo * ady, 1)
-    frac = jnp.clip(jnp.log(ratio) / math.log(hi / lo), 0, 1)
-    frac = jnp.where(big & moved, frac, 1)
-    return ~big, (lo ** (1 - frac)).astype(jnp.result_type(p))
+    k_mid = (jnp.abs(ca2 + ca1) + jnp.abs(cb2 + cb1)) / 2
+    ady = jnp.abs(ca2 + cb2)
+    keep = k_mid <= lo * ady  # not where Δy = 0 but the midpoint credits something
+    allowed = hi * ady * (ady / jnp.where(keep, 1, k_mid))
+    return keep, jnp.clip(allowed, ady, lo * ady)
+
+
+def ordering_weights(ca2, cb2, ca1, cb1, p, rule: str):
+    """Per output element, the weights ``(w̄, w)`` of the orderings "b first" and
+    "a first"; ``w̄ + w = 1`` up to rounding.
+
+    Inputs are the two orderings' contributions at that element, "a first"
+    ``(ca1, cb1) = (B(Δa, b⁰), B(a, Δb))`` and "b first" ``(ca2, cb2) = (B(Δa, b),
+    B(a⁰, Δb))``, and ``p = ca2 − ca1 = B(Δa, Δb)``. With ``t = w·p``,
+    ``|c_a| + |c_b| = |Δy| + 2·dist(t, [min(ca2, −cb2), max(ca2, −cb2)])``: the allowed
+    ``t`` form that interval widened by ``(allowance − |Δy|)/2``, and ``t`` is ``p/2``
+    projected onto it and then onto ``[0, p]`` (continuous in all arguments; where no
+    point of ``[0, p]`` is allowed, the cheapest one). ``s = p − t`` is computed the same
+    way from the mirrored bounds (``p − ca2 = −ca1``, ``p + cb2 = cb1``) rather than as
+    ``p − t``, so that a weight near 1 leaves its complement accurate: at a reference
+    10⁶ away, ``1 − w ≈ 10⁻⁶`` must not be the rounding of ``1 − 0.999999``.
+    """
+    half = p / 2
+    if rule == "midpoint":
+        w = jnp.full(jnp.shape(p), 0.5, jnp.result_type(p))
+        return w, w
+    ady = jnp.abs(ca2 + cb2)
+    if rule == "balanced":
+        slack = jnp.zeros_like(ady)
+    else:  # guarded
+        keep, allowance = guard_allowance(ca2, cb2, ca1, cb1)
+        slack = (allowance - ady) / 2
+    t = _project(half, jnp.minimum(ca2, -cb2) - slack, jnp.maximum(ca2, -cb2) + slack, p)
+    s = _project(half, jnp.minimum(-ca1, cb1) - slack, jnp.maximum(-ca1, cb1) + slack, p)
+    if rule == "guarded":
+        t, s = jnp.where(keep, half, t), jnp.where(keep, half, s)
+    nonzero = p != 0
+    safe_p = jnp.where(nonzero, p, jnp.ones_like(p))
+    w = jnp.clip(jnp.where(nonzero, t / safe_p, 0.5), 0, 1)
+    w_bar = jnp.clip(jnp.where(nonzero, s / safe_p, 0.5), 0, 1)
+    return w_bar, w
 
 
 def mixture_weight(u: jax.Array, v: jax.Array, p: jax.Array, rule: str) -> jax.Array:
-    """Per output element, the weight ``w ∈ [0, 1]`` of the ordering "a first" (t = w·p).
-
-    ``u = B(Δa, b)``, ``v = B(a⁰, Δb)``, ``p = B(Δa, Δb)`` at that element.
-    """
-    if rule == "midpoint":
-        return jnp.full(jnp.shape(p), 0.5, jnp.result_type(p))
-    ady = jnp.abs(u + v)
-    if rule == "balanced":
-        t = _clip_cost(u, v, p, ady)
-    else:  # guarded
-        keep, allowance = guard_allowance(u, v, p)
-        t = jnp.where(keep, p / 2, _clip_cost(u, v, p, allowance * ady))
-    nonzero = p != 0
-    w = jnp.where(nonzero, t / jnp.where(nonzero, p, jnp.ones_like(p)), 0.5)
-    return jnp.clip(w, 0, 1)
+    """The weight ``w`` of "a first" from ``u = B(Δa, b)``, ``v = B(a⁰, Δb)``,
+    ``p = B(Δa, Δb)`` alone (for inspection; the rule uses :func:`ordering_weights`)."""
+    return ordering_weights(u, v, u - p, v + p, p, rule)[1]
 
 
 def product_rule(prim: Any, ctx: Any, a: Any, b: Any, **params: Any) -> Any:
-    """``prim`` bilinear (mul, dot_general, conv), both operands varying Pairs."""
-    from deepliftjax._rules_elementwise import custom_multiplier
+    """``prim`` bilinear (mul, dot_general, conv), both operands varying Pairs.
+
+    The multipliers are ``m_a = w̄·b + w·b⁰`` and ``m_b = w̄·a⁰ + w·a`` (elementwise), or
+    for a contraction the VJPs of ``B(·, b)``, ``B(·, b⁰)``, ``B(a⁰, ·)`` and ``B(a, ·)``
+    with the cotangent weighted by ``w̄`` or ``w`` per output element.
+    """
+    from deepliftjax._interpreter import Pair
+    from deepliftjax._rules_elementwise import custom_multiplier, times
 
     rule = ctx.options.product_rule
 
@@ -125,36 +154,28 @@ def product_rule(prim: Any, ctx: Any, a: Any, b: Any, **params: Any) -> Any:
             ax, bx, ar, br, yr_ = args
             ax, bx, ar, br = jnp.broadcast_arrays(ax, bx, ar, br)
             da, db = ax - ar, bx - br
-            w = mixture_weight(da * bx, ar * db, da * db, rule)
-            ma = bx - w * db  # (1 - w) b + w b⁰
-            mb = ar + w * da  # (1 - w) a⁰ + w a
-            zero = g == 0  # no 0 * inf where the output does not matter
-            return (
-                jnp.where(zero, 0, g * ma),
-                jnp.where(zero, 0, g * mb),
-                None,
-                None,
-                None,
-            )
+            w_bar, w = ordering_weights(da * bx, ar * db, da * br, ax * db, da * db, rule)
+            # no cotangent, no contribution (0 * inf where a reference operand is infinite)
+            return times(g, w_bar * bx + w * br), times(g, w_bar * ar + w * ax), None, None, None
 
     else:
 
         def backward(args, y, g):
             ax, bx, ar, br, yr_ = args
-            da, db = ax - ar, bx - br
-            u = B(da, bx)
-            p = B(da, db)
-            v = (y - yr_) - u  # = B(a⁰, Δb); only sets the weights, not the sum
-            gw = g * mixture_weight(u, v, p, rule)
-            # C_a = B(Δa, b) − w B(Δa, Δb),  C_b = B(a⁰, Δb) + w B(Δa, Δb)
-            (ga1,) = jax.vjp(lambda s: B(s, bx), ax)[1](g)
-            (ga2,) = jax.vjp(lambda s: B(s, db), ax)[1](gw)
-            (gb1,) = jax.vjp(lambda s: B(ar, s), bx)[1](g)
-            (gb2,) = jax.vjp(lambda s: B(da, s), bx)[1](gw)
-            return ga1 - ga2, gb1 + gb2, None, None, None
+            da = ax - ar
+            ca2, ca1 = B(da, bx), B(da, br)
+            dy = y - yr_
+            # cb2 = B(a⁰, Δb), cb1 = B(a, Δb) by summation (they only set the weights)
+            w_bar, w = ordering_weights(ca2, dy - ca2, ca1, dy - ca1, ca2 - ca1, rule)
+            g2, g1 = g * w_bar, g * w
+            (ga2,) = jax.vjp(lambda s: B(s, bx), ax)[1](g2)
+            (ga1,) = jax.vjp(lambda s: B(s, br), ax)[1](g1)
+            (gb2,) = jax.vjp(lambda s: B(ar, s), bx)[1](g2)
+            (gb1,) = jax.vjp(lambda s: B(ax, s), bx)[1](g1)
+            return ga2 + ga1, gb2 + gb1, None, None, None
 
     def primal(ax, bx, ar, br, yr_):
         return B(ax, bx)
 
     ya = custom_multiplier(primal, backward)(a.x, b.x, a.r, b.r, yr)
-    return type(a)(ya, yr)  # a Pair, like the operands
+    return Pair(ya, yr)

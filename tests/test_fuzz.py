@@ -1,33 +1,76 @@
 """Fuzzing: summation to delta on random models nobody hand-checked.
 
-Hypothesis draws architectures (depth, widths, kernel sizes, strides, padding, max pooling
-incl. overlapping windows, average pooling, LayerNorm / BatchNorm (inference) / RMSNorm,
-residual branches, sigmoid*tanh gates, every supported nonlinearity, 1-D and 2-D inputs),
-built as plain JAX functions from the spec with random weights, random inputs and
-references (random, zero, a perturbation of the input, equal on some entries, negated).
-Property: every model's scores are finite (exactly zero where x == ref) and sum to
-f(x) - f(ref) within 1e-4 relative in float32, against Δf evaluated in float64, with
-``rel_sum_errors_batch``'s floor for tiny differences; errors that float32 cannot avoid
-(f's own rounding, or contributions that cancel: 4 eps sum|C|) pass too (see ``_errors``).
+Two grammars, each drawn by hypothesis with a fixed seed (no shrinking: the failure message
+names every failing model).
 
-To keep compilation cheap, each hypothesis example packs ``MODELS_PER_CALL`` different
+Architectures (``test_random_models_sum_to_delta``): depth, widths, kernel sizes, strides,
+padding, max pooling incl. overlapping windows, average pooling, LayerNorm / BatchNorm
+(inference) / RMSNorm, residual branches, sigmoid*tanh gates, every supported nonlinearity,
+1-D and 2-D inputs, built as plain JAX functions from the spec with random weights, random
+inputs and references (random, zero, a perturbation of the input, equal on some entries,
+negated). To keep compilation cheap, each hypothesis example packs ``MODELS_PER_CALL``
 architectures into one function ``F(x_1..x_K) = sum_k g_k(x_k)`` (their contributions are
 exactly those of each g_k alone: the pullback of a sum is each summand's) and vmaps it over
-``INSTANCES`` independent (weights, input, reference) draws, so one compiled call checks
-K * B models. The default run (CI) checks 5 examples * 8 architectures * 6 instances =
-240 models (40 architectures) with a fixed seed.
+``INSTANCES`` (weights, input, reference) draws, so one compiled call checks K * B models:
+5 examples * 8 architectures * 6 instances = 240 models in CI.
 
-The long run (2,000 architectures, 12,000 models; 23 min on 2 cores)::
+Programs (``test_random_programs_sum_to_delta_or_raise``): small vector programs made of
+the families that used to give silent wrong numbers or NaN (the grammar is written out
+above ``programs``):
+- predicates ``==  !=  >=  >  <=  <`` against -1, 0, 0.5, 1 or a shifted copy,
+  ``isnan``/``isfinite``, ``argmax``/``argmin(h[:k]) == j``, ``& | ^ ~`` of those, steering
+  ``jnp.where``, ``lax.switch``, ``lax.cond``, or cast to float and multiplied;
+- integer paths: float -> int32 casts, ``lax.pow``/``jnp.power(h, k)`` and ``jnp.take``
+  with k an argmax, a count or a cumsum of a mask, ``cumsum``/``cummax`` of int masks,
+  integer arithmetic on masks, cast back to float;
+- branches undefined where not taken: ``where(h > 0, log h, c)``, ``where(h != 0, 1/h, 0)``,
+  sqrt, arccosh, ``xlogy``, ``entr``, ``where(isfinite(log h), ...)``, ``lax.cond`` with a log;
+- boolean / integer masks moved by flip, roll, transpose, cumsum, take with constant
+  indices, reshape, concatenate;
+- max pooling (stride <, ==, > window) and reduce_max/min with ties; sqrt and norms of
+  values that are 0 on both sides;
+- predicates inside a ``fori_loop`` (a scan); ``sort``, ``take(h, argsort h)`` and a
+  ``while_loop``, which have no rule today and must raise ``DeepLiftError``;
+- layers with weights in {-1, 0, 1} (so values stay on the integer grid) or random ones,
+  and elementwise nonlinearities (incl. sign, floor, round) between them.
+Inputs and references sit at boundary values so the predicates are crossed, met with
+equality and tied: entries in {-1, 0, 1}, a half-integer grid, one-hot vectors or normal
+draws; references 0, 1, -1, -x, another draw, one-hot, equal to x on some or all entries,
+1e-6 / 1e-3 or one float32 ulp away on some entries. A quarter of the programs take their
+input as a pytree of two leaves. Each program is its own compiled call over
+``PROGRAM_INSTANCES`` draws, vmapped (half of them) or jitted for one draw and called on
+each (so ``lax.cond`` stays a cond instead of becoming a select). Programs are not packed
+as above, because a jump credited through the input distance (deepliftjax/_discrete.py)
+goes to every attributed input, so the scores of a sum of programs are not each
+program's. CI: 4 examples * 4 programs * 24 instances = 384 models.
 
-    DEEPLIFTJAX_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py -m slow -s
+Property, per model: either ``deeplift`` raises ``DeepLiftError`` at trace time (programs
+only; architectures must never raise), or the scores are all finite (exactly zero where
+x == ref on every entry) and sum to f(x) - f(ref) within 1e-4 relative in float32, against
+Δf evaluated in float64, with ``rel_sum_errors_batch``'s floor for tiny differences; errors
+that float32 cannot avoid (f's own rounding, or contributions that cancel: 4 eps sum|C|)
+pass too (see ``_errors``; programs also allow 8 float32 ulps of max(|f|, 1), since jumps
+inside a program can cancel). NaN, inf, a wrong finite sum or any other exception fails.
+Draws where f itself is not finite at x or at the reference have no Δf and are skipped.
+``test_argnums_order`` checks that a tuple ``argnums`` in any order gives the scores of the
+sorted order, permuted.
 
-prints the counts, the largest error and the time, and lists every failing model. Last run
-(jax 0.10.2, 2026-11-26): 0 failures; largest error 7.9e-4, all 52 models above 1e-4 within
-float32's own rounding; largest error outside that allowance 8.5e-5; 1,377 s.
+The default run (CI) checks 240 + 384 = 624 models. The long runs::
+
+    DEEPLIFTJAX_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py -m slow -s -k models
+    DEEPLIFTJAX_FUZZ_PROGRAMS=500 python -m pytest tests/test_fuzz.py -m slow -s -k programs
+
+(2,000 architectures = 12,000 models; 500 programs = 12,000 models) print the counts, the
+largest error, the time and (programs) the counts by family, and list every failing model.
+Last runs after the core rewrite: TBD. Before it (architectures only, jax 0.10.2,
+2026-11-26): 0 failures; largest error 7.9e-4, all 52 models above 1e-4 within float32's own
+rounding; largest error outside that allowance 8.5e-5; 1,377 s.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import os
 import time
@@ -159,6 +202,8 @@ class _Init:
             p = r.uniform(0.5, 1.5, size=shape)
         elif kind == "var":
             p = r.uniform(0.3, 2.0, size=shape)
+        elif kind == "int":  # weights and biases in {-1, 0, 1}: integers stay integers
+            p = r.integers(-1, 2, size=shape)
         else:
             raise AssertionError(kind)
         p = np.asarray(p, np.float32)
@@ -253,9 +298,9 @@ def model(spec, x, P):
     return {"linear": y, "tanh": jnp.tanh(y), "sigmoid": jax.nn.sigmoid(y)}[head]
 
 
-def init(spec, rng):
-    P = _Init(rng)
-    jax.eval_shape(lambda x: model(spec, x, P), jax.ShapeDtypeStruct(spec[0], jnp.float32))
+def init(spec, rng, build=None):
+    build, P = build or model, _Init(rng)
+    jax.eval_shape(lambda x: build(spec, x, P), jax.ShapeDtypeStruct(spec[0], jnp.float32))
     return P.params
 
 
@@ -287,25 +332,38 @@ def input_and_reference(shape, rng, relation):
 # ---- the check ----------------------------------------------------------------------------
 
 
-def _compiled(specs):
-    """One jitted call: deeplift of sum_k g_k(x_k), vmapped over weight/input draws."""
+def _compiled(specs, build=None, batched=True):
+    """One jitted call: deeplift of sum_k g_k(x_k), vmapped over weight/input draws (or,
+    when not ``batched``, jitted for one draw and called on each in turn)."""
+    build = build or model
 
     def F(xs, ps):
-        return sum(model(s, x, _Apply(p)) for s, x, p in zip(specs, xs, ps, strict=True))
+        return sum(build(s, x, _Apply(p)) for s, x, p in zip(specs, xs, ps, strict=True))
 
     def one(xs, rs, ps):
         c = dl.deeplift(F, rs)(xs, ps)
-        fx = [model(s, x, _Apply(p)) for s, x, p in zip(specs, xs, ps, strict=True)]
-        fr = [model(s, r, _Apply(p)) for s, r, p in zip(specs, rs, ps, strict=True)]
+        fx = [build(s, x, _Apply(p)) for s, x, p in zip(specs, xs, ps, strict=True)]
+        fr = [build(s, r, _Apply(p)) for s, r, p in zip(specs, rs, ps, strict=True)]
         return c, fx, fr
 
-    return jax.jit(jax.vmap(one))
+    if batched:
+        return jax.jit(jax.vmap(one))
+    one = jax.jit(one)
+
+    def each(*args):
+        n = len(jax.tree_util.tree_leaves(args)[0])
+        outs = [one(*jax.tree_util.tree_map(lambda a, i=i: a[i], args)) for i in range(n)]
+        return jax.tree_util.tree_map(lambda *a: np.stack(a), *outs)
+
+    return each
 
 
-def _forward(specs):
+def _forward(specs, build=None):
+    build = build or model
+
     def one(xs, rs, ps):
-        fx = [model(s, x, _Apply(p)) for s, x, p in zip(specs, xs, ps, strict=True)]
-        fr = [model(s, r, _Apply(p)) for s, r, p in zip(specs, rs, ps, strict=True)]
+        fx = [build(s, x, _Apply(p)) for s, x, p in zip(specs, xs, ps, strict=True)]
+        fr = [build(s, r, _Apply(p)) for s, r, p in zip(specs, rs, ps, strict=True)]
         return fx, fr
 
     return jax.jit(jax.vmap(one))
@@ -318,7 +376,7 @@ def _run(fn, *args):
     return fn(*args)
 
 
-def _errors(c, fx32, fr32, fx64, fr64):
+def _errors(c, fx32, fr32, fx64, fr64, ulps_of_f=0):
     """Per instance: (relative error against the float64 Δf, within float32's own noise).
 
     Relative: |sum(C) - Δf64| / max(|Δf64|, 1e-3 max(|f|, 1)), the floor of
@@ -326,6 +384,9 @@ def _errors(c, fx32, fr32, fx64, fr64):
     rounding (4 |Δf32 - Δf64| + 2 ulp of f, as in ``sum_error_vs_float_noise``), or within
     4 eps * sum|C| where contributions cancel (e.g. 1.8 in |C| summing to Δf = 5e-4 after an
     RMSNorm: the sum of float32 terms is good to about eps * sum|C|, whatever the rule).
+    ``ulps_of_f``: any error within that many float32 ulps of max(|f(x)|, |f(ref)|, 1)
+    passes (the programs use 8: jumps of size ~|f| inside a program can cancel before they
+    reach the inputs, so sum|C| does not show the rounding they carry).
     """
     c = np.asarray(c, np.float64).reshape(len(fx64), -1)
     total, abs_total = c.sum(1), np.abs(c).sum(1)
@@ -337,6 +398,7 @@ def _errors(c, fx32, fr32, fx64, fr64):
     eps = float(np.finfo(np.float32).eps)
     ulp = eps * np.maximum(np.abs(fx64), np.abs(fr64))
     noise = (err <= 4 * np.abs(d32 - d64) + 2 * ulp) | (err <= 4 * eps * abs_total)
+    noise |= err <= ulps_of_f * eps * scale
     return rel, noise
 
 
@@ -448,3 +510,567 @@ def test_packing_models_gives_each_model_its_own_scores():
     for k, s in enumerate(specs):
         alone = dl.deeplift(lambda x, p, s=s: model(s, x, _Apply(p)), rs[k])(xs[k], ps[k])
         np.testing.assert_allclose(packed[k], alone, rtol=1e-5, atol=1e-7)
+
+
+# ==== the second grammar: predicates, integer paths, guarded branches ======================
+# A program is ((n,), ops, head, split, batching) on a vector h, at first the input (given to
+# deeplift as the pytree (x[:split], x[split:]) when split > 0; "vmap": deeplift vmapped over
+# the draws, "each": jitted for one draw and called on each). Every op maps h to a new
+# float vector, through booleans and integers derived from h:
+#   predicates p (booleans of h's shape):
+#     ("cmp", op, t)                h op t; op in == != >= > <= <, t in -1 0 0.5 1
+#     ("cmp2", op)                  h op roll(h, 1): two varying operands
+#     ("isfinite", "log" | "inv")   isfinite(log h), isfinite(1 / h)
+#     ("isnan", "sqrt")             isnan(sqrt h)
+#     ("arg", "max" | "min", k, j)  argmax(h[:k]) == j (argmin), broadcast
+#     ("and" | "or" | "xor", p, q), ("not", p)     p & q, p | q, p ^ q, ~p
+#   branches b: h, -h, h*h, tanh h, 2, 0, roll(h, 1), 2h + 1 (BRANCHES)
+#   sources i (an integer scalar): ("arg", "max" | "min", k) argmax(h[:k]), ("count", p)
+#   min(sum(p as int32), 3)
+#   ops:
+#     ("mix", m, "int" | "float")   h @ W + c; "int": W, c in {-1, 0, 1} keep the integer grid
+#     ("act", name)                 relu tanh sigmoid softplus abs sq sign floor round
+#     ("where", p, b1, b2)          jnp.where(p, b1(h), b2(h))
+#     ("cast", p, b)                p.astype(float) * b(h)
+#     ("switch", i, (b, ...))       lax.switch(i, bs, h)
+#     ("cond", p, "first" | "any", b1, b2)   lax.cond(p[0] or any(p), b1, b2, h)
+#     ("trunc", s, "add" | "mul")   t = (s h).astype(int32) as float; t + h / 2 or t * h
+#     ("ipow", i, "lax" | "jnp")    lax.pow(h, i) or jnp.power(h, i)
+#     ("take", src)                 h + take(h, argmax b(h)) (argmin), or take(h, cumsum(p) % n)
+#     ("icum", p, "cumsum" | "cummax", use, b1, b2)   an int32 mask through cumsum / cummax
+#     ("iarith", p, q, use, b1, b2)                   2p - q + 3pq on int32 masks
+#     ("smap", p, map, "bool" | "int", use, b1, b2, arg)   a mask through flip, roll,
+#                                   transpose, cumsum, take (constant indices), reshape, concat
+#       use: "where": where(mask != 0, b1, b2); "odd": where(mask % 2 == 1, b1, b2);
+#            "cast": mask.astype(float) * b1
+#     ("guard", kind)               branches undefined where not taken (GUARDS): where(h > 0,
+#                                   log h, -1), where(h != 0, 1/h, 0), where(h > 0, sqrt h, 0),
+#                                   where(h > 1, arccosh h, 0), xlogy(relu h, relu h),
+#                                   entr(relu h), where(isfinite(log h), log h, 0),
+#                                   lax.cond(h[0] > 0, h + log h[0], h)
+#     ("maxpool", w, s)             1-D max pooling, s < w, s == w or s > w
+#     ("reduce", "max" | "min")     h + max(h), h - min(h)
+#     ("sqrt0", kind)               sqrt(h * h), sqrt(relu h), h + norm(h[:2]): zero on both sides
+#     ("loop", p, b1, b2)           fori_loop(0, 2, where(p, b1, b2)): predicates inside a scan
+#     ("unsupported", kind)         jnp.sort(h), take(h, argsort(h)), a while_loop: no exact
+#                                   rule, so deeplift must raise DeepLiftError (or be exact)
+#   head: w . h + c, or its tanh.
+
+PROGRAMS_PER_EXAMPLE = 4
+PROGRAM_INSTANCES = 24
+PROGRAM_CI_EXAMPLES = 4  # 16 programs, 384 models
+SLOW_PROGRAMS = int(os.environ.get("DEEPLIFTJAX_FUZZ_PROGRAMS", "500"))
+
+CMPS = {
+    "==": jnp.equal,
+    "!=": jnp.not_equal,
+    ">=": jnp.greater_equal,
+    ">": jnp.greater,
+    "<=": jnp.less_equal,
+    "<": jnp.less,
+}
+THRESHOLDS = (-1.0, 0.0, 0.0, 0.5, 1.0)
+BRANCHES = ("id", "neg", "sq", "tanh", "const", "zero", "roll", "affine")
+PROGRAM_ACTS = ("relu", "tanh", "sigmoid", "softplus", "abs", "sq", "sign", "floor", "round")
+GUARDS = ("log", "inv", "sqrt", "arccosh", "xlogy", "entr", "isfinite", "cond_log")
+SMAPS = ("flip", "roll", "transpose", "cumsum", "take", "reshape", "concat")
+USES = ("where", "odd", "cast")
+OP_KINDS = (
+    ("mix", "act", "where", "where", "cast", "switch", "cond")
+    + ("trunc", "ipow", "take", "icum", "iarith", "guard", "guard", "smap", "smap")
+    + ("maxpool", "reduce", "sqrt0", "loop", "unsupported")
+)
+FAMILIES = {
+    "where": "predicate",
+    "cast": "predicate",
+    "switch": "predicate",
+    "cond": "predicate",
+    "trunc": "integer",
+    "ipow": "integer",
+    "take": "integer",
+    "icum": "integer",
+    "iarith": "integer",
+    "guard": "guarded",
+    "smap": "structural",
+    "maxpool": "pooling",
+    "reduce": "pooling",
+    "sqrt0": "boundary",
+    "loop": "predicate",
+    "unsupported": "unsupported",
+}
+
+
+def _draw_pred(draw, n, depth=1):
+    kinds = ["cmp", "cmp", "cmp", "cmp2", "isfinite", "isnan", "arg"]
+    if depth:
+        kinds += ["and", "and", "or", "xor", "not"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "cmp":
+        return ("cmp", draw(st.sampled_from(tuple(CMPS))), draw(st.sampled_from(THRESHOLDS)))
+    if kind == "cmp2":
+        return ("cmp2", draw(st.sampled_from(tuple(CMPS))))
+    if kind == "isfinite":
+        return ("isfinite", draw(st.sampled_from(["log", "inv"])))
+    if kind == "isnan":
+        return ("isnan", "sqrt")
+    if kind == "arg":
+        k = draw(st.integers(2, n))
+        return ("arg", draw(st.sampled_from(["max", "min"])), k, draw(st.integers(0, k - 1)))
+    if kind == "not":
+        return ("not", _draw_pred(draw, n, depth - 1))
+    return (kind, _draw_pred(draw, n, depth - 1), _draw_pred(draw, n, depth - 1))
+
+
+def _draw_source(draw, n):
+    if draw(st.booleans()):
+        return ("arg", draw(st.sampled_from(["max", "min"])), draw(st.integers(2, n)))
+    return ("count", _draw_pred(draw, n))
+
+
+@st.composite
+def programs(draw):
+    n = draw(st.sampled_from([3, 4, 4, 5, 6, 6, 8]))
+    in_shape, ops = (n,), []
+    branch = st.sampled_from(BRANCHES)
+    for _ in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(OP_KINDS))
+        if kind == "mix":
+            m = draw(st.integers(2, 8))
+            op, n = ("mix", m, draw(st.sampled_from(["int", "int", "float"]))), m
+        elif kind == "act":
+            op = ("act", draw(st.sampled_from(PROGRAM_ACTS)))
+        elif kind == "where":
+            op = ("where", _draw_pred(draw, n), draw(branch), draw(branch))
+        elif kind == "cast":
+            op = ("cast", _draw_pred(draw, n), draw(branch))
+        elif kind == "switch":
+            bs = tuple(draw(branch) for _ in range(draw(st.integers(2, 3))))
+            op = ("switch", _draw_source(draw, n), bs)
+        elif kind == "cond":
+            how = draw(st.sampled_from(["first", "any"]))
+            op = ("cond", _draw_pred(draw, n), how, draw(branch), draw(branch))
+        elif kind == "trunc":
+            op = ("trunc", draw(st.sampled_from([1.0, 2.0])), draw(st.sampled_from(["add", "mul"])))
+        elif kind == "ipow":
+            op = ("ipow", _draw_source(draw, n), draw(st.sampled_from(["lax", "jnp"])))
+        elif kind == "take":
+            how = draw(st.sampled_from(["argmax", "argmin", "cumsum"]))
+            arg = _draw_pred(draw, n) if how == "cumsum" else draw(branch)
+            op = ("take", (how, arg))
+        elif kind in ("icum", "iarith"):
+            first = _draw_pred(draw, n)
+            second = draw(st.sampled_from(["cumsum", "cummax"])) if kind == "icum" else None
+            second = second or _draw_pred(draw, n)
+            op = (kind, first, second, draw(st.sampled_from(USES)), draw(branch), draw(branch))
+        elif kind == "smap":
+            maps = [m for m in SMAPS if n % 2 == 0 or m not in ("transpose", "reshape")]
+            mp = draw(st.sampled_from(maps))
+            if mp == "take":
+                arg = tuple(draw(st.lists(st.integers(0, n - 1), min_size=n, max_size=n)))
+            else:
+                arg = draw(st.integers(1, n - 1))
+            dtype = draw(st.sampled_from(["bool", "int"]))
+            use = draw(st.sampled_from(USES))
+            op = ("smap", _draw_pred(draw, n), mp, dtype, use, draw(branch), draw(branch), arg)
+        elif kind == "guard":
+            op = ("guard", draw(st.sampled_from(GUARDS)))
+        elif kind == "maxpool":
+            w = draw(st.integers(2, 3))
+            s = draw(st.sampled_from([w - 1, w, w + 1]))  # overlapping, tiling, gaps
+            if n < w or (n - w) // s + 1 < 2:
+                continue
+            op, n = ("maxpool", w, s), (n - w) // s + 1
+        elif kind == "reduce":
+            op = ("reduce", draw(st.sampled_from(["max", "min"])))
+        elif kind == "loop":
+            op = ("loop", _draw_pred(draw, n), draw(branch), draw(branch))
+        elif kind == "unsupported":
+            op = ("unsupported", draw(st.sampled_from(["sort", "argsort", "while"])))
+        else:
+            op = ("sqrt0", draw(st.sampled_from(["abs", "relu", "norm"])))
+        ops.append(op)
+    head = draw(st.sampled_from(["linear", "tanh"]))
+    # split k > 0: the input is the pytree (x[:k], x[k:]), joined inside the program
+    split = draw(st.integers(1, in_shape[0] - 1)) if draw(st.integers(0, 3)) == 0 else 0
+    # vmapped over the draws (cond becomes select), or jitted for one draw (a real cond)
+    return in_shape, tuple(ops), head, split, draw(st.sampled_from(["vmap", "each"]))
+
+
+def _pred(p, h):
+    kind = p[0]
+    if kind == "cmp":
+        return CMPS[p[1]](h, p[2])
+    if kind == "cmp2":
+        return CMPS[p[1]](h, jnp.roll(h, 1))
+    if kind == "isfinite":
+        return jnp.isfinite(jnp.log(h) if p[1] == "log" else 1 / h)
+    if kind == "isnan":
+        return jnp.isnan(jnp.sqrt(h))
+    if kind == "arg":
+        i = (jnp.argmax if p[1] == "max" else jnp.argmin)(h[: p[2]])
+        return jnp.broadcast_to(i == p[3], h.shape)
+    if kind == "not":
+        return ~_pred(p[1], h)
+    a, b = _pred(p[1], h), _pred(p[2], h)
+    return a & b if kind == "and" else a | b if kind == "or" else a ^ b
+
+
+def _branch(name, h):
+    if name == "id":
+        return h
+    if name == "neg":
+        return -h
+    if name == "sq":
+        return h * h
+    if name == "tanh":
+        return jnp.tanh(h)
+    if name == "const":
+        return jnp.full_like(h, 2.0)
+    if name == "zero":
+        return jnp.zeros_like(h)
+    if name == "roll":
+        return jnp.roll(h, 1)
+    return 2 * h + 1
+
+
+def _source(src, h):
+    if src[0] == "arg":
+        return (jnp.argmax if src[1] == "max" else jnp.argmin)(h[: src[2]])
+    return jnp.minimum(jnp.sum(_pred(src[1], h).astype(jnp.int32)), 3)
+
+
+def _use(use, m, b1, b2, h):
+    if use == "cast":
+        return m.astype(h.dtype) * _branch(b1, h)
+    cond = m != 0 if use == "where" else m.astype(jnp.int32) % 2 == 1
+    return jnp.where(cond, _branch(b1, h), _branch(b2, h))
+
+
+def _smap(mp, m, arg):
+    n = m.shape[0]
+    if mp == "flip":
+        return jnp.flip(m)
+    if mp == "roll":
+        return jnp.roll(m, arg)
+    if mp == "transpose":
+        return m.reshape(2, n // 2).T.reshape(n)
+    if mp == "cumsum":
+        return jnp.cumsum(m.astype(jnp.int32))
+    if mp == "take":
+        return jnp.take(m, np.asarray(arg, np.int32))
+    if mp == "reshape":
+        return m.reshape(2, n // 2)[::-1].reshape(n)
+    return jnp.concatenate([m[arg:], m[:arg]])
+
+
+def _guard(kind, h):
+    if kind == "log":
+        return jnp.where(h > 0, jnp.log(h), -1.0)
+    if kind == "inv":
+        return jnp.where(h != 0, 1 / h, 0.0)
+    if kind == "sqrt":
+        return jnp.where(h > 0, jnp.sqrt(h), 0.0)
+    if kind == "arccosh":
+        return jnp.where(h > 1, jnp.arccosh(h), 0.0)
+    if kind == "xlogy":
+        return jax.scipy.special.xlogy(jax.nn.relu(h), jax.nn.relu(h))
+    if kind == "entr":
+        return jax.scipy.special.entr(jax.nn.relu(h))
+    if kind == "isfinite":
+        log = jnp.log(h)
+        return jnp.where(jnp.isfinite(log), log, 0.0)
+    return lax.cond(h[0] > 0, lambda v: v + jnp.log(v[0]), lambda v: v, h)
+
+
+def _program_op(op, h, P):
+    kind = op[0]
+    if kind == "mix":
+        n, m = h.shape[0], op[1]
+        if op[2] == "int":
+            return h @ P("int", (n, m)) + P("int", (m,))
+        return h @ P("w", (n, m), fan_in=n) + P("b", (m,))
+    if kind == "act":
+        name = op[1]
+        if name == "abs":
+            return jnp.abs(h)
+        if name == "sq":
+            return h * h
+        if name in ("sign", "floor", "round"):
+            return getattr(jnp, name)(h)
+        return jnp.tanh(h) if name == "tanh" else getattr(jax.nn, name)(h)
+    if kind == "where":
+        return jnp.where(_pred(op[1], h), _branch(op[2], h), _branch(op[3], h))
+    if kind == "cast":
+        return _pred(op[1], h).astype(h.dtype) * _branch(op[2], h)
+    if kind == "switch":
+        bs = [functools.partial(_branch, b) for b in op[2]]
+        return lax.switch(_source(op[1], h), bs, h)
+    if kind == "cond":
+        p = _pred(op[1], h)
+        p = p[0] if op[2] == "first" else jnp.any(p)
+        return lax.cond(p, functools.partial(_branch, op[3]), functools.partial(_branch, op[4]), h)
+    if kind == "trunc":
+        t = (op[1] * h).astype(jnp.int32).astype(h.dtype)
+        return t + 0.5 * h if op[2] == "add" else t * h
+    if kind == "ipow":
+        i = _source(op[1], h)
+        return lax.pow(h, i.astype(jnp.int32)) if op[2] == "lax" else jnp.power(h, i)
+    if kind == "take":
+        how, arg = op[1]
+        if how == "cumsum":
+            return jnp.take(h, jnp.cumsum(_pred(arg, h).astype(jnp.int32)) % h.shape[0])
+        i = (jnp.argmax if how == "argmax" else jnp.argmin)(_branch(arg, h))
+        return h + jnp.take(h, i)
+    if kind == "icum":
+        m = _pred(op[1], h).astype(jnp.int32)
+        m = jnp.cumsum(m) if op[2] == "cumsum" else lax.cummax(m, axis=0)
+        return _use(op[3], m, op[4], op[5], h)
+    if kind == "iarith":
+        a, b = (_pred(p, h).astype(jnp.int32) for p in op[1:3])
+        return _use(op[3], 2 * a - b + 3 * a * b, op[4], op[5], h)
+    if kind == "smap":
+        _, p, mp, dtype, use, b1, b2, arg = op
+        m = _pred(p, h)
+        m = m.astype(jnp.int32) if dtype == "int" else m
+        return _use(use, _smap(mp, m, arg), b1, b2, h)
+    if kind == "guard":
+        return _guard(op[1], h)
+    if kind == "maxpool":
+        return lax.reduce_window(h, -jnp.inf, lax.max, (op[1],), (op[2],), "VALID")
+    if kind == "reduce":
+        return h + jnp.max(h) if op[1] == "max" else h - jnp.min(h)
+    if kind == "loop":
+        step = lambda i, v: jnp.where(_pred(op[1], v), _branch(op[2], v), _branch(op[3], v))
+        return lax.fori_loop(0, 2, step, h)
+    if kind == "unsupported":
+        if op[1] == "sort":
+            return jnp.sort(h)
+        if op[1] == "argsort":
+            return jnp.take(h, jnp.argsort(h))
+        return lax.while_loop(lambda v: jnp.sum(v) < 0, lambda v: v + 1.0, h)
+    if op[1] == "abs":
+        return jnp.sqrt(h * h)
+    if op[1] == "relu":
+        return jnp.sqrt(jax.nn.relu(h))
+    return h + jnp.linalg.norm(h[:2])
+
+
+def program(spec, x, P):
+    h = jnp.concatenate(x) if isinstance(x, tuple | list) else x
+    for op in spec[1]:
+        h = _program_op(op, h, P)
+    y = h @ P("w", h.shape, fan_in=h.shape[0]) + P("b", ())
+    return jnp.tanh(y) if spec[2] == "tanh" else y
+
+
+def families(spec):
+    return sorted({FAMILIES[op[0]] for op in spec[1] if op[0] in FAMILIES})
+
+
+# ---- inputs and references at boundary values ----------------------------------------------
+
+PROGRAM_RELATIONS = ("zero", "ones", "minus_ones", "negated", "some_equal", "equal", "random")
+PROGRAM_RELATIONS += ("onehot", "near", "ulp")
+
+
+def _boundary_vector(n, rng, style):
+    if style == "sign":  # -1, 0, 1: every threshold, ties, x == ref on many entries
+        return rng.integers(-1, 2, n).astype(np.float64)
+    if style == "grid":
+        return rng.choice([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], n)
+    if style == "onehot":
+        v = np.zeros(n)
+        v[rng.integers(n)] = rng.choice([-1.0, 1.0, 1.0])
+        return v
+    return rng.normal(size=n)
+
+
+def program_input_and_reference(n, rng, relation):
+    style = rng.choice(["sign", "sign", "grid", "onehot", "normal"])
+    x = _boundary_vector(n, rng, style)
+    if relation in ("zero", "ones", "minus_ones"):
+        r = np.full(n, {"zero": 0.0, "ones": 1.0, "minus_ones": -1.0}[relation])
+    elif relation == "negated":
+        r = -x
+    elif relation == "some_equal":
+        r = np.where(rng.random(n) < 0.5, x, _boundary_vector(n, rng, style))
+    elif relation == "equal":
+        r = x.copy()
+    elif relation == "onehot":
+        r = _boundary_vector(n, rng, "onehot")
+    elif relation == "near":  # thresholds crossed by tiny steps: 0 vs 1e-6
+        step = rng.choice([1e-6, 1e-3]) * rng.choice([-1.0, 1.0], n)
+        r = x + np.where(rng.random(n) < 0.5, step, 0.0)
+    elif relation == "ulp":  # one float32 ulp away on some entries
+        x = np.asarray(x, np.float32)
+        away = np.nextafter(x, rng.choice([-np.inf, np.inf], n).astype(np.float32))
+        r = np.where(rng.random(n) < 0.5, away, x)
+    else:
+        r = _boundary_vector(n, rng, rng.choice(["sign", "grid", "normal"]))
+    return np.asarray(x, np.float32), np.asarray(r, np.float32)
+
+
+# ---- the check: DeepLiftError at trace time, or finite scores that sum to delta --------------
+
+
+def _trace_outcome(spec, x, r, p):
+    """None if deeplift traces, "raised" on DeepLiftError, else the other exception."""
+    g = lambda x, p: program(spec, x, _Apply(p))
+    sds = lambda t: jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), t)
+    attr = lambda x, r, p: dl.deeplift(g, r)(x, p)
+    try:
+        jax.eval_shape(attr, sds(x), sds(r), sds(p))  # one instance
+    except dl.DeepLiftError:
+        return "raised"
+    except Exception as e:  # a failure too: only DeepLiftError may be raised
+        return _error_text(e)
+    return None
+
+
+def _error_text(e):
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+
+
+def check_program(spec, rng, instances=PROGRAM_INSTANCES):
+    """(spec, relations, rel errors, finite, noise, outcome, xs, refs, params), one program.
+
+    outcome is None (scores checked), "raised" (DeepLiftError at trace time: passes) or the
+    text of any other exception (fails). Each program is its own compiled call: packing
+    programs into one function as above is not used here, because a jump credited through
+    the input distance (the score of last resort, see deepliftjax/_discrete.py) goes to
+    every attributed input, so a sum of programs is not each program's scores."""
+    rel = [PROGRAM_RELATIONS[i] for i in rng.integers(0, len(PROGRAM_RELATIONS), instances)]
+    pairs = [program_input_and_reference(spec[0][0], rng, r) for r in rel]
+    params = [init(spec, rng, program) for _ in range(instances)]
+    x, r = np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+    p = [np.stack(leaves) for leaves in zip(*params, strict=True)]
+    nothing = np.zeros(instances)
+    k = spec[3]
+    split = (lambda a: (a[:, :k], a[:, k:])) if k else (lambda a: a)
+    outcome = _trace_outcome(spec, split(x), split(r), p)
+    if outcome is None:
+        try:
+            fn = _compiled((spec,), program, batched=spec[4] == "vmap")
+            c, fx, fr = _run(fn, [split(x)], [split(r)], [p])
+            c = np.concatenate(c[0], -1) if k else c[0]
+        except dl.DeepLiftError:
+            outcome = "raised"
+        except Exception as e:
+            outcome = _error_text(e)
+    if outcome is not None:
+        return (spec, rel, nothing, nothing > 0, nothing > 0, outcome, x, r, p)
+    c, fx, fr = (np.asarray(a, np.float64) for a in (c, fx[0], fr[0]))
+    with jax.enable_x64(True):  # Δf in float64
+        as64 = lambda t: jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), t)
+        fx64, fr64 = as64(_forward((spec,), program)(*as64(([x], [r], [p]))))
+    errs, noise = _errors(c, fx, fr, fx64[0], fr64[0], ulps_of_f=8)
+    finite = np.isfinite(c).reshape(instances, -1).all(1)
+    for b in range(instances):
+        if rel[b] == "equal":
+            finite[b] &= not np.any(c[b])  # input == reference: exactly zero
+    # f itself not finite at x or ref (no Δf to sum to): nothing to check
+    defined = np.isfinite(fx) & np.isfinite(fr) & np.isfinite(fx64[0]) & np.isfinite(fr64[0])
+    errs = np.where(defined, errs, 0.0)
+    return (spec, rel, errs, finite | ~defined, noise | ~defined, None, x, r, p)
+
+
+def check_programs(specs, seed, instances=PROGRAM_INSTANCES):
+    rng = np.random.default_rng(seed)
+    return [check_program(s, rng, instances) for s in specs]
+
+
+def _fmt(a):
+    """An array on one line, with every digit float32 needs to give it back exactly."""
+    return " ".join(np.array2string(a, separator=",", floatmode="unique").split())
+
+
+def _program_failures(report):
+    fmt = _fmt
+    bad = []
+    for s, rel, errs, fin, noise, outcome, x, r, p in report:
+        if outcome is not None:
+            if outcome != "raised":
+                bad.append(f"{families(s)} {s}: raised {outcome}")
+            continue
+        for b in range(len(errs)):
+            if not ((errs[b] <= TOL or noise[b]) and fin[b]):
+                bad.append(
+                    f"{families(s)} {s} ref={rel[b]} x={fmt(x[b])} r={fmt(r[b])}: "
+                    f"rel error {errs[b]:.3g}, finite/zero ok={bool(fin[b])}; "
+                    f"params={[fmt(a[b]) for a in p]}"
+                )
+    return bad
+
+
+program_batches = st.lists(programs(), min_size=PROGRAMS_PER_EXAMPLE, max_size=PROGRAMS_PER_EXAMPLE)
+
+
+@settings(max_examples=PROGRAM_CI_EXAMPLES, **_SETTINGS)
+@given(specs=program_batches, seed=st.integers(0, 2**31 - 1))
+def test_random_programs_sum_to_delta_or_raise(specs, seed):
+    bad = _program_failures(check_programs(specs, seed))
+    assert not bad, "programs breaking summation to delta:\n" + "\n".join(bad)
+
+
+@pytest.mark.slow
+def test_random_programs_long_run():
+    """DEEPLIFTJAX_FUZZ_PROGRAMS programs (default 500), PROGRAM_INSTANCES draws each."""
+    examples = -(-SLOW_PROGRAMS // PROGRAMS_PER_EXAMPLE)
+    stats, bad = {}, []
+
+    @settings(max_examples=examples, **_SETTINGS)
+    @given(specs=program_batches, seed=st.integers(0, 2**31 - 1))
+    def run(specs, seed):
+        report = check_programs(specs, seed)
+        for entry in report:
+            one = _program_failures([entry])
+            for fam in families(entry[0]) or ["plain"]:
+                st_ = stats.setdefault(fam, [0, 0, 0])  # models, raised, failing models
+                st_[0] += len(entry[2])
+                st_[1] += len(entry[2]) if entry[5] == "raised" else 0
+                st_[2] += len(one) if entry[5] is None else len(entry[2]) * bool(one)
+        bad.extend(_program_failures(report))
+
+    t0 = time.perf_counter()
+    run()
+    lines = [
+        f"  {f}: {n} models, {r} raised DeepLiftError, {b} failing"
+        for f, (n, r, b) in sorted(stats.items())
+    ]
+    print(
+        f"\nfuzz programs: {examples * PROGRAMS_PER_EXAMPLE} programs, "
+        f"{examples * PROGRAMS_PER_EXAMPLE * PROGRAM_INSTANCES} models, {len(bad)} failures, "
+        f"{time.perf_counter() - t0:.0f} s; by family (a program can be in several):\n"
+        + "\n".join(lines)
+    )
+    assert not bad, "programs breaking summation to delta:\n" + "\n".join(bad)
+
+
+# ---- argnums: scores come back in argnums' order ----------------------------------------------
+
+
+ARGNUMS = tuple(itertools.permutations((0, 1, 2))) + ((1, 0), (2, 0), (2, 1), (1,), (0, 2))
+
+
+def test_argnums_order():
+    """Tuple argnums in any order return the scores of the sorted order, permuted."""
+
+    def f(a, b, c):  # every argument interacts with another
+        return jnp.sum(jnp.tanh(a) * b[0]) + jnp.sum(jax.nn.relu(c - a[0])) + jnp.sum(b[1:] ** 2)
+
+    rng = np.random.default_rng(0)
+    args = [rng.normal(size=n).astype(np.float32) for n in (2, 3, 4)]
+    refs = [rng.normal(size=n).astype(np.float32) for n in (2, 3, 4)]
+    cases = ARGNUMS + tuple(sorted({tuple(sorted(n)) for n in ARGNUMS} - set(ARGNUMS)))
+    run = lambda *a: [dl.deeplift(f, tuple(refs[i] for i in n), argnums=n)(*a) for n in cases]
+    got = dict(zip(cases, jax.jit(run)(*args), strict=True))  # one compile for all
+    for nums in ARGNUMS:
+        want = dict(zip(sorted(nums), got[tuple(sorted(nums))], strict=True))
+        assert len(got[nums]) == len(nums), nums
+        for i, c in zip(nums, got[nums], strict=True):
+            assert c.shape == args[i].shape, (nums, i)
+            np.testing.assert_allclose(c, want[i], rtol=1e-5, atol=1e-6, err_msg=str(nums))
+        at_ref = [refs[i] if i in nums else a for i, a in enumerate(args)]
+        delta = float(f(*args)) - float(f(*at_ref))
+        total = sum(float(jnp.sum(c)) for c in got[nums])
+        assert abs(total - delta) <= 1e-5 * max(abs(delta), 1.0), nums
