@@ -114,14 +114,7 @@ def deeplift(
       >>> deeplift(f, jnp.zeros(2))(jnp.array([-1.0, -1.0]))
       Array([-0.13333334, -0.26666668], dtype=float32)
     """
-    _check_rule_set(rule)
-    options = Options(
-        max_rule=max_rule,
-        fallback=fallback,
-        method=rule,
-        precision=precision,
-        product_rule=product_rule,
-    )
+    options = _options(rule, max_rule, fallback, precision, product_rule)
     return _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options)
 
 
@@ -179,14 +172,7 @@ def deeplift_vjp(
       >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
       >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
-    _check_rule_set(rule)
-    options = Options(
-        max_rule=max_rule,
-        fallback=fallback,
-        method=rule,
-        precision=precision,
-        product_rule=product_rule,
-    )
+    options = _options(rule, max_rule, fallback, precision, product_rule)
     out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
 
     def multipliers(cotangent: Any) -> Any:
@@ -312,7 +298,8 @@ def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
     return jax.tree_util.tree_map(one, m, diff, refs)
 
 
-def _check_rule_set(rule):
+def _options(rule, max_rule, fallback, precision, product_rule):
+    """The options of :func:`deeplift` and :func:`deeplift_vjp`, checked."""
     if rule not in EXACT_METHODS:
         raise DeepLiftError(
             f"rule={rule!r} is not a DeepLIFT rule set; deeplift accepts {EXACT_METHODS}.\n"
@@ -320,6 +307,13 @@ def _check_rule_set(rule):
             "The gradient-based methods are their own functions: deepliftjax.lrp_epsilon, "
             "guided_backprop, gradient, gradient_x_input, integrated_gradients."
         )
+    return Options(
+        max_rule=max_rule,
+        fallback=fallback,
+        method=rule,
+        precision=precision,
+        product_rule=product_rule,
+    )
 
 
 def _check_argnums(argnums, nargs):

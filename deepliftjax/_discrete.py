@@ -122,6 +122,13 @@ SCORES: dict[Any, Builder] = {}
 aligned with ``outs``, entries may be None). Primitives not here get :func:`_generic`."""
 
 
+def _differences(a: Any, b: Any) -> tuple[Any, Any]:
+    """``a - b`` at the input and at the reference (operands may be constants)."""
+    ax, ar = (a.x, a.r) if isinstance(a, Pair) else (a, a)
+    bx, br = (b.x, b.r) if isinstance(b, Pair) else (b, b)
+    return ax - bx, ar - br
+
+
 def _margin(sign: float) -> Builder:
     """``a > b`` is decided by the sign of ``a - b``: that margin is the score."""
 
@@ -129,9 +136,8 @@ def _margin(sign: float) -> Builder:
         a, b = invals
         if not any(isinstance(v, Pair) and v.is_float for v in (a, b)):
             return _generic(ctx, prim, invals, params, outs)
-        ax, ar = (a.x, a.r) if isinstance(a, Pair) else (a, a)
-        bx, br = (b.x, b.r) if isinstance(b, Pair) else (b, b)
-        return [Pair(sign * (ax - bx), sign * (ar - br))]
+        dx, dr = _differences(a, b)
+        return [Pair(sign * dx, sign * dr)]
 
     return build
 
@@ -144,9 +150,7 @@ def _equality(sign: float) -> Builder:
         a, b = invals
         if not any(isinstance(v, Pair) and v.is_float for v in (a, b)):
             return _generic(ctx, prim, invals, params, outs)
-        ax, ar = (a.x, a.r) if isinstance(a, Pair) else (a, a)
-        bx, br = (b.x, b.r) if isinstance(b, Pair) else (b, b)
-        dx, dr = ax - bx, ar - br
+        dx, dr = _differences(a, b)
         side = jnp.where(dr != 0, -jnp.sign(dr), -jnp.sign(dx))
         side = lax.stop_gradient(jnp.where(jnp.isfinite(side), side, 0))  # NaN: no candidate
         return [Pair(sign * side * dx, sign * side * dr)]
