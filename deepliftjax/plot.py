@@ -154,17 +154,24 @@ def _finish_seq_axes(
     title: str | None,
     ylabel: str | None,
     handles: list[Any],
+    xlabel: str | None = None,
+    ylim: tuple[float, float] | None = None,
 ) -> None:
     ax.axhline(0, color="k", lw=0.5, zorder=1)
     ax.set_xlim(-0.5, length - 0.5)
-    pad = 0.05 * max(hi - lo, 1e-12)
-    ax.set_ylim(min(lo, 0.0) - pad, max(hi, 0.0) + pad)
+    if ylim is None:
+        pad = 0.05 * max(hi - lo, 1e-12)
+        ax.set_ylim(min(lo, 0.0) - pad, max(hi, 0.0) + pad)
+    else:
+        ax.set_ylim(*ylim)
     ax.spines[["top", "right"]].set_visible(False)
     ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9, loc="left")
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=8)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
     if handles:
         ax.legend(
             handles=handles,
@@ -186,7 +193,9 @@ def sequence_logo(
     colors: Mapping[str, str] | None = None,
     highlight: Highlight | None = None,
     title: str | None = None,
-    ylabel: str | None = None,
+    ylabel: str | None = "score",
+    xlabel: str | None = "position",
+    ylim: tuple[float, float] | None = None,
     width: float = 0.95,
 ) -> Axes:
     """A sequence logo of contributions: at each position the letters are drawn with height
@@ -206,7 +215,10 @@ def sequence_logo(
       highlight: name -> bool mask (length,) or list of (start, stop) spans to shade, e.g.
         the true motif positions.
       title: axes title.
-      ylabel: y-axis label.
+      ylabel: y-axis label (None: none).
+      xlabel: x-axis label (None: none).
+      ylim: y-limits (default: fit the letters); give several logos the same limits to
+        compare their heights.
       width: letter width in positions.
 
     Returns:
@@ -255,7 +267,7 @@ def sequence_logo(
     handles = _draw_highlight(ax, highlight, length)
     hi = np.clip(s, 0, None).sum(1).max()
     lo = np.clip(s, None, 0).sum(1).min()
-    _finish_seq_axes(ax, length, lo, hi, title, ylabel, handles)
+    _finish_seq_axes(ax, length, lo, hi, title, ylabel, handles, xlabel, ylim)
     return ax
 
 
@@ -268,7 +280,9 @@ def sequence_bars(
     colors: Mapping[str, str] | None = None,
     highlight: Highlight | None = None,
     title: str | None = None,
-    ylabel: str | None = None,
+    ylabel: str | None = "score",
+    xlabel: str | None = "position",
+    ylim: tuple[float, float] | None = None,
 ) -> Axes:
     """Per-position scores as bars coloured by base (the paper's Fig. 3 style).
 
@@ -284,7 +298,9 @@ def sequence_bars(
       colors: letter -> colour (default :data:`BASE_COLORS`).
       highlight: name -> bool mask (length,) or list of (start, stop) spans to shade.
       title: axes title.
-      ylabel: y-axis label.
+      ylabel: y-axis label (None: none).
+      xlabel: x-axis label (None: none).
+      ylim: y-limits (default: fit the bars).
 
     Returns:
       The matplotlib Axes.
@@ -309,7 +325,17 @@ def sequence_bars(
     handles = _draw_highlight(ax, highlight, length)
     present = sorted(set(base.tolist()))
     handles = [Patch(color=cols[j], label=alphabet[j]) for j in present] + handles
-    _finish_seq_axes(ax, length, float(height.min()), float(height.max()), title, ylabel, handles)
+    _finish_seq_axes(
+        ax,
+        length,
+        float(height.min()),
+        float(height.max()),
+        title,
+        ylabel,
+        handles,
+        xlabel,
+        ylim,
+    )
     return ax
 
 
@@ -340,6 +366,9 @@ def image_heatmap(
     vmax: float | None = None,
     title: str | None = None,
     colorbar: bool = False,
+    colorbar_label: str | None = "score",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
 ) -> Axes:
     """An image attribution as a heatmap, channels summed as in the paper's Fig. 2.
 
@@ -358,6 +387,8 @@ def image_heatmap(
       vmax: colour scale limit (default: the largest magnitude of this attribution).
       title: axes title.
       colorbar: add a colour bar.
+      colorbar_label: the colour bar's label (what the colours measure).
+      xlabel, ylabel: axis labels (e.g. "input feature", "example" for a table of scores).
 
     Returns:
       The matplotlib Axes.
@@ -389,8 +420,15 @@ def image_heatmap(
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
     if colorbar:
-        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb = plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        if colorbar_label:
+            cb.set_label(colorbar_label, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
     return ax
 
 
@@ -405,11 +443,18 @@ def method_panels(
     highlight: Highlight | Sequence[Highlight] | None = None,
     alphabet: str = "ACGT",
     panel_size: tuple[float, float] | None = None,
+    shared_scale: bool = True,
+    colorbar: bool = True,
+    colorbar_label: str = "score",
+    ylabel: str = "score",
 ) -> Figure:
     """Side-by-side panels of several methods' attributions for the same examples.
 
-    ``kind="image"``: one row per example, columns the input (if given) then each method.
-    ``kind="logo"`` or ``"bars"``: one row per method and example, sharing the position axis.
+    ``kind="image"``: one row per example, columns the input (if given) then each method;
+    by default the methods of a row share one colour scale, shown by one colour bar at the
+    row's end. ``kind="logo"`` or ``"bars"``: one row per method and example, sharing the
+    position axis; by default the methods of one example share one y-scale, so their
+    heights compare directly.
 
     Args:
       attributions: method name -> scores of a batch: images (N, H, W) or (N, H, W, C),
@@ -424,6 +469,12 @@ def method_panels(
       highlight: sequences: spans to shade, one mapping for all examples or one per example.
       alphabet: sequences: the letters of the last axis.
       panel_size: (width, height) of one panel in inches.
+      shared_scale: one colour scale per image row / one y-scale per sequence example
+        (False: each panel scaled to its own maximum).
+      colorbar: images: add colour bars (one per row with ``shared_scale``, else one per
+        panel).
+      colorbar_label: images: the colour bars' label.
+      ylabel: sequences: the y-axis quantity, shown under each method's name.
 
     Returns:
       The matplotlib Figure.
@@ -465,7 +516,13 @@ def method_panels(
         )
         cols = len(names) + (inputs is not None)
         pw, ph = panel_size or (2.0, 2.0)
-        fig, axes = plt.subplots(n, cols, figsize=(pw * cols, ph * n + 0.3), squeeze=False)
+        fig, axes = plt.subplots(
+            n,
+            cols,
+            figsize=(pw * cols + (0.8 if colorbar else 0.0), ph * n + 0.3),
+            squeeze=False,
+            layout="constrained",
+        )
         for i in range(n):
             c = 0
             if inputs is not None:
@@ -478,6 +535,13 @@ def method_panels(
                 if row_titles is not None:
                     axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
                 c = 1
+            shown = {
+                k: np.clip(a, 0.0, None) if pos[k] else a
+                for k, a in ((k, _as_image(arrs[k][i], channel_axis)) for k in names)
+            }
+            signed = {k: bool(a.min() < 0) for k, a in shown.items()}
+            one_bar = shared_scale and len(set(signed.values())) == 1
+            top = max(float(np.abs(a).max()) for a in shown.values()) if shared_scale else None
             for j, k in enumerate(names):
                 label = k + (" (positive)" if pos[k] else "")
                 image_heatmap(
@@ -485,11 +549,19 @@ def method_panels(
                     ax=axes[i, c + j],
                     positive_only=pos[k],
                     channel_axis=channel_axis,
+                    vmax=top,
                     title=label if i == 0 else None,
+                    colorbar=colorbar and not one_bar,
+                    colorbar_label=colorbar_label,
                 )
+            if colorbar and one_bar:
+                cb = fig.colorbar(
+                    axes[i, -1].images[-1], ax=list(axes[i, c:]), shrink=0.9, pad=0.02
+                )
+                cb.set_label(colorbar_label, fontsize=8)
+                cb.ax.tick_params(labelsize=7)
             if inputs is None and row_titles is not None:
                 axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
-        fig.tight_layout()
         return fig
 
     if isinstance(highlight, Mapping) or highlight is None:
@@ -505,6 +577,7 @@ def method_panels(
     fig, axes = plt.subplots(rows, 1, figsize=(pw, ph * rows + 0.3), sharex=True, squeeze=False)
     draw = sequence_logo if kind == "logo" else sequence_bars
     for i in range(n):
+        row_axes = []
         for j, k in enumerate(names):
             ax = axes[i * len(names) + j, 0]
             title = row_titles[i] if (row_titles is not None and j == 0) else None
@@ -515,10 +588,17 @@ def method_panels(
                 alphabet=alphabet,
                 highlight=hls[i],
                 title=title,
-                ylabel=k,
+                ylabel=f"{k}\n{ylabel}" if ylabel else k,
+                xlabel=None,
             )
             if j > 0 and ax.get_legend() is not None:
                 ax.get_legend().remove()
-    axes[-1, 0].set_xlabel("position")
+            row_axes.append(ax)
+        if shared_scale:  # one y-scale for every method of this example
+            lo = min(a.get_ylim()[0] for a in row_axes)
+            hi = max(a.get_ylim()[1] for a in row_axes)
+            for a in row_axes:
+                a.set_ylim(lo, hi)
+    axes[-1, 0].set_xlabel("position", fontsize=8)
     fig.tight_layout()
     return fig

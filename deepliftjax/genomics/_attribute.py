@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
-from tqdm.auto import tqdm
+
+from ._progress import tqdm
 
 ScalarFn = Callable[[jax.Array], jax.Array]
 ScoreFn = Callable[[jax.Array], jax.Array]

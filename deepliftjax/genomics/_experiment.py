@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import os
 import shlex
@@ -19,14 +20,20 @@ import numpy as np
 from ._attribute import METHODS, MORE_METHODS, UNIFORM_REFERENCE, Method, attribute
 from ._metrics import auprc, auroc, motif_auprc, per_position, top_window_hit
 from ._model import GenomicsCNN
-from ._report import format_missed, format_table, plot_scores, write_report
-from ._simulate import GATA, TAL1, load_motifs, simulate, split
-from ._train import predict, train
+from ._report import format_missed, format_seed_summary, format_table, plot_scores, write_report
+from ._seeds import paired_comparison, seed_findings, summarize_seeds
+from ._simulate import GATA, TAL1, Motif, SimulatedData, load_motifs, simulate, split
+from ._train import TrainResult, predict, train
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Settings of the experiment (defaults: the main command's full run)."""
+    """Settings of the experiment (defaults: the main command's full run).
+
+    ``seed`` seeds the simulated data and the first training run; with ``seeds`` = N > 1,
+    N models are trained on the same data with training seeds ``seed``, ``seed + 1``, ...
+    (the first of them is the single-seed run).
+    """
 
     n_train: int = 16000
     n_val: int = 2000
@@ -38,11 +45,21 @@ class Config:
     patience: int = 4
     min_epochs: int = 8
     min_bits: float = 1.0
-    n_plot: int = 3
+    n_plot: int = 4
     seed: int = 0
+    seeds: int = 1
 
     def __post_init__(self) -> None:
-        for k in ("n_train", "n_val", "n_test", "epochs", "batch_size", "patience", "min_epochs"):
+        for k in (
+            "n_train",
+            "n_val",
+            "n_test",
+            "epochs",
+            "batch_size",
+            "patience",
+            "min_epochs",
+            "seeds",
+        ):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.n_train < self.batch_size:
@@ -57,16 +74,99 @@ class Config:
 
 TINY = dict(n_train=1500, n_val=300, n_test=300, epochs=4, n_plot=2)
 
+NAMES = (GATA, TAL1)
+A, B = "DeepLIFT", "gradient×input"
 
-def _findings(table: Sequence[Mapping[str, Any]], names: Sequence[str], n: int) -> list[str]:
-    """Plain-language comparison of DeepLIFT and gradient×input, computed from the table."""
+
+def package_version() -> str:
+    """The installed deepliftjax version (the package's ``__version__`` if not installed)."""
+    try:
+        return importlib.metadata.version("deepliftjax")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+        from deepliftjax import __version__
+
+        return __version__
+
+
+def training_seeds(config: Config) -> list[int]:
+    """The training seeds of a run: ``seed, seed + 1, ..., seed + seeds - 1``."""
+    return [config.seed + k for k in range(config.seeds)]
+
+
+def make_data(
+    config: Config,
+) -> tuple[dict[str, Motif], SimulatedData, SimulatedData, SimulatedData]:
+    """The motifs and the train / validation / test split of the simulated data.
+
+    Args:
+      config: the settings (sizes, sequence length, ``min_bits``, ``seed``).
+
+    Returns:
+      (motifs, train, validation, test).
+    """
+    motifs = load_motifs()
+    n_all = config.n_train + config.n_val + config.n_test
+    data = simulate(
+        n_all,
+        seq_len=config.seq_len,
+        motifs=motifs,
+        names=NAMES,
+        min_bits=config.min_bits,
+        seed=config.seed,
+    )
+    fr = np.array([config.n_train, config.n_val, config.n_test]) / n_all
+    tr, va, te = split(data, tuple(fr))
+    return motifs, tr, va, te
+
+
+def fit(
+    config: Config,
+    tr: SimulatedData,
+    va: SimulatedData,
+    *,
+    seed: int | None = None,
+    progress: bool = True,
+) -> tuple[GenomicsCNN, TrainResult]:
+    """Trains the §3.2 CNN as the command does.
+
+    Args:
+      config: the settings.
+      tr, va: training and validation data.
+      seed: the training seed (default ``config.seed``).
+      progress: show a progress bar.
+
+    Returns:
+      (model, training result).
+    """
+    model = GenomicsCNN()
+    res = train(
+        model,
+        tr.x,
+        tr.y,
+        va.x,
+        va.y,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        patience=config.patience,
+        min_epochs=min(config.min_epochs, config.epochs),
+        seed=config.seed if seed is None else seed,
+        progress=progress,
+    )
+    return model, res
+
+
+def _single_findings(
+    table: Sequence[Mapping[str, Any]], names: Sequence[str], n: int, seed: int
+) -> list[str]:
+    """Plain-language comparison of DeepLIFT and gradient×input in one run, every metric."""
     rows = {(r["method"], r["motif"]): r for r in table}
-    a, b = "DeepLIFT", "gradient×input"
-    out = ["## Findings", ""]
+    out = [f"## Findings of this run (training seed {seed})", ""]
+    b_better = []
     for motif in names:
-        if (a, motif) not in rows or (b, motif) not in rows:
+        if (A, motif) not in rows or (B, motif) not in rows:
             continue
-        ra, rb = rows[(a, motif)], rows[(b, motif)]
+        ra, rb = rows[(A, motif)], rows[(B, motif)]
         diff = rb["n_missed"] - ra["n_missed"]
         how = (
             "more often than"
@@ -76,22 +176,169 @@ def _findings(table: Sequence[Mapping[str, Any]], names: Sequence[str], n: int) 
             else "about as often as"
         )
         out.append(
-            f"- {motif}: {b} misses it in {rb['n_missed']} of {n} sequences, {how} {a} "
-            f"({ra['n_missed']}). auPRC on informative positions {ra['auprc_core']:.3f} ({a}) "
-            f"vs {rb['auprc_core']:.3f} ({b}); top window, other motif masked, "
+            f"- {motif}: {B} misses it in {rb['n_missed']} of {n} sequences, {how} {A} "
+            f"({ra['n_missed']}). auPRC on informative positions {ra['auprc_core']:.3f} ({A}) "
+            f"vs {rb['auprc_core']:.3f} ({B}), whole motif {ra['auprc_motif']:.3f} vs "
+            f"{rb['auprc_motif']:.3f}; top window {ra['top_window']:.3f} vs "
+            f"{rb['top_window']:.3f}; top window, other motif masked, "
             f"{ra['top_window_alone']:.3f} vs {rb['top_window_alone']:.3f}."
         )
+        for k, label in (
+            ("auprc_core", "auPRC on informative positions"),
+            ("auprc_motif", "auPRC on the whole motif"),
+            ("top_window", "top window (both motifs present: which one dominates)"),
+            ("top_window_alone", "top window, other motif masked"),
+        ):
+            if rb[k] > ra[k]:
+                b_better.append(f"{motif} {label}, {rb[k]:.3f} vs {ra[k]:.3f}")
         if rb["drop_missed"] is not None:
             out.append(
-                f"  Where {b} misses it, occluding the motif lowers the logit by "
+                f"  Where {B} misses it, occluding the motif lowers the logit by "
                 f"{rb['drop_missed']:.2f} on average (where it finds it: "
                 + ("-" if rb["drop_found"] is None else f"{rb['drop_found']:.2f}")
                 + "): the model relies on motifs the gradient does not show."
                 if rb["drop_missed"] > 0.5
-                else f"  Where {b} misses it, occluding the motif lowers the logit by only "
+                else f"  Where {B} misses it, occluding the motif lowers the logit by only "
                 f"{rb['drop_missed']:.2f} on average: the model barely uses those instances."
             )
-    return out if len(out) > 2 else []
+    if len(out) == 2:
+        return []
+    out.append(
+        f"- Where {B} scores higher in this run: "
+        + ("; ".join(b_better) if b_better else "no metric")
+        + "."
+    )
+    out.append(
+        "- This is one training run; the differences move with the training seed. "
+        "`--seeds N` trains N models on the same data and reports mean ± sd and how many "
+        "seeds favour each method."
+    )
+    return out
+
+
+def _pick_examples(
+    n_plot: int,
+    hits: Mapping[tuple[str, str], np.ndarray],
+    core: Mapping[tuple[str, str], np.ndarray],
+    names: Sequence[str],
+) -> tuple[list[int], int | None, str]:
+    """The sequences of Fig. 3: the first ``n_plot - 1`` scored positives and the one where
+    DeepLIFT and gradient×input disagree most (one finds a motif the other misses).
+
+    Returns:
+      (indices, index of the disagreement example or None, its description).
+    """
+    n = len(next(iter(core.values())))
+    first = list(range(min(n_plot - 1, n)))
+    if (A, names[0]) not in hits or (B, names[0]) not in hits:
+        return list(range(min(n_plot, n))), None, ""
+    gap = sum(np.nan_to_num(np.abs(core[(A, m)] - core[(B, m)])) for m in names)
+    differ = np.zeros(n, bool)
+    for m in names:
+        differ |= hits[(A, m)] != hits[(B, m)]
+    cand = gap + np.where(differ, 10.0, 0.0)  # |auPRC gaps| sum to <= 2: disagreements first
+    cand[first] = -np.inf
+    if n <= len(first):
+        return first, None, ""
+    j = int(np.argmax(cand))
+    parts = []
+    for m in names:
+        if hits[(A, m)][j] != hits[(B, m)][j]:
+            found, missed = (A, B) if hits[(A, m)][j] else (B, A)
+            parts.append(f"{missed} misses {m}, {found} finds it")
+    what = "; ".join(parts) if parts else "the methods' auPRCs differ most here"
+    return [*first, j], j, "methods disagree: " + what
+
+
+def _score_run(
+    config: Config,
+    motifs: Mapping[str, Motif],
+    te: SimulatedData,
+    model: GenomicsCNN,
+    res: TrainResult,
+    methods: Mapping[str, Method],
+    *,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Scores one trained model's correctly predicted test positives and measures recovery."""
+    logits = predict(model, res.params, te.x)
+    correct = (te.y == 1) & (logits > 0)
+    note = None
+    if not correct.any():
+        correct = te.y == 1
+        note = "No test positive was predicted correctly; all test positives were scored."
+    sel = te.subset(np.flatnonzero(correct))
+    params = res.params
+
+    def logit_fn(x: jax.Array) -> jax.Array:
+        return model.apply({"params": params}, x)
+
+    t = time.perf_counter()
+    scores = attribute(methods, logit_fn, sel.x, progress=progress)
+    # eq. (1) check for DeepLIFT: scores sum to logit(x) - logit(reference)
+    summation = {}
+    if A in scores:
+        ref_logit = float(logit_fn(jnp.full(sel.x.shape[1:], UNIFORM_REFERENCE, jnp.float32)))
+        delta = logits[correct] - ref_logit
+        err = np.abs(scores[A].sum(axis=(1, 2)) - delta)
+        summation[A] = float(err.max())
+    attribute_s = time.perf_counter() - t
+
+    rng = np.random.default_rng(seed)
+    per_pos = {k: per_position(v, sel.x) for k, v in scores.items()}
+    per_pos["random"] = rng.standard_normal(per_pos[next(iter(per_pos))].shape)
+    # occlusion: logit drop when a motif's instances are replaced by the reference 0.25
+    drop = {
+        m: logits[correct]
+        - predict(model, params, np.where(sel.masks[m][..., None], UNIFORM_REFERENCE, sel.x))
+        for m in NAMES
+    }
+    n = int(correct.sum())
+    table = []
+    hits, core = {}, {}
+    for method, s in per_pos.items():
+        for motif in NAMES:
+            other = sel.masks[NAMES[1 - NAMES.index(motif)]]
+            width = motifs[motif].length
+            alone = top_window_hit(s, sel.starts[motif], width, exclude=other)
+            core[(method, motif)] = motif_auprc(s, sel.core_masks[motif])
+            hits[(method, motif)] = alone
+            table.append(
+                {
+                    "method": method,
+                    "motif": motif,
+                    "auprc_core": float(np.nanmean(core[(method, motif)])),
+                    "auprc_motif": float(np.nanmean(motif_auprc(s, sel.masks[motif]))),
+                    "top_window": float(top_window_hit(s, sel.starts[motif], width).mean()),
+                    "top_window_alone": float(alone.mean()),
+                    "n_missed": int((~alone).sum()),
+                    "frac_missed": float((~alone).mean()),
+                    "drop_missed": float(drop[motif][~alone].mean()) if (~alone).any() else None,
+                    "drop_found": float(drop[motif][alone].mean()) if alone.any() else None,
+                }
+            )
+    return {
+        "logits": logits,
+        "correct": correct,
+        "sel": sel,
+        "scores": scores,
+        "hits": hits,
+        "core": core,
+        "n_scored": n,
+        "note": note,
+        "table": table,
+        "summation": summation,
+        "occlusion_drop": {m: float(v.mean()) for m, v in drop.items()},
+        "attribute_s": attribute_s,
+        "model": {
+            "test_auroc": auroc(te.y, logits),
+            "test_auprc": auprc(te.y, logits),
+            "best_epoch": res.best_epoch,
+            "epochs_run": len(res.history),
+            "history": res.history,
+        },
+    }
 
 
 def run_experiment(
@@ -102,8 +349,13 @@ def run_experiment(
     progress: bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Simulates data, trains the §3.2 CNN, scores correctly predicted test positives with each
-    method, measures motif recovery and writes report.md, fig3.png and metrics.json.
+    """Simulates data, trains the §3.2 CNN (``config.seeds`` times, same data), scores
+    correctly predicted test positives with each method, measures motif recovery and writes
+    report.md, fig3.png and metrics.json.
+
+    The report's main tables, Fig. 3 and the top-level metrics are those of the first
+    training seed (``config.seed``); with more seeds, ``runs`` holds every seed's table and
+    ``across_seeds`` the mean ± sd and the paired DeepLIFT / gradient×input comparison.
 
     Args:
       config: the settings.
@@ -122,134 +374,96 @@ def run_experiment(
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    motifs = load_motifs()
-    names = (GATA, TAL1)
-    n_all = config.n_train + config.n_val + config.n_test
-    data = simulate(
-        n_all,
-        seq_len=config.seq_len,
-        motifs=motifs,
-        names=names,
-        min_bits=config.min_bits,
-        seed=config.seed,
-    )
-    fr = np.array([config.n_train, config.n_val, config.n_test]) / n_all
-    tr, va, te = split(data, tuple(fr))
+    motifs, tr, va, te = make_data(config)
     timing["simulate_s"] = time.perf_counter() - t0
+    seeds = training_seeds(config)
+    runs: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    timing["train_s"] = timing["attribute_s"] = timing["measure_s"] = 0.0
+    for k, seed in enumerate(seeds):
+        if progress and len(seeds) > 1:
+            print(f"training seed {seed} ({k + 1} of {len(seeds)})", file=sys.stderr)
+        t = time.perf_counter()
+        model, res = fit(config, tr, va, seed=seed, progress=progress)
+        timing["train_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        run = _score_run(config, motifs, te, model, res, methods, seed=seed, progress=progress)
+        timing["attribute_s"] += run["attribute_s"]
+        timing["measure_s"] += time.perf_counter() - t - run["attribute_s"]
+        runs.append(
+            {
+                "train_seed": seed,
+                "test_auroc": run["model"]["test_auroc"],
+                "test_auprc": run["model"]["test_auprc"],
+                "best_epoch": run["model"]["best_epoch"],
+                "epochs_run": run["model"]["epochs_run"],
+                "n_scored": run["n_scored"],
+                "summation": run["summation"],
+                "table": run["table"],
+            }
+        )
+        if k == 0:  # the first seed's arrays make the figure
+            first = run
 
     t = time.perf_counter()
-    model = GenomicsCNN()
-    res = train(
-        model,
-        tr.x,
-        tr.y,
-        va.x,
-        va.y,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        patience=config.patience,
-        min_epochs=min(config.min_epochs, config.epochs),
-        seed=config.seed,
-        progress=progress,
-    )
-    logits = predict(model, res.params, te.x)
-    timing["train_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    correct = (te.y == 1) & (logits > 0)
-    note = None
-    if not correct.any():
-        correct = te.y == 1
-        note = "No test positive was predicted correctly; all test positives were scored."
-    sel = te.subset(np.flatnonzero(correct))
-    params = res.params
-
-    def logit_fn(x: jax.Array) -> jax.Array:
-        return model.apply({"params": params}, x)
-
-    scores = attribute(methods, logit_fn, sel.x, progress=progress)
-    # eq. (1) check for DeepLIFT: scores sum to logit(x) - logit(reference)
-    summation = {}
-    if "DeepLIFT" in scores:
-        ref_logit = float(logit_fn(jnp.full(sel.x.shape[1:], UNIFORM_REFERENCE, jnp.float32)))
-        delta = logits[correct] - ref_logit
-        err = np.abs(scores["DeepLIFT"].sum(axis=(1, 2)) - delta)
-        summation["DeepLIFT"] = float(err.max())
-    timing["attribute_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    per_pos = {k: per_position(v, sel.x) for k, v in scores.items()}
-    per_pos["random"] = rng.standard_normal(per_pos[next(iter(per_pos))].shape)
-    # occlusion: logit drop when a motif's instances are replaced by the reference 0.25
-    drop = {
-        m: logits[correct]
-        - predict(model, params, np.where(sel.masks[m][..., None], UNIFORM_REFERENCE, sel.x))
-        for m in names
-    }
-    table = []
-    for method, s in per_pos.items():
-        for motif in names:
-            other = sel.masks[names[1 - names.index(motif)]]
-            width = motifs[motif].length
-            alone = top_window_hit(s, sel.starts[motif], width, exclude=other)
-            table.append(
-                {
-                    "method": method,
-                    "motif": motif,
-                    "auprc_core": float(np.nanmean(motif_auprc(s, sel.core_masks[motif]))),
-                    "auprc_motif": float(np.nanmean(motif_auprc(s, sel.masks[motif]))),
-                    "top_window": float(top_window_hit(s, sel.starts[motif], width).mean()),
-                    "top_window_alone": float(alone.mean()),
-                    "n_missed": int((~alone).sum()),
-                    "drop_missed": float(drop[motif][~alone].mean()) if (~alone).any() else None,
-                    "drop_found": float(drop[motif][alone].mean()) if alone.any() else None,
-                }
-            )
-    k = min(config.n_plot, len(sel))
-    titles = [
-        f"test positive {i}: logit {float(lg):.2f}"
-        for i, lg in zip(np.flatnonzero(correct)[:k], logits[correct][:k], strict=True)
-    ]
-    fig_path = os.path.join(out_dir, "fig3.png")
+    sel, scores = first["sel"], first["scores"]
+    idx, disagree, what = _pick_examples(config.n_plot, first["hits"], first["core"], NAMES)
+    test_ids = np.flatnonzero(first["correct"])
+    titles = []
+    for i in idx:
+        title = f"test sequence {test_ids[i]}: logit {float(first['logits'][test_ids[i]]):.2f}"
+        titles.append(title + (f"; {what}" if i == disagree else ""))
     shown = [m for m in METHODS if m in scores] or list(scores)  # Fig. 3: DeepLIFT, grad×input
     plot_scores(
-        fig_path,
-        sel.x[:k],
-        {m: scores[m][:k] for m in shown},
-        {m: sel.masks[m][:k] for m in names},
+        os.path.join(out_dir, "fig3.png"),
+        sel.x[idx],
+        {m: scores[m][idx] for m in shown},
+        {m: sel.masks[m][idx] for m in NAMES},
         titles=titles,
     )
     timing["report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
 
+    n = first["n_scored"]
     results: dict[str, Any] = {
         "command": command or "run_experiment(...)",
+        "package": {"name": "deepliftjax", "version": package_version()},
         "config": dataclasses.asdict(config),
+        "seeds": {"data_seed": config.seed, "train_seeds": seeds},
         "data": {
             "n_train": len(tr),
             "n_val": len(va),
             "n_test": len(te),
             "test_positives": int(te.y.sum()),
         },
-        "model": {
-            "test_auroc": auroc(te.y, logits),
-            "test_auprc": auprc(te.y, logits),
-            "best_epoch": res.best_epoch,
-            "epochs_run": len(res.history),
-            "history": res.history,
-        },
-        "n_scored": int(correct.sum()),
+        "model": first["model"],
+        "n_scored": n,
         "methods": list(scores),
-        "table": table,
-        "summation": summation,
-        "occlusion_drop": {m: float(v.mean()) for m, v in drop.items()},
-        "findings": _findings(table, names, int(correct.sum())) + ([f"- {note}"] if note else []),
+        "table": first["table"],
+        "summation": first["summation"],
+        "occlusion_drop": first["occlusion_drop"],
+        "findings": _single_findings(first["table"], NAMES, n, seeds[0])
+        + ([f"- {first['note']}"] if first["note"] else []),
         "figure": "fig3.png",
+        "figure_examples": {
+            "test_index": [int(test_ids[i]) for i in idx],
+            "disagreement": None if disagree is None else int(test_ids[disagree]),
+            "disagreement_note": what,
+        },
+        "runs": runs,
         "timing": timing,
         "jax": {"version": jax.__version__, "backend": jax.default_backend()},
     }
+    if len(seeds) > 1:
+        tables = [r["table"] for r in runs]
+        summary = summarize_seeds(tables)
+        paired = paired_comparison(tables, A, B) if {A, B} <= set(scores) else []
+        results["across_seeds"] = {
+            "n_seeds": len(seeds),
+            "summary": summary,
+            "paired": paired,
+            "findings": seed_findings(summary, paired, len(seeds), A, B) if paired else [],
+        }
     write_report(os.path.join(out_dir, "report.md"), results)
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2, ensure_ascii=False)
@@ -280,7 +494,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"maximum epochs, early stopping on validation loss ({d.epochs})",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the data and of the first training run (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=d.seeds,
+        help="train this many models (training seeds SEED, SEED+1, ...) on the same data and "
+        "report mean ± sd and paired comparisons across them (default: %(default)s)",
+    )
     p.add_argument(
         "--tiny",
         action="store_true",
@@ -300,11 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, k) is not None:
             kw[k] = getattr(args, k)
     try:
-        config = Config(seed=args.seed, **kw)
+        config = Config(seed=args.seed, seeds=args.seeds, **kw)
     except ValueError as e:
         p.error(str(e))
     cmd = shlex.join(["deepliftjax-genomics", *(sys.argv[1:] if argv is None else argv)])
     methods = {**METHODS, **MORE_METHODS} if args.all_methods else None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
     r = run_experiment(
         config, args.out, methods=methods, progress=not args.no_progress, command=cmd
     )
@@ -319,6 +548,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_missed(r["table"]))
     for line in r["findings"][2:]:
         print(line)
+    if "across_seeds" in r:
+        s = r["across_seeds"]
+        aurocs = ", ".join(f"{x['test_auroc']:.3f}" for x in r["runs"])
+        print(f"\nAcross {s['n_seeds']} training seeds (test auROC {aurocs}):\n")
+        print(format_seed_summary(s["summary"], s["paired"]))
+        print()
+        for line in s["findings"][2:]:
+            print(line)
     out = os.path.abspath(args.out)
     print(
         f"\nWrote {os.path.join(out, 'report.md')}, fig3.png and metrics.json in {out} "

@@ -4,80 +4,83 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-BASE_COLORS = {"A": "#109648", "C": "#255C99", "G": "#F7B32B", "T": "#D62839"}
-MOTIF_COLORS = ("#7E57C2", "#26A69A", "#8D6E63", "#EC407A")
+from ._seeds import METRICS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 
 def plot_scores(
-    path: str | os.PathLike,
+    path: str | os.PathLike | None,
     x: np.ndarray,
     scores: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray],
     *,
     titles: Sequence[str] | None = None,
-) -> None:
-    """Writes a Fig. 3-style PNG: per-position scores of the present base, as bars coloured by
-    base, one panel per method (in `scores` order) for each sequence, motif positions shaded.
+) -> Figure | None:
+    """Fig. 3 in the field's style: for each sequence, one letter logo per method (the letter
+    of the present base, height = its score), both methods on one y-scale, the motif
+    instances shaded.
 
     Args:
-      path: output PNG path.
+      path: output PNG path; None returns the figure instead of writing it.
       x: (k, length, 4) one-hot sequences.
       scores: method -> (k, length, 4) scores.
       masks: motif name -> (k, length) bool motif positions.
       titles: optional title per sequence.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    Returns:
+      None after writing ``path``; the Figure when ``path`` is None.
+    """
+    from deepliftjax import plot
 
     x = np.asarray(x)
-    k, length, _ = x.shape
-    if k == 0:
-        raise ValueError("no sequences to plot")
-    names = list(scores)
-    base = x.argmax(-1)
-    colors = np.array(list(BASE_COLORS.values()))[base]
-    fig, axes = plt.subplots(
-        k * len(names), 1, figsize=(12, 1.6 * k * len(names) + 0.6), sharex=True, squeeze=False
-    )
-    for i in range(k):
-        for j, name in enumerate(names):
-            ax = axes[i * len(names) + j, 0]
-            s = (np.asarray(scores[name][i]) * x[i]).sum(-1)
-            for c, mask in enumerate(masks.values()):
-                m = np.asarray(mask[i], dtype=bool)
-                edges = np.flatnonzero(np.diff(np.r_[0, m.astype(int), 0]))
-                for a, b in zip(edges[::2], edges[1::2], strict=True):
-                    ax.axvspan(
-                        a - 0.5,
-                        b - 0.5,
-                        color=MOTIF_COLORS[c % len(MOTIF_COLORS)],
-                        alpha=0.18,
-                        lw=0,
-                    )
-            ax.bar(np.arange(length), s, width=1.0, color=colors[i], lw=0)
-            ax.axhline(0, color="k", lw=0.5)
-            ax.set_ylabel(name, fontsize=8)
-            ax.tick_params(labelsize=7)
-            if j == 0 and titles is not None:
-                ax.set_title(titles[i], fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("position")
-    axes[-1, 0].set_xlim(-0.5, length - 0.5)
-    handles = [Patch(color=c, label=b) for b, c in BASE_COLORS.items()]
-    handles += [
-        Patch(color=MOTIF_COLORS[c % len(MOTIF_COLORS)], alpha=0.3, label=f"{m} instance")
-        for c, m in enumerate(masks)
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise ValueError(f"no sequences to plot (x has shape {x.shape})")
+    k = x.shape[0]
+    highlight = [
+        {f"{m} instance": np.asarray(v[i], bool) for m, v in masks.items()} for i in range(k)
     ]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    fig = plot.method_panels(
+        {m: np.asarray(v) for m, v in scores.items()},
+        x,
+        kind="logo",
+        highlight=highlight,
+        row_titles=list(titles) if titles is not None else None,
+        panel_size=(12.0, 1.35),
+        ylabel="score (logit)",
+    )
+    handles = []
+    for ax in fig.axes:
+        if ax.get_legend() is not None:
+            handles = handles or ax.get_legend().legend_handles
+            ax.get_legend().remove()
+    fig.suptitle(
+        "Letter height: score of the base present (contribution to the logit); one y-scale per "
+        "sequence; shaded: motif instances",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="upper right",
+            bbox_to_anchor=(1.0, 1 - 0.2 / fig.get_figheight()),
+            ncol=len(handles),
+            fontsize=8,
+            frameon=False,
+        )
+    if path is None:
+        return fig
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return None
 
 
 def format_table(table: Sequence[Mapping[str, Any]]) -> str:
@@ -128,6 +131,54 @@ def format_missed(table: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _pm(mean: float, sd: float | None, digits: int = 3) -> str:
+    return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+
+
+def format_seed_summary(
+    summary: Sequence[Mapping[str, Any]], paired: Sequence[Mapping[str, Any]]
+) -> str:
+    """Formats the across-seed results as two Markdown tables: mean ± sd per method and
+    motif, and the seed-by-seed comparison of the two methods.
+
+    Args:
+      summary: rows of :func:`deepliftjax.genomics._seeds.summarize_seeds`.
+      paired: rows of :func:`deepliftjax.genomics._seeds.paired_comparison` (may be empty).
+
+    Returns:
+      The tables as Markdown text.
+    """
+    lines = [
+        "| method | motif | auPRC, informative positions | auPRC, whole motif | top window "
+        "| top window, other motif masked | missed |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary:
+        cells = [
+            _pm(r[f"{m}_mean"], r[f"{m}_sd"])
+            for m in ("auprc_core", "auprc_motif", "top_window", "top_window_alone")
+        ]
+        cells.append(_pm(r["n_missed_mean"], r["n_missed_sd"], 0))
+        lines.append(f"| {r['method']} | {r['motif']} | " + " | ".join(cells) + " |")
+    if paired:
+        a, b = paired[0]["a"], paired[0]["b"]
+        n = len(paired[0]["diff_values"])
+        lines += [
+            "",
+            f"| motif | metric | {a} − {b}, mean ± sd | seeds favouring {a} "
+            f"| seeds favouring {b} | ties | sign test p |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for p in paired:
+            label = METRICS[p["metric"]][0]
+            lines.append(
+                f"| {p['motif']} | {label} | {_pm(p['diff_mean'], p['diff_sd'])} "
+                f"| {p['favour_a']} of {n} | {p['favour_b']} of {n} | {p['ties']} "
+                f"| {p['sign_p']:.2g} |"
+            )
+    return "\n".join(lines)
+
+
 def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
     """Writes the Markdown report.
 
@@ -136,6 +187,8 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
       results: the experiment's results (as written to metrics.json).
     """
     cfg, data, model = results["config"], results["data"], results["model"]
+    seeds = results.get("seeds", {}).get("train_seeds", [cfg["seed"]])
+    version = results.get("package", {}).get("version", "?")
     lines = [
         "# DeepLIFT on simulated genomics data (paper §3.2)",
         "",
@@ -144,7 +197,7 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
         "## Data and model",
         "",
         f"- {data['n_train']} training, {data['n_val']} validation and {data['n_test']} test "
-        f"sequences of length {cfg['seq_len']}, uniform background, seed {cfg['seed']}. "
+        f"sequences of length {cfg['seq_len']}, uniform background, data seed {cfg['seed']}. "
         "Positives hold one GATA_disc1 and one TAL1_known1 (CAGATG) instance sampled from the "
         "ENCODE PWMs; negatives hold one or two instances of one of them. Forward strand only; "
         "instances never overlap.",
@@ -154,9 +207,11 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
         f"(best epoch {model['best_epoch']} of {model['epochs_run']}).",
         "",
         f"**Test auROC: {model['test_auroc']:.3f}** (auPRC {model['test_auprc']:.3f}; the paper "
-        "reports auROC 0.907).",
+        f"reports auROC 0.907), training seed {seeds[0]}.",
         "",
-        "## Motif recovery",
+        f"deepliftjax {version}, jax {results['jax']['version']} ({results['jax']['backend']}).",
+        "",
+        f"## Motif recovery, training seed {seeds[0]} (one run)",
         "",
         f"Scores target the pre-sigmoid logit, on the {results['n_scored']} correctly predicted "
         "test positives. DeepLIFT uses the paper's reference: all zeros after the §2.6 weight "
@@ -193,14 +248,46 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
         "",
         format_missed(results["table"]),
     ]
+    across = results.get("across_seeds")
+    if across:
+        aurocs = ", ".join(f"{r['test_auroc']:.3f}" for r in results["runs"])
+        scored = ", ".join(str(r["n_scored"]) for r in results["runs"])
+        lines += [
+            "",
+            f"## Across {across['n_seeds']} training seeds",
+            "",
+            f"The same data, {across['n_seeds']} models trained with seeds "
+            + ", ".join(str(s) for s in seeds)
+            + f" (test auROC {aurocs}; correctly predicted positives scored: {scored}). "
+            "Mean ± sd (sample sd) over seeds; each seed's methods are compared on that "
+            "seed's sequences, so the second table is a paired comparison (missed compared "
+            "as a fraction of the sequences scored).",
+            "",
+            format_seed_summary(across["summary"], across["paired"]),
+            "",
+        ]
+        lines += across.get("findings", [])
+    ex = results.get("figure_examples", {})
     lines += [
         "",
         "## Figure",
         "",
         f"![Fig. 3]({results['figure']})",
         "",
-        "Per-position scores of the base present (bars coloured by base), one panel per method, "
-        "for the first correctly predicted test positives; shaded: the motif instances.",
+        f"Fig. 3 (training seed {seeds[0]}): for each of "
+        f"{len(ex.get('test_index', [])) or 'the first'} correctly predicted test positives, "
+        "letter logos of the scores of DeepLIFT (top) and gradient×input (bottom): at each "
+        "position the letter of the base present, its height the base's score (contribution "
+        "to the logit; below the axis when negative). Both methods of a sequence share one "
+        "y-scale; shaded: the motif instances.",
+    ]
+    if ex.get("disagreement") is not None:
+        lines[-1] += (
+            f" The last one (test sequence {ex['disagreement']}) is the positive where the "
+            f"methods disagree most: {ex['disagreement_note'].removeprefix('methods disagree: ')}"
+            " (top window, other motif masked)."
+        )
+    lines += [
         "",
         f"Wall time: {results['timing']['total_s']:.0f} s "
         + "("

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.typing import ArrayLike
-from tqdm.auto import tqdm
 
 from ._metrics import auroc
+from ._progress import tqdm
 
 Params = Any
 
@@ -120,8 +120,8 @@ def train(
     n_batches = len(x_train) // batch_size
     best = (np.inf, params, 0)
     history: list[dict[str, float]] = []
-    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not progress)
-    for epoch in bar:
+    bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not progress)
+    for epoch in range(1, epochs + 1):
         perm = rng.permutation(len(x_train))
         losses = []
         for b in range(n_batches):
@@ -143,8 +143,14 @@ def train(
             loss=f"{rec['train_loss']:.3f}",
             val_loss=f"{val_loss:.3f}",
             val_auroc=f"{rec['val_auroc']:.3f}",
+            refresh=False,
         )
+        bar.update(1)
         if epoch >= min_epochs and epoch - best[2] >= patience:
             break
+    if len(history) < epochs:  # stopped early: the bar ends at "n/n", not "n/epochs"
+        bar.total = len(history)
+        bar.set_description(f"training (early stop, best epoch {best[2]})", refresh=False)
+        bar.refresh()
     bar.close()
     return TrainResult(best[1], best[2], history)
