@@ -24,7 +24,14 @@ from deepliftjax._checks import floored_delta, ratio
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._hypothetical import hypothetical_from_multipliers
 
-__all__ = ["deeplift_shap", "ShapScores", "check_residuals"]
+__all__ = [
+    "deeplift_shap",
+    "ShapScores",
+    "check_residuals",
+    "Tally",
+    "ReferenceSpec",
+    "classify_references",
+]
 
 ReferenceGenerator = Callable[[jax.Array, jax.Array], Any]
 
@@ -322,12 +329,52 @@ def _scan_chunks(add, chunk_stats, acc, refs, chunk, n_full):
         return _scan_chunks(add, chunk_stats, wider, refs, chunk, n_full)
 
 
+class Tally:
+    """Examples whose value exceeds a threshold: how many, the worst value and where.
+
+    Shared by :func:`check_residuals` and :func:`deepliftjax.attribute` (residuals, where
+    NaN counts as over the threshold, and conditioning, where it does not).
+
+    Args:
+      threshold: the value above which an example is counted; ``None`` counts nothing.
+      nan_exceeds: whether NaN counts as above the threshold.
+    """
+
+    def __init__(self, threshold: float | None, *, nan_exceeds: bool = True):
+        self.threshold = threshold
+        self.nan_exceeds = nan_exceeds
+        self.count, self.worst, self.where = 0, -1.0, -1
+
+    def add(self, values: ArrayLike, offset: int = 0) -> None:
+        """Count the examples of ``values`` (example ``offset`` first) above the threshold."""
+        if self.threshold is None:
+            return
+        v = np.asarray(values)
+        over = ~(v <= self.threshold) if self.nan_exceeds else v > self.threshold
+        if not over.any():
+            return
+        self.count += int(over.sum())
+        ranked = np.where(over, np.where(np.isnan(v), np.inf, v), -np.inf)
+        i = int(np.argmax(ranked))
+        if ranked[i] > self.worst:
+            self.worst, self.where = float(v[i]), offset + i
+
+    def residual_message(self) -> str:
+        """The warning about summation residuals above the threshold."""
+        return (
+            f"{self.count} example(s) break DeepLIFT's summation-to-delta by more than "
+            f"{self.threshold:g} (worst: example {self.where}, residual {self.worst:.3g}). "
+            "A rule is inexact for this model (check for warnings about gradient "
+            "fallbacks) or the scale of f is large; raise residual_threshold to silence."
+        )
+
+
 def check_residuals(residuals: ArrayLike, threshold: float = 1e-3, *, offset: int = 0) -> int:
     """Warn when summation residuals exceed ``threshold``; return how many did.
 
     Args:
       residuals: per-example residuals, as returned by :func:`deeplift_shap`.
-      threshold: absolute residual above which an example is reported.
+      threshold: absolute residual above which an example is reported (NaN counts).
       offset: index of the first example (for messages about a chunk).
 
     Returns:
@@ -337,15 +384,121 @@ def check_residuals(residuals: ArrayLike, threshold: float = 1e-3, *, offset: in
       >>> check_residuals([0.0, 1e-6])
       0
     """
-    r = np.asarray(residuals)
-    bad = np.flatnonzero(~(r <= threshold))  # NaN counts as bad
-    if bad.size:
-        worst = int(bad[np.nanargmax(np.where(np.isnan(r[bad]), np.inf, r[bad]))])
-        warnings.warn(
-            f"{bad.size} example(s) break DeepLIFT's summation-to-delta by more than "
-            f"{threshold:g} (worst: example {offset + worst}, residual {r[worst]:.3g}). "
-            "A rule is inexact for this model (check for warnings about gradient "
-            "fallbacks) or the scale of f is large; raise residual_threshold to silence.",
-            stacklevel=2,
+    tally = Tally(threshold)
+    tally.add(residuals, offset)
+    if tally.count:
+        warnings.warn(tally.residual_message(), stacklevel=2)
+    return tally.count
+
+
+REFERENCE_LAYOUTS = ("shared", "per_example")
+
+
+class ReferenceSpec(NamedTuple):
+    """What the references of a batch job are, as :func:`classify_references` read them.
+
+    Attributes:
+      kind: ``"zeros"`` (one all-zero reference), ``"shared"`` (the same ``K`` for every
+        example), ``"per_example"`` (``K`` of its own for each example) or
+        ``"generator"`` (drawn by ``generator(key, x)`` for each example).
+      shared: ``(K, *example_shape)`` references of kinds ``zeros`` and ``shared``.
+      per_example: the ``(N, K, *example_shape)`` or ``(N, *example_shape)`` array (any
+        array type; rows are read chunk by chunk) for kind ``per_example``.
+      generator: the function ``(key, x) -> (K, *x.shape)`` for kind ``generator``.
+      one_each: ``per_example`` holds one reference per example, ``(N, *example_shape)``.
+    """
+
+    kind: str
+    shared: np.ndarray | None = None
+    per_example: Any = None
+    generator: Callable | None = None
+    one_each: bool = False
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """The per-example references of examples ``lo:hi``, shaped ``(B, K, ...)``."""
+        r = np.asarray(self.per_example[lo:hi])
+        return r[:, None] if self.one_each else r
+
+
+def classify_references(
+    references: Any,
+    example_shape: tuple[int, ...],
+    num_examples: int | None,
+    dtype: Any,
+    layout: str | None = None,
+) -> ReferenceSpec:
+    """Read a batch job's references: one, shared, per example or generated.
+
+    Args:
+      references: ``None`` (all-zero), a function ``(key, x) -> (K, *example_shape)``, or
+        an array shaped ``example_shape`` (one reference), ``(K, *example_shape)``,
+        ``(N, *example_shape)`` or ``(N, K, *example_shape)``.
+      example_shape: the shape of one example.
+      num_examples: ``N``, or ``None`` for inputs streamed from an iterable.
+      dtype: the dtype shared references are converted to.
+      layout: ``"shared"`` (every example against all K), ``"per_example"`` (row i
+        belongs to example i), or ``None``: read it from the shape, which must not be
+        ambiguous (a ``(K, ...)`` array with ``K == N > 1`` is).
+
+    Returns:
+      A :class:`ReferenceSpec`.
+
+    Raises:
+      DeepLiftError: a shape that fits no layout or the given one, ``K = 0``, a
+        per-example array whose ``N`` differs from the inputs', an ambiguous shape, or an
+        unknown ``layout``.
+    """
+    if layout not in (None, *REFERENCE_LAYOUTS):
+        raise _error(
+            f"reference_layout must be 'shared', 'per_example' or None, got {layout!r}.",
+            "'shared': every example against all K references; 'per_example': row i of "
+            "the references belongs to example i.",
         )
-    return int(bad.size)
+    if references is None:
+        return ReferenceSpec("zeros", shared=np.zeros((1, *example_shape), dtype))
+    if callable(references):
+        return ReferenceSpec("generator", generator=references)
+    shape, nd = tuple(np.shape(references)), len(example_shape)
+    lead = shape[: len(shape) - nd]
+    n = num_examples
+    if shape[len(lead) :] != tuple(example_shape) or len(lead) > 2:
+        raise _error(
+            f"references must be shaped {example_shape} (one), (K, *{example_shape}) "
+            f"(shared), or (N, *{example_shape}) or (N, K, *{example_shape}) (per example) "
+            f"for examples of shape {example_shape}; got {shape}.",
+            "give every reference the shape of one example, stacked on leading axes.",
+        )
+    if lead and 0 in lead:
+        raise _error(
+            f"references of shape {shape} hold no references (K = 0), and the mean over "
+            "references of an empty set is undefined.",
+            "pass at least one reference per example (K >= 1), or references=None for the "
+            "all-zero reference.",
+        )
+    per_example = len(lead) == 2 or (len(lead) == 1 and layout == "per_example")
+    if len(lead) == 1 and layout is None and n is not None and n > 1 and lead[0] == n:
+        raise _error(
+            f"references of shape {shape} are ambiguous for {n} inputs: {n} references "
+            "shared by every example, or one reference per example (as Captum's baselines)?",
+            "say which: reference_layout='per_example' (row i belongs to example i) or "
+            "reference_layout='shared' (--reference-layout on the command line).",
+        )
+    if (layout == "shared" and len(lead) == 2) or (layout == "per_example" and not lead):
+        want = "(K, ...) or one reference" if layout == "shared" else "(N, ...) or (N, K, ...)"
+        raise _error(
+            f"reference_layout={layout!r} needs references shaped {want}; got {shape} for "
+            f"examples of shape {example_shape}.",
+            "pass references of that shape, or the other layout (None reads it from the shape).",
+        )
+    if not per_example:
+        return ReferenceSpec(
+            "shared", shared=np.asarray(references, dtype=dtype).reshape(-1, *example_shape)
+        )
+    if n is None or lead[0] != n:
+        raise _error(
+            f"per-example references need array inputs with the same N; got references "
+            f"{shape} for inputs with N={n}.",
+            "pass the inputs as one (N, ...) array, or references shared by all examples, "
+            "(K, ...).",
+        )
+    return ReferenceSpec("per_example", per_example=references, one_each=len(lead) == 1)
