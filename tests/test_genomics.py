@@ -1,9 +1,11 @@
-"""Tests of the §3.2 genomics experiment: simulator, metrics, model, §2.6 equivalence, CLI."""
+"""Tests of the §3.2 genomics experiment: simulator, metrics, model, §2.6 equivalence, CLI,
+results across training seeds, Fig. 3 and the training progress bar."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 import jax
@@ -14,6 +16,7 @@ import pytest
 from deepliftjax.genomics import (
     GATA,
     TAL1,
+    TINY,
     Config,
     GenomicsCNN,
     auprc,
@@ -314,15 +317,231 @@ def _check_results(out, r):
 
 
 def test_tiny_end_to_end(tmp_path, capsys):
+    """``--seeds 2`` in the tiny setting: the first seed is the single-seed run, the
+    across-seed numbers are computed from the per-seed tables, and metrics.json records the
+    package version and the seeds."""
     pytest.importorskip("matplotlib")
+    from deepliftjax.genomics._experiment import package_version
+
     out = tmp_path / "run"
     t = time.perf_counter()
-    assert main(["--tiny", "--out", str(out), "--no-progress", "--seed", "1"]) == 0
-    assert time.perf_counter() - t < 120  # ~10 s on an idle 2-core machine; slack for load
+    assert main(["--tiny", "--out", str(out), "--no-progress", "--seed", "1", "--seeds", "2"]) == 0
+    assert time.perf_counter() - t < 180  # ~20 s on an idle 2-core machine; slack for load
     printed = capsys.readouterr().out
     assert "Test auROC" in printed and "| gradient×input | TAL1_known1 |" in printed
+    assert "Across 2 training seeds" in printed and "seeds favouring DeepLIFT" in printed
     assert str(out) in printed
-    _check_results(out, json.loads((out / "metrics.json").read_text()))
+    r = json.loads((out / "metrics.json").read_text())
+    _check_results(out, r)
+    assert r["package"] == {"name": "deepliftjax", "version": package_version()}
+    assert r["seeds"] == {"data_seed": 1, "train_seeds": [1, 2]}
+    assert r["config"]["seeds"] == 2 and [x["train_seed"] for x in r["runs"]] == [1, 2]
+    assert r["runs"][0]["table"] == r["table"]  # the report's main tables: the first seed
+    assert r["runs"][0]["test_auroc"] == r["model"]["test_auroc"]
+    # the across-seed summary and the paired counts, recomputed from the per-seed tables
+    s = r["across_seeds"]
+    assert s["n_seeds"] == 2
+    for row in s["summary"]:
+        per = [
+            next(
+                x
+                for x in run["table"]
+                if (x["method"], x["motif"]) == (row["method"], row["motif"])
+            )
+            for run in r["runs"]
+        ]
+        for m in ("auprc_core", "top_window", "top_window_alone", "n_missed"):
+            v = np.array([p[m] for p in per], float)
+            assert row[f"{m}_values"] == pytest.approx(v.tolist())
+            assert row[f"{m}_mean"] == pytest.approx(v.mean())
+            assert row[f"{m}_sd"] == pytest.approx(v.std(ddof=1))
+    assert len(s["paired"]) == 2 * 5
+    for p in s["paired"]:
+        rows = [{(x["method"], x["motif"]): x for x in run["table"]} for run in r["runs"]]
+        d = [
+            t[("DeepLIFT", p["motif"])][p["metric"]]
+            - t[("gradient×input", p["motif"])][p["metric"]]
+            for t in rows
+        ]
+        assert p["diff_values"] == pytest.approx(d)
+        sign = 1 if p["metric"] != "frac_missed" else -1
+        assert p["favour_a"] == sum(sign * x > 1e-12 for x in d)
+        assert p["favour_b"] == sum(sign * x < -1e-12 for x in d)
+        assert p["favour_a"] + p["favour_b"] + p["ties"] == 2
+    report = (out / "report.md").read_text()
+    assert (
+        "## Across 2 training seeds" in report and "## Findings across 2 training seeds" in report
+    )
+    assert f"deepliftjax {package_version()}" in report
+    assert "training seed 1 (one run)" in report
+
+
+def test_single_seed_has_no_across_section(tmp_path):
+    pytest.importorskip("matplotlib")
+    from deepliftjax.genomics import run_experiment
+
+    tiny = dict(TINY, n_train=256, n_val=64, n_test=64, epochs=1, n_plot=1)
+    r = run_experiment(Config(**tiny), tmp_path, progress=False)
+    assert "across_seeds" not in r and r["seeds"]["train_seeds"] == [0] and len(r["runs"]) == 1
+    assert "Across" not in (tmp_path / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- across seeds
+
+
+def _table(vals):
+    """A table from {(method, motif): (auprc_core, top_window, n_missed)}."""
+    out = []
+    for (method, motif), (a, tw, miss) in vals.items():
+        out.append(
+            {
+                "method": method,
+                "motif": motif,
+                "auprc_core": a,
+                "auprc_motif": a / 2,
+                "top_window": tw,
+                "top_window_alone": tw,
+                "n_missed": miss,
+                "frac_missed": miss / 100,
+            }
+        )
+    return out
+
+
+def test_summarize_and_paired_by_hand():
+    from deepliftjax.genomics._seeds import paired_comparison, sign_test_p, summarize_seeds
+
+    dl, gx = "DeepLIFT", "gradient×input"
+    tables = [
+        _table({(dl, "G"): (0.8, 0.5, 10), (gx, "G"): (0.6, 0.6, 30)}),
+        _table({(dl, "G"): (0.7, 0.4, 20), (gx, "G"): (0.7, 0.3, 20)}),
+        _table({(dl, "G"): (0.9, 0.2, 30), (gx, "G"): (0.5, 0.4, 10)}),
+    ]
+    s = {(r["method"], r["motif"]): r for r in summarize_seeds(tables)}
+    assert s[(dl, "G")]["auprc_core_mean"] == pytest.approx(0.8)
+    assert s[(dl, "G")]["auprc_core_sd"] == pytest.approx(0.1)  # sample sd of .8 .7 .9
+    assert s[(gx, "G")]["n_missed_values"] == [30, 20, 10]
+    assert s[(gx, "G")]["n_missed_mean"] == pytest.approx(20.0)
+    assert s[(gx, "G")]["n_missed_sd"] == pytest.approx(10.0)
+    p = {r["metric"]: r for r in paired_comparison(tables)}
+    assert p["auprc_core"]["diff_values"] == pytest.approx([0.2, 0.0, 0.4])
+    assert (p["auprc_core"]["favour_a"], p["auprc_core"]["favour_b"]) == (2, 0)
+    assert p["auprc_core"]["ties"] == 1
+    assert (p["top_window"]["favour_a"], p["top_window"]["favour_b"]) == (1, 2)
+    # fewer missed is better: seed 0 favours DeepLIFT, seed 2 gradient×input
+    assert (p["frac_missed"]["favour_a"], p["frac_missed"]["favour_b"]) == (1, 1)
+    assert p["top_window"]["sign_p"] == pytest.approx(1.0)
+    assert sign_test_p(5, 0) == pytest.approx(1 / 16)  # two-sided: 2 / 2**5
+    assert sign_test_p(4, 1) == pytest.approx(12 / 32)
+    assert sign_test_p(0, 0) == 1.0
+    assert summarize_seeds(tables[:1])[0]["auprc_core_sd"] is None
+    with pytest.raises(ValueError, match="no seeds"):
+        summarize_seeds([])
+
+
+def test_seed_findings_say_how_strong():
+    from deepliftjax.genomics._seeds import paired_comparison, seed_findings, summarize_seeds
+
+    dl, gx = "DeepLIFT", "gradient×input"
+    tables = [
+        _table({(dl, "G"): (0.8 + i / 100, 0.3, 10), (gx, "G"): (0.6, 0.5 if i < 3 else 0.1, 30)})
+        for i in range(5)
+    ]
+    lines = seed_findings(summarize_seeds(tables), paired_comparison(tables), 5)
+    text = "\n".join(lines)
+    assert lines[0] == "## Findings across 5 training seeds"
+    assert "DeepLIFT better in all 5 seeds" in text  # auPRC
+    assert "gradient×input better in 3 of 5 seeds, DeepLIFT in 2: not consistent" in text
+    assert "Where gradient×input does better: in most seeds on G top window (3 of 5)" in text
+    assert "p of 0.062" in text  # even 5 of 5 is no significance test
+
+
+# ---------------------------------------------------------------- Fig. 3
+
+
+def test_fig3_letter_logos_shared_scale_labels():
+    pytest.importorskip("matplotlib")
+    from matplotlib.patches import PathPatch
+
+    from deepliftjax.genomics import plot_scores
+
+    rng = np.random.default_rng(0)
+    x = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (3, 60))]
+    scores = {"DeepLIFT": rng.standard_normal((3, 60, 4)), "gradient×input": rng.random((3, 60, 4))}
+    scores["gradient×input"][1] *= 10  # a different scale in one sequence
+    masks = {GATA: np.zeros((3, 60), bool), TAL1: np.zeros((3, 60), bool)}
+    masks[GATA][:, 5:15] = True
+    masks[TAL1][:, 30:46] = True
+    fig = plot_scores(None, x, scores, masks, titles=["a", "b", "c: methods disagree"])
+    axes = fig.axes
+    assert len(axes) == 6
+    for i in range(3):
+        top, bottom = axes[2 * i], axes[2 * i + 1]
+        assert top.get_ylim() == bottom.get_ylim()  # one y-scale per sequence
+        s = (scores["gradient×input"][i] * x[i]).sum(1)
+        assert bottom.get_ylim()[1] >= s.max()
+        assert top.get_ylabel().startswith("DeepLIFT") and "score" in top.get_ylabel()
+        assert bottom.get_ylabel().startswith("gradient×input")
+        for ax in (top, bottom):
+            glyphs = [p for p in ax.patches if isinstance(p, PathPatch)]
+            assert glyphs, "no letter glyphs"
+            spans = [p for p in ax.patches if not isinstance(p, PathPatch)]
+            assert len(spans) == 2  # one shaded span per motif instance
+    assert axes[-1].get_xlabel() == "position"
+    assert axes[4].get_title(loc="left") == "c: methods disagree"
+    labels = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert labels == [f"{GATA} instance", f"{TAL1} instance"]
+    assert "score of the base present" in fig._suptitle.get_text()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_pick_examples_includes_a_disagreement():
+    from deepliftjax.genomics._experiment import _pick_examples
+
+    dl, gx = "DeepLIFT", "gradient×input"
+    n = 6
+    hits = {(m, k): np.ones(n, bool) for m in (dl, gx) for k in (GATA, TAL1)}
+    core = {(m, k): np.full(n, 0.5) for m in (dl, gx) for k in (GATA, TAL1)}
+    hits[(gx, GATA)][4] = False  # gradient×input misses GATA in sequence 4
+    core[(dl, TAL1)][5] = 0.9  # a bigger auPRC gap, but no disagreement on found / missed
+    idx, j, what = _pick_examples(3, hits, core, (GATA, TAL1))
+    assert idx == [0, 1, 4] and j == 4
+    assert what == f"methods disagree: gradient×input misses {GATA}, DeepLIFT finds it"
+    hits[(gx, GATA)][4] = True
+    idx, j, what = _pick_examples(3, hits, core, (GATA, TAL1))
+    assert idx == [0, 1, 5] and "differ most" in what
+
+
+# ---------------------------------------------------------------- training progress
+
+
+@pytest.mark.parametrize("epochs, patience", [(40, 1), (2, 5)])
+def test_progress_bar_total_is_epochs_run(capsys, epochs, patience):
+    from deepliftjax.genomics import train
+
+    model = GenomicsCNN(filters=4, kernel=5, pool=10, hidden=8)
+    d = simulate(160, seq_len=40, seed=0)
+    res = train(
+        model,
+        d.x[:128],
+        d.y[:128],
+        d.x[128:],
+        d.y[128:],
+        epochs=epochs,
+        batch_size=64,
+        learning_rate=0.05,
+        patience=patience,
+        progress=True,
+    )
+    err = capsys.readouterr().err
+    n = len(res.history)
+    last = re.findall(r"(\d+)/(\d+) \[", err)[-1]
+    assert last == (str(n), str(n)), err[-400:]
+    if n < epochs:
+        assert f"early stop, best epoch {res.best_epoch}" in err
+    assert "TqdmWarning" not in err
 
 
 def test_cli_rejects_bad_sizes(capsys):

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -25,7 +28,6 @@ FIGURES = {
     "genomics": [
         "genomics_motifs.png",
         "genomics_logo.png",
-        "genomics_bars.png",
         "genomics_zoom.png",
         "genomics_shap.png",
     ],
@@ -33,6 +35,17 @@ FIGURES = {
 }
 NEEDS = {"images": ["sklearn"]}
 BUDGET_S = 240  # each notebook takes well under two minutes on 2 cores; headroom for load
+
+
+def _env(figures: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DEEPLIFTJAX_QUICK": "1",
+        "DEEPLIFTJAX_FIGURES": str(figures),
+        "MPLBACKEND": "Agg",
+        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
 
 
 def _check_png(path: Path) -> None:
@@ -51,14 +64,7 @@ def test_notebook_runs(name: str, tmp_path: Path) -> None:
     for mod in NEEDS.get(name, []):
         pytest.importorskip(mod)
     out = tmp_path / "figures"
-    env = {
-        **os.environ,
-        "DEEPLIFTJAX_QUICK": "1",
-        "DEEPLIFTJAX_FIGURES": str(out),
-        "MPLBACKEND": "Agg",
-        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    }
+    env = _env(out)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(NOTEBOOKS / f"{name}.py")],
@@ -92,3 +98,101 @@ def test_notebook_pair_is_stripped_and_in_sync(name: str) -> None:
     assert cells(jupytext.reads(ipynb.read_text(encoding="utf-8"), fmt="ipynb")) == cells(py), (
         f"{ipynb.name} differs from {name}.py: run jupytext --sync notebooks/{name}.py"
     )
+
+
+def test_genomics_notebook_numbers_equal_the_command(tmp_path: Path) -> None:
+    """The genomics notebook, run up to its motif-recovery table in the quick setting, prints
+    the numbers of the command line it names (same data, split, training seed)."""
+    jupytext = pytest.importorskip("jupytext")
+    from deepliftjax.genomics import main
+
+    code = []
+    for cell in jupytext.read(NOTEBOOKS / "genomics.py").cells:
+        if cell.cell_type != "code":
+            continue
+        code.append(cell.source)
+        if "g.format_table(table)" in cell.source:
+            break
+    else:
+        raise AssertionError("genomics.py has no cell printing g.format_table(table)")
+    script = tmp_path / "head.py"
+    script.write_text("\n\n".join(code), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=_env(tmp_path / "figures"),
+        capture_output=True,
+        text=True,
+        timeout=BUDGET_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    nb = proc.stdout
+    cmd = re.search(r"the numbers below are those of: (deepliftjax-genomics .*)", nb)
+    assert cmd, nb[-2000:]
+    argv = shlex.split(cmd.group(1))[1:]
+    out = tmp_path / "cmd"
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    rows = [ln for ln in nb.splitlines() if ln.startswith(("| DeepLIFT |", "| gradient×input |"))]
+    assert len(rows) == 4, nb[-2000:]
+    for row in rows:
+        method, motif, *vals = [v.strip() for v in row.strip("|").split("|")]
+        ref = next(x for x in r["table"] if (x["method"], x["motif"]) == (method, motif))
+        want = [ref[k] for k in ("auprc_core", "auprc_motif", "top_window", "top_window_alone")]
+        assert vals == [f"{v:.3f}" for v in want], (row, want)
+    assert f"{r['n_scored']} correctly predicted positives" in nb or "all test positives" in str(
+        r["findings"]
+    )
+    missed = dict(re.findall(r"missed (GATA|E-box \(CAGATG\)): DeepLIFT (\d+)", nb))
+    key = {"GATA": "GATA_disc1", "E-box (CAGATG)": "TAL1_known1"}
+    for label, n in missed.items():
+        ref = next(x for x in r["table"] if (x["method"], x["motif"]) == ("DeepLIFT", key[label]))
+        assert int(n) == ref["n_missed"]
+    assert len(missed) == 2
+
+
+_NO_WIDGETS_KERNEL = textwrap.dedent(
+    """
+    import sys, types, warnings
+    sys.modules["ipywidgets"] = None  # a Jupyter kernel without ipywidgets
+    sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: type("ZMQInteractiveShell", (), {"config": {}})()
+    sys.modules["IPython"] = ipython
+    {pre}
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        {imports}
+    print("WARNINGS:", [str(w.message) for w in caught if "IProgress" in str(w.message)])
+    """
+)
+
+
+def _kernel_warnings(imports: str, pre: str = "") -> str:
+    code = _NO_WIDGETS_KERNEL.replace("{imports}", imports).replace("{pre}", pre)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_genomics_progress_bars_do_not_warn_in_a_kernel_without_ipywidgets() -> None:
+    # deepliftjax itself is imported first (console mode); then, in the fake kernel, a
+    # genomics bar must not re-import tqdm.auto (which would warn)
+    out = _kernel_warnings(
+        pre="import deepliftjax",
+        imports="for m in ('tqdm.auto', 'tqdm.autonotebook'): sys.modules.pop(m, None)\n"
+        "    from deepliftjax.genomics import _progress; _progress.tqdm(total=1).close()\n"
+        "    import tqdm.std; assert _progress.pick_tqdm() is tqdm.std.tqdm",
+    )
+    assert "WARNINGS: []" in out, out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="deepliftjax/_runner.py still imports tqdm.auto (the lead's file; see issue 17)",
+)
+def test_first_notebook_cell_does_not_warn_without_ipywidgets() -> None:
+    """The notebooks' first cell imports deepliftjax and deepliftjax.genomics: no
+    'TqdmWarning: IProgress not found' in a kernel without ipywidgets."""
+    out = _kernel_warnings("import deepliftjax; from deepliftjax import genomics, plot")
+    assert "WARNINGS: []" in out, out
