@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -139,22 +141,84 @@ assert np.allclose(scores["DeepLIFT"].sum((1, 2, 3)), delta, atol=1e-3 * np.abs(
 # ## The paper's Fig. 2 panels
 #
 # Left to right: the digit, |gradient|, positive gradient×input, positive DeepLIFT
-# (brighter = more important).
+# (brighter = more important). The three maps of a digit share **one colour scale**, shown by
+# the colour bar at the row's end, so their brightness compares directly (scores in logit
+# units; |gradient| in logit per unit of pixel intensity, which here runs from 0 to 1).
 
 # %%
 fig = plot.method_panels(scores, xs, positive_only={"gradient×input": True, "DeepLIFT": True},
-                         row_titles=[f"digit {y}" for y in ys])
+                         row_titles=[f"digit {y}" for y in ys], colorbar_label="score (logit)")
 fig.savefig(os.path.join(FIGURES, "digits_fig2.png"), dpi=110)
+
+# %% [markdown]
+# ## Where gradient×input and DeepLIFT coincide, and where they do not
+#
+# In this figure the gradient×input and DeepLIFT panels look almost the same, and they
+# nearly are: for a ReLU network against the blank (all-zero) reference, a ReLU's DeepLIFT
+# multiplier Δy/Δx equals its gradient (0 or 1) whenever the unit is on for both the digit
+# and the blank, or off for both; the two methods differ only through units that switch
+# between the blank and the digit (and max pooling that picks another pixel). The Pearson
+# correlation of the signed maps, per digit (0.93 to 0.99 in our run):
+
+# %%
+def pearson(a, b):
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+r_blank = [pearson(g, d) for g, d in zip(scores["gradient×input"], scores["DeepLIFT"],
+                                          strict=True)]
+print("r(gradient×input, DeepLIFT), blank reference:",
+      ", ".join(f"digit {y}: {r:.3f}" for y, r in zip(ys, r_blank, strict=True)))
+
+# %% [markdown]
+# They part ways when the reference is not blank, or with the RevealCancel rule. With the
+# mean training image as the reference, DeepLIFT asks what distinguishes this digit from an
+# average digit, and credits pixels that are *missing* compared with it (gradient×input
+# cannot: a blank pixel times anything is 0). RevealCancel (Shrikumar et al. 2017), still
+# against the blank, treats positive and negative contributions to each unit separately.
+
+# %%
+mean_ref = jnp.asarray(x_train.mean(0))
+
+
+def deeplift_from(reference, **kw):
+    return attributions(lambda f: dl.deeplift(f, reference, **kw))
+
+
+compare = {
+    "gradient×input": scores["gradient×input"],
+    "DeepLIFT, blank ref.": scores["DeepLIFT"],
+    "RevealCancel, blank ref.": deeplift_from(ref, rule="reveal_cancel"),
+    "DeepLIFT, mean-image ref.": deeplift_from(mean_ref),
+}
+for name, v in list(compare.items())[2:]:
+    r = [pearson(g, d) for g, d in zip(scores["gradient×input"], v, strict=True)]
+    print(f"r(gradient×input, {name}):", ", ".join(f"{x:.3f}" for x in r))
+fig = plot.method_panels(compare, xs, row_titles=[f"digit {y}" for y in ys],
+                         colorbar_label="score (logit)")
+fig.savefig(os.path.join(FIGURES, "digits_compare.png"), dpi=100)
+
+# %% [markdown]
+# In our run the correlation with gradient×input drops to 0.74-0.88 with RevealCancel and
+# to -0.07-0.58 with the mean-image reference: the choice of reference, not the rule, is
+# what moves DeepLIFT away from gradient×input here. Every DeepLIFT map still sums to its
+# own Δ = f(x) − f(reference).
 
 # %% [markdown]
 # ## Signed scores
 #
 # Without the positive-only mask, DeepLIFT also shows which pixels argue against the class
-# (blue). The scores of each digit sum to its logit minus the logit of the blank image.
+# (blue). The scores of each digit sum to its **Δ = logit(x) − logit(blank image)**, the
+# change in the class logit from the blank reference to the digit. One colour scale for all
+# four digits.
 
 # %%
-fig, axes = plt.subplots(1, len(shown), figsize=(2.4 * len(shown), 2.6))
+top = float(np.abs(scores["DeepLIFT"]).max())
+fig, axes = plt.subplots(1, len(shown), figsize=(2.4 * len(shown) + 0.8, 2.8),
+                         layout="constrained")
 for ax, s, x, y, d in zip(axes, scores["DeepLIFT"], xs, ys, delta, strict=True):
-    plot.image_heatmap(s, ax=ax, image=x, title=f"{y}: sum {s.sum():.2f} = Δ {d:.2f}")
-fig.tight_layout()
+    plot.image_heatmap(s, ax=ax, image=x, vmax=top, title=f"{y}: sum {s.sum():.2f} = Δ {d:.2f}")
+bar = fig.colorbar(axes[-1].images[-1], ax=list(axes), shrink=0.9)
+bar.set_label("DeepLIFT score (logit)", fontsize=8)
+fig.suptitle("DeepLIFT against the blank image; Δ = logit(x) − logit(blank)", fontsize=9)
 fig.savefig(os.path.join(FIGURES, "digits_signed.png"), dpi=100)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -87,6 +89,7 @@ fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(t, path, label="f(ref + t (x - ref))")
 ax.plot([0, 1], [path[0], path[-1]], "--", label="secant (DeepLIFT)")
 ax.set_xlabel("t")
+ax.set_ylabel("f")
 ax.legend(frameon=False)
 ax.set_title("Fig. 1: the gradient is zero at t = 1")
 fig.tight_layout()
@@ -148,7 +151,8 @@ print("max |sum - delta| =", float(jnp.abs(
 # %%
 fig, ax = plt.subplots(figsize=(4, 3.5))
 plot.image_heatmap(scores_m, ax=ax, channel_axis=None, colorbar=True,
-                   title="DeepLIFT, logit 1 (rows: examples)")
+                   title="DeepLIFT, logit 1", xlabel="input feature", ylabel="example",
+                   colorbar_label="DeepLIFT score")
 fig.tight_layout()
 fig.savefig(os.path.join(FIGURES, "quickstart_flax.png"), dpi=100)
 
@@ -184,17 +188,24 @@ print(jax.tree_util.tree_map(jnp.shape, grads))
 # A primitive without a DeepLIFT rule (here `sort`) raises `DeepLiftError` at trace time,
 # naming the primitive, showing the equation and saying how to register a rule.
 # `fallback="gradient"` uses the derivative there instead, with a warning: then the scores
-# no longer sum to delta.
+# no longer sum to delta. Here the largest entry is the first one in the reference and the
+# second one in the input; the derivative at the input credits the second entry with the
+# whole value, although the maximum did not change at all (delta is 0).
 
 # %%
 top = lambda x: 2.0 * jnp.sort(x)[-1]
+x_top, ref_top = jnp.array([1.0, 3.0, 2.0]), jnp.array([3.0, 0.0, 0.0])
 try:
-    dl.deeplift(top, jnp.zeros(3))(jnp.array([1.0, 3.0, 2.0]))
+    dl.deeplift(top, ref_top)(x_top)
     raise AssertionError("expected DeepLiftError")
 except dl.DeepLiftError as err:
     print(err)
 
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    print(dl.deeplift(top, jnp.zeros(3), fallback="gradient")(jnp.array([1.0, 3.0, 2.0])))
+    fallback_scores = dl.deeplift(top, ref_top, fallback="gradient")(x_top)
 print("warning:", str(caught[0].message).splitlines()[0])
+print("scores        ", fallback_scores)
+print("sum of scores ", float(fallback_scores.sum()))
+print("f(x) - f(ref) ", float(top(x_top) - top(ref_top)))
+assert abs(float(fallback_scores.sum()) - float(top(x_top) - top(ref_top))) > 1.0
