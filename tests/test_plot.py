@@ -91,7 +91,7 @@ def test_method_panels_images_and_sequences() -> None:
         positive_only={"gradient×input": True, "DeepLIFT": True},
         row_titles=["0", "1", "2"],
     )
-    assert len(fig.axes) == 3 * 4
+    assert len(fig.axes) == 3 * 4 + 3  # and one colour bar per row
     _png(fig)
     fig = plot.method_panels(
         {"a": S[None], "b": -S[None]},
@@ -142,6 +142,62 @@ def test_bad_shapes(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
     plt.close("all")
+
+
+def test_sequence_axes_are_labelled() -> None:
+    ax = plot.sequence_logo(S, X)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("position", "score")
+    plt.close(ax.figure)
+    ax = plot.sequence_bars(S, X, ylabel="DeepLIFT score", xlabel=None, ylim=(-5.0, 5.0))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("", "DeepLIFT score")
+    assert ax.get_ylim() == (-5.0, 5.0)
+    plt.close(ax.figure)
+
+
+def test_sequence_panels_share_one_y_scale_per_example() -> None:
+    from matplotlib.patches import PathPatch
+
+    big = {"a": np.stack([S, S]), "b": np.stack([10 * S, S])}
+    fig = plot.method_panels(big, np.stack([X, X]), kind="logo", highlight={"m": (5, 15)})
+    a0, b0, a1, b1 = fig.axes
+    assert a0.get_ylim() == b0.get_ylim() and a1.get_ylim() == b1.get_ylim()
+    assert b0.get_ylim()[1] >= (10 * S * X).sum(1).max()
+    assert a1.get_ylim() != a0.get_ylim()  # examples keep their own scale
+    assert [ax.get_ylabel() for ax in fig.axes] == ["a\nscore", "b\nscore"] * 2
+    assert fig.axes[-1].get_xlabel() == "position"
+    assert all(any(isinstance(p, PathPatch) for p in ax.patches) for ax in fig.axes)
+    plt.close(fig)
+    fig = plot.method_panels(big, np.stack([X, X]), kind="bars", shared_scale=False)
+    assert fig.axes[0].get_ylim() != fig.axes[1].get_ylim()
+    plt.close(fig)
+
+
+def test_image_panels_share_one_colour_scale_per_row() -> None:
+    imgs = RNG.random((2, 8, 8))
+    attrs = {"small": imgs * 0.1, "large": imgs * 3.0}
+    fig = plot.method_panels(attrs, imgs, colorbar_label="score (logit)")
+    heat = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and all(b.get_ylabel() == "score (logit)" for b in bars)
+    for i in range(2):
+        small, large = heat[3 * i + 1].images[0], heat[3 * i + 2].images[0]
+        assert small.get_clim() == large.get_clim() == (0.0, pytest.approx(3.0 * imgs[i].max()))
+    plt.close(fig)
+    fig = plot.method_panels(attrs, shared_scale=False)
+    heat = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert heat[0].images[0].get_clim() != heat[1].images[0].get_clim()
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 4  # one per panel
+    plt.close(fig)
+
+
+def test_heatmap_colour_bar_and_axis_labels() -> None:
+    ax = plot.image_heatmap(
+        S[:8], channel_axis=None, colorbar=True, xlabel="input feature", ylabel="example"
+    )
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("input feature", "example")
+    bar = [a for a in ax.figure.axes if a.get_label() == "<colorbar>"]
+    assert len(bar) == 1 and bar[0].get_ylabel() == "score"
+    plt.close(ax.figure)
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
