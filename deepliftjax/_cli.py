@@ -1,29 +1,20 @@
-"""``deepliftjax-attribute``: DeepLIFT / DeepLIFT-SHAP scores for array files.
+"""The ``deepliftjax-attribute`` command: DeepLIFT / DeepLIFT-SHAP scores for array files.
 
 Example::
 
     deepliftjax-attribute mymodels.py:predict seqs.npy --shuffles 20 --hypothetical \\
         --modisco -o scores/
 
-``MODEL`` is ``module:function`` (importable) or ``path/to/file.py:function``; the
-function takes ONE example (``inputs[i]``) and returns a scalar, or an array from which
-``--target`` picks one value. For a Flax model, write a small file that loads the
-parameters and defines ``def predict(x): return model.apply(params, x[None])[0]``.
-
-Writes ``contributions.npy``, ``residuals.npy``, ``conditioning.npy`` (sum|C| / |Δf| per
-example, with a warning above ``--conditioning-threshold``) and, with ``--hypothetical``,
-``hypothetical.npy`` (with ``--modisco`` also ``ohe.npy`` and ``shap.npy`` shaped
-``(N, 4, L)`` for ``modisco motifs -s ohe.npy -a shap.npy``) into ``--out-dir``; rerunning
-the same command resumes an interrupted job.
+See :data:`DESCRIPTION` and :data:`EPILOG` (its ``--help``) for the arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import importlib
-import importlib.util
 import os
+import pkgutil
+import runpy
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -32,30 +23,63 @@ import numpy as np
 
 PROG = "deepliftjax-attribute"
 
+DESCRIPTION = "DeepLIFT / DeepLIFT-SHAP scores for array files."
+
+EPILOG = """\
+MODEL is module:function (importable from the current directory or PYTHONPATH) or
+path/to/file.py:function. The function takes ONE example (inputs[i]) and returns a scalar,
+or an array from which --target picks one value. For a Flax model, write a small file that
+loads the parameters and defines: def predict(x): return model.apply(params, x[None])[0]
+
+Writes contributions.npy, residuals.npy, conditioning.npy (sum|C| / |delta f| per example)
+and, with --hypothetical, hypothetical.npy into --out-dir (with --modisco also ohe.npy and
+shap.npy shaped (N, 4, L), for: modisco motifs -s ohe.npy -a shap.npy).
+
+A job is identified by its content (the model's computation and weights, the options, the
+references, the versions) and each chunk by its rows: rerunning the same command resumes an
+interrupted job, an edited input row recomputes only its chunk, and a different job in the
+same --out-dir is refused (--no-resume starts over). Exit status: 0 done, 2 error, 130
+interrupted (Ctrl-C).
+
+Example:
+  deepliftjax-attribute mymodels.py:predict seqs.npy --shuffles 20 --modisco -o scores/
+"""
+
 
 class CliError(Exception):
     """A user error: printed as ``deepliftjax-attribute: error: ...``, exit status 2."""
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("deepliftjax")
+    except Exception:  # noqa: BLE001 - not installed: the source tree's version
+        import deepliftjax
+
+        return deepliftjax.__version__
+
+
 def _load_array(path: str, what: str, mmap: bool = True) -> np.ndarray:
     if not os.path.exists(path):
         raise CliError(f"{what} file not found: {path}")
-    if path.endswith(".npz"):
-        with np.load(path) as z:
-            keys = list(z.keys())
-            if len(keys) != 1:
-                raise CliError(
-                    f"{what} file {path} holds {len(keys)} arrays ({', '.join(keys)}); "
-                    "save exactly one array, or use .npy."
-                )
-            arr = z[keys[0]]
-    elif path.endswith(".npy"):
-        try:
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as z:
+                keys = list(z.keys())
+                if len(keys) != 1:
+                    raise CliError(
+                        f"{what} file {path} holds {len(keys)} arrays ({', '.join(keys)}); "
+                        "save exactly one array, or use .npy."
+                    )
+                arr = z[keys[0]]
+        elif path.endswith(".npy"):
             arr = np.load(path, mmap_mode="r" if mmap else None)
-        except ValueError as e:  # object arrays and the like
-            raise CliError(f"cannot read {what} file {path} as a numeric .npy array: {e}") from e
-    else:
-        raise CliError(f"{what} file must be .npy or .npz, got {path}")
+        else:
+            raise CliError(f"{what} file must be .npy or .npz, got {path}")
+    except (ValueError, OSError, EOFError) as e:  # object arrays, truncated or not numpy
+        raise CliError(f"cannot read {what} file {path} as a numeric array: {e}") from e
     if not (
         np.issubdtype(arr.dtype, np.floating)
         or np.issubdtype(arr.dtype, np.integer)
@@ -68,34 +92,34 @@ def _load_array(path: str, what: str, mmap: bool = True) -> np.ndarray:
 
 
 def _load_model(spec: str):
+    """``module:function`` through :func:`pkgutil.resolve_name`, ``file.py:function``
+    through :func:`runpy.run_path` (the same in every process, so jobs resume)."""
     if ":" not in spec:
         raise CliError(f"MODEL must be 'module:function' or 'file.py:function', got {spec!r}.")
-    mod_name, _, attr = spec.rpartition(":")
-    if mod_name.endswith(".py"):
-        if not os.path.exists(mod_name):
-            raise CliError(f"model file not found: {mod_name}")
-        name = f"_deepliftjax_user_model_{abs(hash(os.path.abspath(mod_name)))}"
-        spec_ = importlib.util.spec_from_file_location(name, mod_name)
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[name] = module
+    where, _, attr = spec.rpartition(":")
+    if where.endswith(".py"):
+        if not os.path.exists(where):
+            raise CliError(f"model file not found: {where}")
         try:
-            spec_.loader.exec_module(module)
+            fn: Any = runpy.run_path(where, run_name="__deepliftjax_model__")
         except Exception as e:  # noqa: BLE001 - the user's file failed to run
-            raise CliError(f"loading {mod_name} failed: {type(e).__name__}: {e}") from e
+            raise CliError(f"loading {where} failed: {type(e).__name__}: {e}") from e
+        for i, part in enumerate(attr.split(".")):
+            fn = fn.get(part) if i == 0 else getattr(fn, part, None)
+            if fn is None:
+                raise CliError(f"{where} has no attribute {attr!r}.")
     else:
-        sys.path.insert(0, os.getcwd())
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
-            module = importlib.import_module(mod_name)
+            fn = pkgutil.resolve_name(spec)
         except ModuleNotFoundError as e:
             raise CliError(
-                f"cannot import model module {mod_name!r} ({e}); check PYTHONPATH or pass "
+                f"cannot import model module {where!r} ({e}); check PYTHONPATH or pass "
                 "path/to/file.py:function."
             ) from e
-    fn: Any = module
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise CliError(f"{mod_name} has no attribute {attr!r}.")
-        fn = getattr(fn, part)
+        except (AttributeError, ValueError) as e:
+            raise CliError(f"{where} has no attribute {attr!r}.") from e
     if not callable(fn):
         raise CliError(f"{spec} is not callable (got {type(fn).__name__}).")
     return fn
@@ -104,15 +128,18 @@ def _load_model(spec: str):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description=__doc__.split("\n\n")[0].strip("` "),
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog=EPILOG,
     )
-    p.add_argument("model", help="module:function or file.py:function (one example in)")
-    p.add_argument("inputs", help=".npy (or one-array .npz) of shape (N, ...)")
+    add = p.add_argument
+    add("model", help="module:function or path/to/file.py:function; takes ONE example")
+    add("inputs", help=".npy (or one-array .npz) of shape (N, ...); read chunk by chunk")
     refs = p.add_mutually_exclusive_group()
     refs.add_argument(
-        "-r", "--references", help=".npy references: (...) one, (K, ...) shared or (N, K, ...) each"
+        "-r",
+        "--references",
+        help=".npy references: (...) one, (K, ...) shared, (N, ...) or (N, K, ...) per example",
     )
     refs.add_argument(
         "--shuffles",
@@ -120,44 +147,62 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="K shuffled references per example (one-hot (N, L, A) inputs)",
     )
-    p.add_argument(
+    add(
+        "--reference-layout",
+        choices=["shared", "per-example"],
+        default=None,
+        help="how to read --references shaped (K, ...) when K equals N (ambiguous): every "
+        "example against all K (shared), or row i for example i (per-example)",
+    )
+    add(
         "--shuffle-kind",
         choices=["dinuc", "plain"],
         default="dinuc",
         help="dinucleotide-preserving (default) or plain shuffle",
     )
-    p.add_argument(
+    add(
         "-t",
         "--target",
         default=None,
         help="output index to attribute, or .npy of per-example indices "
         "(default: the model returns a scalar)",
     )
-    p.add_argument("-o", "--out-dir", default="deepliftjax_out", help="output directory")
-    p.add_argument("--chunk-size", type=int, default=256)
-    p.add_argument("--reference-chunk-size", type=int, default=10)
-    p.add_argument(
+    add("-o", "--out-dir", default="deepliftjax_out", help="output directory (default %(default)s)")
+    add("--chunk-size", type=int, default=256, help="examples per compiled call (default 256)")
+    add(
+        "--reference-chunk-size",
+        type=int,
+        default=10,
+        help="references per step of the scan over references (default 10)",
+    )
+    add(
         "--hypothetical",
         action="store_true",
         help="also write hypothetical contributions (one-hot inputs)",
     )
-    p.add_argument(
+    add(
         "--modisco",
         action="store_true",
         help="also write ohe.npy and shap.npy (N, 4, L) for modisco-lite (implies --hypothetical)",
     )
-    p.add_argument("--alphabet-axis", type=int, default=-1, help="one-hot axis of an example")
-    p.add_argument("--seed", type=int, default=0, help="seed for shuffled references")
-    p.add_argument("--residual-threshold", type=float, default=1e-3)
-    p.add_argument(
+    add("--alphabet-axis", type=int, default=-1, help="one-hot axis of an example (default -1)")
+    add("--seed", type=int, default=0, help="seed for shuffled references (default 0)")
+    add(
+        "--residual-threshold",
+        type=float,
+        default=1e-3,
+        help="warn about examples whose summation residual exceeds this (default 1e-3)",
+    )
+    add(
         "--conditioning-threshold",
         type=float,
         default=100.0,
-        help="warn about examples whose scores cancel, sum|C| / |Δf| above this "
+        help="warn about examples whose scores cancel, sum|C| / |delta f| above this "
         "(default 100; inf: no check)",
     )
-    p.add_argument("--no-resume", action="store_true", help="discard a previous run's chunks")
-    p.add_argument("--no-progress", action="store_true")
+    add("--no-resume", action="store_true", help="delete a previous run's results and start over")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--version", action="version", version=f"%(prog)s {_version()}")
     return p
 
 
@@ -172,21 +217,11 @@ def _check_onehot(x: np.ndarray, axis: int, why: str) -> None:
         )
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    inputs = _load_array(args.inputs, "inputs")
-    if inputs.ndim < 2 or inputs.shape[0] == 0:
-        raise CliError(f"inputs must be shaped (N, ...) with N >= 1, got {inputs.shape}.")
-    fn = _load_model(args.model)
-    hypothetical = args.hypothetical or args.modisco
-
-    import jax
-
-    from deepliftjax._hypothetical import export_modisco
-    from deepliftjax._runner import attribute
+def _references(args, inputs: np.ndarray) -> Any:
+    """The references argument of :func:`attribute`, checked as :func:`attribute` will."""
+    from deepliftjax._references import classify_references
     from deepliftjax._shuffle import dinuc_shuffle, shuffle
 
-    ex_shape = inputs.shape[1:]
     if args.shuffles is not None:
         if args.shuffles < 1:
             raise CliError(f"--shuffles must be >= 1, got {args.shuffles}.")
@@ -194,85 +229,121 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise CliError("--shuffles needs the alphabet on the last axis, (N, L, A).")
         _check_onehot(inputs, -1, "--shuffles")
         kind = dinuc_shuffle if args.shuffle_kind == "dinuc" else shuffle
-        references: Any = functools.partial(kind, num_shuffles=args.shuffles)
-    elif args.references is not None:
-        references = _load_array(args.references, "references")
-        nd = references.ndim - len(ex_shape)
-        if tuple(references.shape[max(nd, 0) :]) != ex_shape or nd not in (0, 1, 2):
+        return functools.partial(kind, num_shuffles=args.shuffles)
+    if args.references is None:
+        return None
+    references = _load_array(args.references, "references")
+    classify_references(
+        references, inputs.shape[1:], inputs.shape[0], np.float32, _layout(args)
+    )  # a DeepLiftError here names the shapes (and the layout option when ambiguous)
+    return references
+
+
+def _layout(args) -> str | None:
+    return None if args.reference_layout is None else args.reference_layout.replace("-", "_")
+
+
+def _target(args, inputs: np.ndarray) -> Any:
+    if args.target is None:
+        return None
+    if args.target.endswith((".npy", ".npz")):
+        target = _load_array(args.target, "target", mmap=False)
+        if target.shape != (inputs.shape[0],) or not np.issubdtype(target.dtype, np.integer):
             raise CliError(
-                f"references {args.references} have shape {references.shape}; for inputs of "
-                f"shape {inputs.shape} they must be {ex_shape}, (K, *{ex_shape}) or "
-                f"({inputs.shape[0]}, K, *{ex_shape})."
+                f"per-example targets must be an int array of shape ({inputs.shape[0]},), "
+                f"got {target.dtype} {target.shape}."
             )
-        if nd == 2 and references.shape[0] != inputs.shape[0]:
-            raise CliError(
-                f"per-example references have N={references.shape[0]} but inputs have "
-                f"N={inputs.shape[0]}."
-            )
-    else:
-        references = None
+        return target
+    try:
+        return int(args.target)
+    except ValueError:
+        raise CliError(
+            f"--target must be an output index or a .npy file, got {args.target!r}."
+        ) from None
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the job, write the files; return the exit status.
+
+    Raises:
+      CliError, DeepLiftError, OSError: user errors (:func:`main` prints them on one line).
+      JobInterrupted: Ctrl-C during the job.
+    """
+    args = _parser().parse_args(argv)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise CliError(f"--out-dir {args.out_dir} is a file, not a directory.")
+    inputs = _load_array(args.inputs, "inputs")
+    if inputs.ndim < 2 or inputs.shape[0] == 0:
+        raise CliError(f"inputs must be shaped (N, ...) with N >= 1, got {inputs.shape}.")
+    hypothetical = args.hypothetical or args.modisco
     if hypothetical:
         _check_onehot(inputs, args.alphabet_axis, "--hypothetical/--modisco")
+    references = _references(args, inputs)
+    target = _target(args, inputs)
+    fn = _load_model(args.model)
 
-    target: Any = None
-    if args.target is not None:
-        if args.target.endswith((".npy", ".npz")):
-            target = _load_array(args.target, "target", mmap=False)
-            if target.shape != (inputs.shape[0],) or not np.issubdtype(target.dtype, np.integer):
-                raise CliError(
-                    f"per-example targets must be an int array of shape ({inputs.shape[0]},), "
-                    f"got {target.dtype} {target.shape}."
-                )
-        else:
-            try:
-                target = int(args.target)
-            except ValueError:
-                raise CliError(
-                    f"--target must be an output index or a .npy file, got {args.target!r}."
-                ) from None
+    import jax
 
-    try:
-        res = attribute(
-            fn,
-            inputs,
-            references,
-            target=target,
-            key=jax.random.key(args.seed),
-            chunk_size=args.chunk_size,
-            reference_chunk_size=args.reference_chunk_size,
-            hypothetical=hypothetical,
-            alphabet_axis=args.alphabet_axis,
-            out_dir=args.out_dir,
-            resume=not args.no_resume,
-            progress=not args.no_progress,
-            residual_threshold=args.residual_threshold,
-            conditioning_threshold=args.conditioning_threshold,
-        )
-    except ValueError as e:
-        raise CliError(str(e)) from e
-    written = ["contributions.npy", "residuals.npy"] + (
-        ["hypothetical.npy"] if hypothetical else []
+    from deepliftjax._hypothetical import export_modisco
+    from deepliftjax._runner import attribute
+
+    res = attribute(
+        fn,
+        inputs,
+        references,
+        target=target,
+        key=jax.random.key(args.seed),
+        reference_layout=_layout(args),
+        chunk_size=args.chunk_size,
+        reference_chunk_size=args.reference_chunk_size,
+        hypothetical=hypothetical,
+        alphabet_axis=args.alphabet_axis,
+        out_dir=args.out_dir,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        residual_threshold=args.residual_threshold,
+        conditioning_threshold=args.conditioning_threshold,
     )
+    written = ["contributions.npy", "residuals.npy", "conditioning.npy"]
+    written += ["hypothetical.npy"] if hypothetical else []
     if args.modisco:
         try:
             export_modisco(args.out_dir, inputs, res.hypothetical, alphabet_axis=args.alphabet_axis)
         except ValueError as e:
             raise CliError(f"--modisco: {e}") from e
         written += ["ohe.npy", "shap.npy"]
-    stats = f"max summation residual {float(np.max(res.residuals)):.2g}"
-    if res.conditioning is not None:  # None: a job finished by an older version
-        written.insert(2, "conditioning.npy")
-        stats += f", max conditioning {float(np.max(res.conditioning)):.3g}"
+    stats = f"max summation residual {float(np.max(res.residuals)):.2g}, max conditioning "
+    stats += f"{float(np.max(res.conditioning)):.3g}"
     print(f"{PROG}: wrote {', '.join(written)} to {args.out_dir} ({stats})", file=sys.stderr)
     return 0
 
 
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit status (2 on a user error)."""
+    """Console entry point; returns the exit status: 0, 2 (an error, printed on one line)
+    or 130 (interrupted; finished chunks are kept for the rerun)."""
+    from deepliftjax._runner import JobInterrupted
+
     try:
         return run(argv)
-    except CliError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except JobInterrupted as e:
+        total = "?" if e.total is None else e.total
+        print(
+            f"{PROG}: interrupted after chunk {e.done}/{total}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted before the job started", file=sys.stderr)
+        return 130
+    except (CliError, ValueError, OSError) as e:  # DeepLiftError is a ValueError
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the model's own code failed
+        print(f"{PROG}: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -114,6 +114,7 @@ class DiskStore:
         self.names, self.identity = list(names), identity
         self._final: dict[str, Any] | None = None
         self._warned_final = False
+        self.from_final = False  # whether the last get() read the final files
         if os.path.exists(self.dir) and not os.path.isdir(self.dir):
             raise DeepLiftError(
                 f"out_dir {self.dir} is a file, not a directory.\n"
@@ -231,6 +232,7 @@ class DiskStore:
     def get(self, c: int, key: str) -> dict[str, np.ndarray] | None:
         """Chunk ``c``'s arrays from its file or the final files; ``None`` if not stored."""
         arrays = self._read_chunk(c, key)
+        self.from_final = arrays is None
         return arrays if arrays is not None else self._final_rows(c, key)
 
     def put(self, c: int, key: str, arrays: dict[str, np.ndarray]) -> None:
@@ -251,8 +253,8 @@ class DiskStore:
         Raises:
           DeepLiftError: a chunk is missing (a process of a distributed job failed).
         """
-        entries = self._entries(keys)
-        if self._final is None or self._final.get("chunks") != entries:
+        entries, all_final = self._entries(keys)
+        if not all_final or (self._final or {}).get("chunks") != entries:
             total = entries[-1]["rows"][1]
             tmps = {k: self._open_tmp(k, keys, total) for k in self.names}
             try:
@@ -274,9 +276,13 @@ class DiskStore:
                         os.remove(path)
             self._final = {"chunks": entries}
         self._write_manifest(complete=True, num_examples=entries[-1]["rows"][1])
-        if not keep_chunks:
-            for f in os.listdir(self.chunk_dir):
+        for f in os.listdir(self.dir):  # left by a process killed while writing
+            if ".tmp." in f:
+                os.remove(os.path.join(self.dir, f))
+        for f in os.listdir(self.chunk_dir):
+            if not keep_chunks or ".tmp." in f:
                 os.remove(os.path.join(self.chunk_dir, f))
+        if not keep_chunks:
             os.rmdir(self.chunk_dir)
         return self.load()
 
@@ -289,15 +295,17 @@ class DiskStore:
             )
         return arrays
 
-    def _entries(self, keys: Sequence[str]) -> list[dict]:
-        """Key, rows and checksum of every chunk (checking that each is stored)."""
-        entries, lo = [], 0
+    def _entries(self, keys: Sequence[str]) -> tuple[list[dict], bool]:
+        """Key, rows and checksum of every chunk (checking that each is stored), and
+        whether the final files hold them all."""
+        entries, lo, all_final = [], 0, True
         for c, key in enumerate(keys):
             arrays = self._need(c, key)
+            all_final &= self.from_final
             n_rows = arrays["residuals"].shape[0]
             entries.append({"key": key, "rows": [lo, lo + n_rows], "checksum": checksum(arrays)})
             lo += n_rows
-        return entries
+        return entries, all_final
 
     def _open_tmp(self, name: str, keys: Sequence[str], total: int):
         first = self._need(0, keys[0])[name]

@@ -1,5 +1,8 @@
 """The deepliftjax-attribute command on array files."""
 
+import os
+import subprocess
+import sys
 import textwrap
 
 import jax
@@ -7,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepliftjax._cli import main
+from deepliftjax._cli import _parser, _version, main
 from deepliftjax._references import deeplift_shap
 
 L = 16
@@ -20,6 +23,8 @@ MODEL = textwrap.dedent(f"""
     def scalar(x):
         return predict(x)[0]
     broken = 3
+    def fails(x):
+        raise RuntimeError("the model's own error")
 """)
 
 
@@ -85,7 +90,12 @@ def test_shuffles_hypothetical_and_modisco_files(files):
         ([], r"returns shape \(3,\) per example, not a scalar"),
         (["-t", "x"], r"--target must be an output index"),
         (["-r", "missing.npy", "-t", "0"], r"references file not found"),
-        (["-r", "BAD", "-t", "0"], r"references .* have shape \(5, 3\)"),
+        (["-r", "BAD", "-t", "0"], r"references must be shaped .*got \(5, 3\)"),
+        (["-r", "PER", "-t", "0"], r"ambiguous for 11 inputs.*--reference-layout"),
+        (["--shuffles", "3", "--shuffle-kind", "plain", "-t", "0", "-o", "DONE"], r"differs: ref"),
+        (["--shuffles", "4", "-t", "0", "-o", "DONE"], r"differs: references"),
+        (["--shuffles", "3", "--seed", "1", "-t", "0", "-o", "DONE"], r"differs: references"),
+        (["-t", "0", "-o", "FILE"], r"is a file, not a directory"),
         (["--shuffles", "2", "-t", "0", "-i"], None),
         # bad sizes reach attribute(), whose DeepLiftError (message and hint) is printed
         (["-t", "0", "--chunk-size", "0"], r"chunk_size must be an int >= 1(.|\n)*Hint: "),
@@ -97,7 +107,13 @@ def test_errors(files, capsys, args, message):
     tmp_path, _ = files
     np.save(tmp_path / "BAD", np.zeros((5, 3)))
     np.save(tmp_path / "EMPTY", np.zeros((0, L, 4), np.float32))
-    names = {"BAD": str(tmp_path / "BAD.npy"), "EMPTY": str(tmp_path / "EMPTY.npy")}
+    np.save(tmp_path / "PER", np.zeros((11, L, 4), np.float32))
+    (tmp_path / "FILE").write_text("not a directory")
+    names = {k: str(tmp_path / f"{k}.npy") for k in ("BAD", "EMPTY", "PER")}
+    names |= {"FILE": str(tmp_path / "FILE"), "DONE": str(tmp_path / "done")}
+    if "DONE" in args:  # a finished --shuffles 3 job, then the same out_dir with a change
+        assert _run(tmp_path, "--shuffles", "3", "-t", "0", "-o", names["DONE"]) == 0
+        capsys.readouterr()
     args = [names.get(a, a) for a in args]
     if message is None:  # unknown option: argparse's own error, also exit status 2
         with pytest.raises(SystemExit) as e:
@@ -106,7 +122,7 @@ def test_errors(files, capsys, args, message):
         return
     assert _run(tmp_path, *args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("deepliftjax-attribute: error:")
+    assert err.startswith("deepliftjax-attribute: error:") and err.count("\n") == 1, err
     assert __import__("re").search(message, err), err
 
 
@@ -122,7 +138,12 @@ def test_input_file_errors(files, capsys):
         ([model, str(tmp_path / "s.npy")], "must be numeric"),
         ([model, str(tmp_path / "x.npy"), "--shuffles", "2"], None),
         ([model, str(tmp_path / "cont.npy"), "--shuffles", "2"], "needs one-hot inputs"),
+        ([model, str(tmp_path / "obj.npz")], "cannot read inputs file"),
+        ([model, str(tmp_path / "trunc.npy")], "cannot read inputs file"),
+        ([str(tmp_path / "mymodel.py") + ":fails", str(tmp_path / "x.npy")], "RuntimeError"),
     ]
+    np.savez(tmp_path / "obj.npz", a=np.array([{"a": 1}], dtype=object))
+    (tmp_path / "trunc.npy").write_bytes((tmp_path / "x.npy").read_bytes()[:100])
     np.save(tmp_path / "s.npy", np.array([["a", "b"]]))
     np.save(tmp_path / "cont.npy", np.random.default_rng(0).normal(size=(3, L, 4)))
     for argv, message in cases:
@@ -131,4 +152,74 @@ def test_input_file_errors(files, capsys):
         if message is None:
             assert code == 0, err
         else:
-            assert code == 2 and message in err, (argv, err)
+            assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
+
+
+def test_per_example_references_file(files):
+    tmp_path, x = files
+    base = np.random.default_rng(5).uniform(size=x.shape).astype(np.float32)
+    np.save(tmp_path / "base.npy", base)
+    args = ["-r", str(tmp_path / "base.npy"), "--reference-layout", "per-example", "-t", "1"]
+    assert _run(tmp_path, *args) == 0
+    ns = {}
+    exec(MODEL, ns)
+    f = jax.vmap(lambda v: ns["predict"](v)[1])
+    sums = np.load(tmp_path / "out" / "contributions.npy").reshape(len(x), -1).sum(1)
+    np.testing.assert_allclose(sums, f(x) - f(base), atol=2e-5)
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"deepliftjax-attribute {_version()}"
+    parser = _parser()
+    for action in parser._actions:
+        assert action.help, action.option_strings or action.dest
+    text = parser.format_help()
+    assert "`" not in text and "--reference-layout" in text and "130" in text
+
+
+def test_ctrl_c_and_file_model_resume_in_new_processes(files):
+    """A job interrupted by Ctrl-C (rc 130, one line saying how far it got), then the same
+    command in a new process: file.py:function is the same job there, and only the
+    missing chunk is computed."""
+    tmp_path, x = files
+    script = textwrap.dedent("""
+        import sys
+        from deepliftjax import _store
+        from deepliftjax._cli import _parser, _version, main
+        put = _store.DiskStore.put
+        def logged(self, c, key, arrays):
+            if sys.argv[1] == "stop" and c == 2:
+                raise KeyboardInterrupt  # as Ctrl-C while chunk 2 is stored
+            put(self, c, key, arrays)
+            print("computed", c, flush=True)
+        _store.DiskStore.put = logged
+        sys.exit(main(sys.argv[2:]))
+    """)
+    argv = [str(tmp_path / "mymodel.py") + ":predict", str(tmp_path / "x.npy"), "-t", "1"]
+    argv += ["-o", str(tmp_path / "out"), "--chunk-size", "4", "--no-progress"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, mode, *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        for mode in ("stop", "go")
+    ]
+    assert runs[0].returncode == 130, runs[0].stderr
+    assert runs[0].stderr.strip().splitlines()[-1] == (
+        "deepliftjax-attribute: interrupted after chunk 2/3; rerun the same command to resume"
+    )
+    assert runs[0].stdout.split() == ["computed", "0", "computed", "1"]
+    assert runs[1].returncode == 0, runs[1].stderr
+    assert runs[1].stdout.split() == ["computed", "2"]
+    ns = {}
+    exec(MODEL, ns)
+    want = jax.vmap(lambda v: deeplift_shap(lambda u: ns["predict"](u)[1], jnp.zeros((1, L, 4)))(v))
+    got = np.load(tmp_path / "out" / "contributions.npy")
+    np.testing.assert_allclose(got, want(x), rtol=1e-5, atol=1e-6)
