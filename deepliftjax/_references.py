@@ -444,9 +444,8 @@ def classify_references(
       A :class:`ReferenceSpec`.
 
     Raises:
-      DeepLiftError: a shape that fits no layout or the given one, ``K = 0``, a
-        per-example array whose ``N`` differs from the inputs', an ambiguous shape, or an
-        unknown ``layout``.
+      DeepLiftError: a shape that fits no layout or the given one, ``K = 0``, another
+        ``N`` than the inputs', an ambiguous shape, or an unknown ``layout``.
     """
     if layout not in (None, *REFERENCE_LAYOUTS):
         raise _error(
@@ -486,9 +485,8 @@ def classify_references(
     if (layout == "shared" and len(lead) == 2) or (layout == "per_example" and not lead):
         want = "(K, ...) or one reference" if layout == "shared" else "(N, ...) or (N, K, ...)"
         raise _error(
-            f"reference_layout={layout!r} needs references shaped {want}; got {shape} for "
-            f"examples of shape {example_shape}.",
-            "pass references of that shape, or the other layout (None reads it from the shape).",
+            f"reference_layout={layout!r} needs references shaped {want}; got {shape}.",
+            "pass references of that shape, or reference_layout=None to read the shape.",
         )
     if not per_example:
         return ReferenceSpec(

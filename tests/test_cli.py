@@ -155,12 +155,15 @@ def test_input_file_errors(files, capsys):
             assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
 
 
-def test_per_example_references_file(files):
+def test_per_example_references_file_and_module_model(files, monkeypatch):
     tmp_path, x = files
     base = np.random.default_rng(5).uniform(size=x.shape).astype(np.float32)
     np.save(tmp_path / "base.npy", base)
-    args = ["-r", str(tmp_path / "base.npy"), "--reference-layout", "per-example", "-t", "1"]
-    assert _run(tmp_path, *args) == 0
+    monkeypatch.chdir(tmp_path)  # MODEL as module:function, importable from here
+    monkeypatch.delitem(sys.modules, "mymodel", raising=False)
+    args = ["-r", "base.npy", "--reference-layout", "per-example", "-t", "1", "-o", "out"]
+    assert main(["mymodel:predict", "x.npy", "--no-progress", "--chunk-size", "4", *args]) == 0
+    monkeypatch.delitem(sys.modules, "mymodel", raising=False)
     ns = {}
     exec(MODEL, ns)
     f = jax.vmap(lambda v: ns["predict"](v)[1])
