@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted before the job started", file=sys.stderr)
+        print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except (CliError, ValueError, OSError) as e:  # DeepLiftError is a ValueError
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
