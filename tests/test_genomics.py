@@ -454,6 +454,16 @@ def test_seed_findings_say_how_strong():
     assert "gradient×input better in 3 of 5 seeds, DeepLIFT in 2: not consistent" in text
     assert "Where gradient×input does better: in most seeds on G top window (3 of 5)" in text
     assert "p of 0.062" in text  # even 5 of 5 is no significance test
+    from deepliftjax.genomics._seeds import headline
+
+    assert headline(paired_comparison(tables), 5) == (
+        "G: DeepLIFT better in all 5 seeds (auPRC and missed)."
+    )
+    tables[0][0]["auprc_core"] = 0.1  # one seed now favours gradient×input on auPRC
+    assert headline(paired_comparison(tables), 5) == (
+        "G: no consistent winner (higher auPRC: DeepLIFT in 4, gradient×input in 1 of 5 seeds; "
+        "fewer missed: DeepLIFT in 5, gradient×input in 0)."
+    )
 
 
 # ---------------------------------------------------------------- Fig. 3

@@ -157,7 +157,11 @@ def fit(
 
 
 def _single_findings(
-    table: Sequence[Mapping[str, Any]], names: Sequence[str], n: int, seed: int
+    table: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    n: int,
+    seed: int,
+    n_seeds: int = 1,
 ) -> list[str]:
     """Plain-language comparison of DeepLIFT and gradient×input in one run, every metric."""
     rows = {(r["method"], r["motif"]): r for r in table}
@@ -210,8 +214,12 @@ def _single_findings(
     )
     out.append(
         "- This is one training run; the differences move with the training seed. "
-        "`--seeds N` trains N models on the same data and reports mean ± sd and how many "
-        "seeds favour each method."
+        + (
+            f"The {n_seeds} seeds below show by how much."
+            if n_seeds > 1
+            else "`--seeds N` trains N models on the same data and reports mean ± sd and how "
+            "many seeds favour each method."
+        )
     )
     return out
 
@@ -442,7 +450,7 @@ def run_experiment(
         "table": first["table"],
         "summation": first["summation"],
         "occlusion_drop": first["occlusion_drop"],
-        "findings": _single_findings(first["table"], NAMES, n, seeds[0])
+        "findings": _single_findings(first["table"], NAMES, n, seeds[0], len(seeds))
         + ([f"- {first['note']}"] if first["note"] else []),
         "figure": "fig3.png",
         "figure_examples": {

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._seeds import METRICS
+from ._seeds import METRICS, headline
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -63,6 +63,8 @@ def plot_scores(
         "Letter height: score of the base present (contribution to the logit); one y-scale per "
         "sequence; shaded: motif instances",
         fontsize=9,
+        x=0.01,
+        ha="left",
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     if handles:
@@ -179,6 +181,40 @@ def format_seed_summary(
     return "\n".join(lines)
 
 
+def format_per_seed(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> str:
+    """Formats one line per training seed: the model, and the two methods' auPRC (informative
+    positions) and missed instances per motif.
+
+    Args:
+      runs: the per-seed records of metrics.json (``runs``).
+      a, b: the two methods.
+
+    Returns:
+      The table as Markdown text.
+    """
+    motifs = list(dict.fromkeys(r["motif"] for r in runs[0]["table"]))
+    head = "| training seed | test auROC | epochs (best) | scored |"
+    for m in motifs:
+        head += f" {m} auPRC, {a} / {b} | {m} missed, {a} / {b} |"
+    lines = [head, "|---:|---:|---:|---:|" + "---:|---:|" * len(motifs)]
+    for run in runs:
+        ix = {(r["method"], r["motif"]): r for r in run["table"]}
+        cells = [
+            str(run["train_seed"]),
+            f"{run['test_auroc']:.3f}",
+            f"{run['epochs_run']} ({run['best_epoch']})",
+            str(run["n_scored"]),
+        ]
+        for m in motifs:
+            if (a, m) in ix and (b, m) in ix:
+                cells.append(f"{ix[(a, m)]['auprc_core']:.3f} / {ix[(b, m)]['auprc_core']:.3f}")
+                cells.append(f"{ix[(a, m)]['n_missed']} / {ix[(b, m)]['n_missed']}")
+            else:
+                cells += ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
     """Writes the Markdown report.
 
@@ -211,6 +247,15 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
         "",
         f"deepliftjax {version}, jax {results['jax']['version']} ({results['jax']['backend']}).",
         "",
+    ]
+    across = results.get("across_seeds")
+    if across and across.get("paired"):
+        lines += [
+            f"**In brief, across {across['n_seeds']} training seeds** (details below): "
+            + headline(across["paired"], across["n_seeds"]),
+            "",
+        ]
+    lines += [
         f"## Motif recovery, training seed {seeds[0]} (one run)",
         "",
         f"Scores target the pre-sigmoid logit, on the {results['n_scored']} correctly predicted "
@@ -248,7 +293,6 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
         "",
         format_missed(results["table"]),
     ]
-    across = results.get("across_seeds")
     if across:
         aurocs = ", ".join(f"{r['test_auroc']:.3f}" for r in results["runs"])
         scored = ", ".join(str(r["n_scored"]) for r in results["runs"])
@@ -264,6 +308,10 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
             "as a fraction of the sequences scored).",
             "",
             format_seed_summary(across["summary"], across["paired"]),
+            "",
+            "Per seed:",
+            "",
+            format_per_seed(results["runs"], "DeepLIFT", "gradient×input"),
             "",
         ]
         lines += across.get("findings", [])

@@ -216,3 +216,32 @@ def seed_findings(
         "established difference."
     )
     return out
+
+
+def headline(paired: Sequence[Row], n_seeds: int) -> str:
+    """One sentence per motif on auPRC (informative positions) and missed instances: which
+    method is better in every seed, or that neither is.
+
+    Args:
+      paired: :func:`paired_comparison` rows.
+      n_seeds: the number of seeds.
+
+    Returns:
+      Markdown text.
+    """
+    parts = []
+    for motif in dict.fromkeys(p["motif"] for p in paired):
+        rows = {p["metric"]: p for p in paired if p["motif"] == motif}
+        au, mi = rows["auprc_core"], rows["frac_missed"]
+        a, b = au["a"], au["b"]
+        if au["favour_a"] == mi["favour_a"] == n_seeds:
+            parts.append(f"{motif}: {a} better in all {n_seeds} seeds (auPRC and missed)")
+        elif au["favour_b"] == mi["favour_b"] == n_seeds:
+            parts.append(f"{motif}: {b} better in all {n_seeds} seeds (auPRC and missed)")
+        else:
+            parts.append(
+                f"{motif}: no consistent winner (higher auPRC: {a} in {au['favour_a']}, {b} in "
+                f"{au['favour_b']} of {n_seeds} seeds; fewer missed: {a} in {mi['favour_a']}, "
+                f"{b} in {mi['favour_b']})"
+            )
+    return "; ".join(parts) + "."
