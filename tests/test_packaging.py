@@ -1,4 +1,5 @@
-"""Packaging (issue 13): what the sdist and the wheel carry, one version, a light import.
+"""Packaging (issue 13): what the sdist and the wheel carry, one version, a light import,
+and a documentation site that builds with warnings as errors.
 
 The sdist and the wheel are built once per module, with ``python -m build --no-isolation``
 (sdist first, then the wheel from the sdist, so a file missing from the sdist is missing
@@ -223,3 +224,21 @@ print("OK", float(c.sum()))
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "OK" in proc.stdout
+
+
+def test_docs_build_strict(tmp_path):
+    """The site (mkdocs.yml: pages under docs/, the API reference from the docstrings) builds
+    with ``mkdocs build --strict``: a docstring griffe cannot read, a reference to a name
+    that is gone or a broken link fails it. ``.ci/run`` builds it too."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings_handlers.python")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert (tmp_path / "site" / "api" / "index.html").is_file()
