@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ast
 import email.parser
+import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -241,4 +243,22 @@ def test_docs_build_strict(tmp_path):
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert (tmp_path / "site" / "api" / "index.html").is_file()
+    # the two lists against the docs: every user name on the API page, every extension name
+    # on the Extending page (mkdocstrings leaves out members without a docstring)
+    site = tmp_path / "site"
+    api = (site / "api" / "index.html").read_text(encoding="utf-8")
+    extending = (site / "extending" / "index.html").read_text(encoding="utf-8")
+    user = sorted(set(deepliftjax.__all__) - {"__version__"})
+    assert [n for n in user if f'id="deepliftjax.{n}"' not in api] == []
+    rules = importlib.import_module("deepliftjax.rules")
+    assert [n for n in rules.__all__ if f'id="deepliftjax.rules.{n}"' not in extending] == []
+
+
+def test_api_page_lists_the_user_api():
+    """``docs/api.md`` renders exactly ``deepliftjax.__all__`` (one ``::: deepliftjax.NAME``
+    line each), so a name added to or dropped from the namespace is added to or dropped
+    from the reference."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    documented = re.findall(r"^::: deepliftjax\.(\w+)\s*$", text, flags=re.MULTILINE)
+    assert len(documented) == len(set(documented)), documented
+    assert set(documented) - {"plot"} == set(deepliftjax.__all__) - {"__version__"}
