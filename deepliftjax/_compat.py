@@ -94,3 +94,46 @@ def make_closed(jaxpr: Any, consts: list[Any]) -> Any:
     if closed is None:  # jax >= 0.11
         return jaxpr
     return closed(jaxpr, consts)
+
+
+# ---- split-precision products (deepliftjax._precision) ------------------------------------
+
+
+def abstract_eval(prim: Primitive, *avals: Any, **params: Any) -> Any:
+    """The output aval of ``prim`` at ``avals``.
+
+    jax 0.10 and 0.11: ``Primitive.abstract_eval`` returns ``(aval, effects)`` for the
+    standard (effect-free) primitives; a bare aval is taken as it is.
+    """
+    out = prim.abstract_eval(*avals, **params)
+    return out[0] if isinstance(out, tuple) else out
+
+
+_DOT_ALGORITHM_SUPPORT: dict[tuple[str, str], bool] = {}
+
+
+_PRESET_PLATFORMS = {"gpu", "cuda", "rocm", "tpu"}
+
+
+def dot_algorithm_supported(preset: str) -> bool:
+    """Whether the default backend compiles ``dot_general`` with ``DotAlgorithmPreset.<preset>``.
+
+    jax >= 0.4.36 (incl. 0.10, 0.11) has ``lax.DotAlgorithmPreset``; which presets a backend
+    takes varies. jax 0.10 CPU: never (no TF32 presets; the BF16 ones compile for some
+    shapes only, e.g. not for a vector product, and then run in float32 anyway). GPUs
+    (Ampere on): TF32_TF32_F32_X3 and BF16_BF16_F32_X6; TPUs: the BF16 ones. Probed once
+    per backend by compiling a small product.
+    """
+    backend = jax.default_backend()
+    key = (preset, backend)
+    if key not in _DOT_ALGORITHM_SUPPORT:
+        algo = getattr(getattr(lax, "DotAlgorithmPreset", None), preset, None)
+        ok = algo is not None and backend in _PRESET_PLATFORMS
+        if ok:
+            a = jax.ShapeDtypeStruct((16, 16), jax.numpy.float32)
+            try:
+                jax.jit(lambda u, v: lax.dot(u, v, precision=algo)).lower(a, a).compile()
+            except Exception:  # noqa: BLE001 - any refusal (lowering or compiling) means no
+                ok = False
+        _DOT_ALGORITHM_SUPPORT[key] = ok
+    return _DOT_ALGORITHM_SUPPORT[key]
