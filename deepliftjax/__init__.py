@@ -5,9 +5,15 @@
 >>> c = deepliftjax.deeplift(f, 0.0)(jnp.array([1.0, -2.0]))
 >>> bool(jnp.isclose(c.sum(), f(jnp.array([1.0, -2.0])) - f(jnp.zeros(2))))
 True
+
+The user API is this namespace. Rule authoring (the rule table, :class:`~rules.Pair`,
+``defrescale`` and the other category helpers) is :mod:`deepliftjax.rules`; the genomics
+experiment and models are :mod:`deepliftjax.genomics`, plots :mod:`deepliftjax.plot`
+(both loaded on first use).
 """
 
-from deepliftjax import genomics, plot
+import importlib as _importlib
+
 from deepliftjax._api import deeplift, deeplift_vjp
 from deepliftjax._checks import (
     ConditioningWarning,
@@ -22,7 +28,6 @@ from deepliftjax._hypothetical import (
     hypothetical_from_multipliers,
     project_hypothetical,
 )
-from deepliftjax._interpreter import RULES, Context, Options, Pair, register_rule
 from deepliftjax._methods import (
     gradient,
     gradient_x_input,
@@ -31,63 +36,47 @@ from deepliftjax._methods import (
     lrp_epsilon,
 )
 from deepliftjax._references import ShapScores, check_residuals, deeplift_shap
-from deepliftjax._rules_control import defcall
-from deepliftjax._rules_elementwise import (
-    custom_multiplier,
-    defbilinear,
-    definert,
-    defmaxmin,
-    defrescale,
-    defshapley,
-    secant,
-)
-from deepliftjax._rules_linear import deflinear
-from deepliftjax._rules_reduce import defmaxreduction
 from deepliftjax._runner import Attribution, attribute
 from deepliftjax._shuffle import dinuc_shuffle, dinucleotide_counts, shuffle
+from deepliftjax._version import __version__
 
-__version__ = "0.1.0"
+_SUBMODULES = ("genomics", "plot", "rules")
 
 __all__ = [
-    "check_finite",
-    "summation_check",
-    "summation_residual",
-    "SummationCheck",
-    "ConditioningWarning",
+    "deeplift",
+    "deeplift_vjp",
+    "deeplift_shap",
+    "ShapScores",
+    "attribute",
+    "Attribution",
     "gradient",
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
     "lrp_epsilon",
-    "Attribution",
-    "ShapScores",
-    "attribute",
+    "summation_check",
+    "summation_residual",
+    "SummationCheck",
+    "ConditioningWarning",
+    "check_finite",
     "check_residuals",
-    "deeplift_shap",
     "dinuc_shuffle",
     "dinucleotide_counts",
-    "export_modisco",
-    "genomics",
-    "plot",
+    "shuffle",
     "hypothetical_from_multipliers",
     "project_hypothetical",
-    "shuffle",
-    "RULES",
-    "Context",
+    "export_modisco",
     "DeepLiftError",
-    "Options",
-    "Pair",
-    "custom_multiplier",
-    "defbilinear",
-    "defcall",
-    "definert",
-    "deflinear",
-    "defmaxmin",
-    "defmaxreduction",
-    "defrescale",
-    "defshapley",
-    "deeplift",
-    "deeplift_vjp",
-    "register_rule",
-    "secant",
+    "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # genomics (optax, the experiment) and plot (matplotlib) load on first use only
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"deepliftjax.{name}")
+    raise AttributeError(f"module 'deepliftjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_SUBMODULES])

@@ -15,11 +15,11 @@ from jax.typing import ArrayLike
 # The rule modules fill the rule table when imported.
 from deepliftjax import (  # noqa: F401, I001
     _compat,
-    _methods,  # noqa: F401, I001  (fills the other rule sets)
     _rules_control,
     _rules_elementwise,
     _rules_linear,
     _rules_reduce,
+    _rulesets,  # the other rule sets: RevealCancel, LRP, guided backpropagation
 )
 from deepliftjax._discrete import input_distance
 from deepliftjax._errors import DeepLiftError
@@ -40,7 +40,8 @@ def deeplift(
     max_rule: str = "cross",
     fallback: str | None = None,
     precision: str | jax.lax.Precision | None = "highest",
-    product_rule: str = "midpoint",
+    product_rule: str = "guarded",
+    stop_gradient: str = "pass",
 ) -> Callable[..., Any]:
     """DeepLIFT contribution scores of a scalar function, as a transform like ``jax.grad``.
 
@@ -83,16 +84,26 @@ def deeplift(
         on an H200, see benchmarks/RESULTS.md), not exact. No effect on CPU.
 
       product_rule: how products of two varying operands (``mul``, ``dot_general``,
-        ``conv``: attention, gates, norms) split their change. ``"midpoint"`` (default) is
-        the paper's rule (§2.3.5). At a degenerate reference (a LayerNorm/RMSNorm/GroupNorm
-        input with zero variance, e.g. a zero-embedding baseline) the midpoint gives
-        contributions hundreds of times Δf that cancel, and float32 then loses the sum
-        (on a 2-block transformer at a zero embedding: residual 1e7). ``"guarded"`` keeps
-        the midpoint where it does not cancel and otherwise moves toward the ordering with
-        the least ``|C_a| + |C_b|`` (residual 5e-6, Σ|C|/|Δf| ≈ 30 there); ``"balanced"``
-        always takes the least. All three are exact; the new ones cost 1.3-2.6x on
-        transformers (benchmarks/RESULTS_products.md). Use ``summation_check`` to see the
-        conditioning of your scores.
+        ``conv``: attention, gates, norms) split their change. All choices are exact.
+        ``"guarded"`` (default) is the paper's midpoint rule (§2.3.5) wherever that does
+        not cancel, and otherwise moves toward the ordering with the least
+        ``|C_a| + |C_b|``: at a degenerate reference (a LayerNorm/RMSNorm/GroupNorm input
+        with zero variance, e.g. a zero-embedding baseline) the midpoint gives
+        contributions hundreds of times Δf that cancel, and float32 loses the sum (a
+        2-block transformer at a zero embedding: residual 1e7 with ``"midpoint"``, 5e-6
+        with ``"guarded"``, Σ|C|/|Δf| ≈ 30). ``"midpoint"`` is the paper's rule
+        everywhere; ``"balanced"`` always takes the least ``|C_a| + |C_b|``. Models
+        without such products (CNNs, MLPs) are unaffected; on transformers ``"guarded"``
+        costs 1.3-2.6x the midpoint (benchmarks/RESULTS_products.md). Use
+        ``summation_check`` to see the conditioning of your scores.
+      stop_gradient: what ``jax.lax.stop_gradient`` in ``f`` means. ``"pass"`` (default):
+        a stopped value is attributed like any other, and the scores sum to
+        ``f(x) - f(ref)``. ``"constant"``: a stopped value is held fixed at its value at
+        the input, on the reference side too, and gets no multiplier; the scores sum to
+        ``f(x) - f~(ref)`` with ``f~`` = ``f`` with stopped values frozen at ``x`` (for the
+        profile target ``sum(stop_gradient(softmax(z)) * z)``: ``sum(softmax(z(x)) *
+        (z(x) - z(ref)))``, the softmax weights held fixed per example). Shift-only uses
+        such as the max shift in ``jax.nn.softmax`` keep ``f~ = f``.
 
     Returns:
       A function with ``f``'s signature returning the scores for ``args[argnums]``
@@ -114,7 +125,7 @@ def deeplift(
       >>> deeplift(f, jnp.zeros(2))(jnp.array([-1.0, -1.0]))
       Array([-0.13333334, -0.26666668], dtype=float32)
     """
-    options = _options(rule, max_rule, fallback, precision, product_rule)
+    options = _options(rule, max_rule, fallback, precision, product_rule, stop_gradient)
     return _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options)
 
 
@@ -148,7 +159,8 @@ def deeplift_vjp(
     max_rule: str = "cross",
     fallback: str | None = None,
     precision: str | jax.lax.Precision | None = "highest",
-    product_rule: str = "midpoint",
+    product_rule: str = "guarded",
+    stop_gradient: str = "pass",
 ) -> tuple[Any, ...]:
     """DeepLIFT's analogue of ``jax.vjp``: attribute any linear combination of the outputs.
 
@@ -156,7 +168,7 @@ def deeplift_vjp(
       f: function to attribute; may return any pytree of arrays.
       ref: the reference, as for :func:`deeplift`.
       *primals: the arguments of ``f``.
-      argnums, has_aux, rule, max_rule, fallback, precision, product_rule: as for
+      argnums, has_aux, rule, max_rule, fallback, precision, product_rule, stop_gradient: as for
         :func:`deeplift`.
 
     Returns:
@@ -172,7 +184,7 @@ def deeplift_vjp(
       >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
       >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
-    options = _options(rule, max_rule, fallback, precision, product_rule)
+    options = _options(rule, max_rule, fallback, precision, product_rule, stop_gradient)
     out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
 
     def multipliers(cotangent: Any) -> Any:
@@ -186,6 +198,7 @@ def deeplift_vjp(
 
 
 def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
+    """``(out, out_ref, pullback, aux, (diff, refs))`` of ``f`` over (input, reference)."""
     if not callable(f):
         raise DeepLiftError(f"deeplift expects a function; got {type(f).__name__}.")
     argnums_t = _check_argnums(argnums, len(args))
@@ -195,69 +208,12 @@ def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
     _check_float_leaves(args, argnums_t)
     diff = tuple(args[i] for i in argnums_t) if isinstance(argnums, Sequence) else args[argnums]
     refs = _broadcast_ref(ref, diff, argnums)
-    # Only the attributed arguments are traced; the others stay as they are (Python
-    # numbers and flags static), as in jax.grad. Leaves go in argnums order throughout.
-    arg_trees = [jax.tree_util.tree_structure(args[i]) for i in argnums_t]
-    diff_leaf_list = [leaf for i in argnums_t for leaf in jax.tree_util.tree_leaves(args[i])]
-
-    def flat_f(*leaves):
-        a, pos = list(args), 0
-        for i, tree in zip(argnums_t, arg_trees, strict=True):
-            a[i] = jax.tree_util.tree_unflatten(tree, leaves[pos : pos + tree.num_leaves])
-            pos += tree.num_leaves
-        return f(*a, **kwargs)
-
+    flat_f, diff_leaf_list = _flatten_attributed(f, args, kwargs, argnums_t)
     closed, out_shape = jax.make_jaxpr(flat_f, return_shape=True)(*diff_leaf_list)
-    if has_aux:
-        if not (isinstance(out_shape, tuple) and len(out_shape) == 2):
-            raise DeepLiftError(
-                f"has_aux=True needs f to return a pair (out, aux); got {_describe(out_shape)}."
-            )
-        out_tree = jax.tree_util.tree_structure(out_shape[0])
-        main_shapes = jax.tree_util.tree_leaves(out_shape[0])
-    else:
-        if (
-            isinstance(out_shape, tuple | list)
-            and not isinstance(argnums, Sequence)
-            and _is_aux_like(out_shape)
-        ):
-            raise DeepLiftError(
-                f"f returned a {type(out_shape).__name__} of {len(out_shape)} values; deeplift "
-                "attributes one scalar.\nHint: pass has_aux=True if f returns (out, aux), or "
-                "select the output to attribute, e.g. lambda x: f(x)[0]."
-            )
-        out_tree = jax.tree_util.tree_structure(out_shape)
-        main_shapes = jax.tree_util.tree_leaves(out_shape)
-    for o in main_shapes:
-        if not jnp.issubdtype(o.dtype, jnp.inexact):
-            raise DeepLiftError(
-                f"f returns a value of dtype {o.dtype}; DeepLIFT attributes floating-point "
-                "outputs (an integer or boolean output, such as an argmax or a class label, "
-                "changes in jumps that have no contributions of their own).\nHint: attribute "
-                "the float value the decision is made from, e.g. the logit of the chosen class "
-                "(lambda x: logits(x)[k]) or a difference of logits."
-            )
+    out_tree = _output_tree(out_shape, has_aux, argnums)
     full_tree = jax.tree_util.tree_structure(out_shape)
     n_main = out_tree.num_leaves
-    jaxpr, consts = _compat.open_jaxpr(closed)
-    ref_leaves = jax.tree_util.tree_leaves(refs)
-
-    def run(*xs):
-        # Values known at trace time (a closed-over reference and weights: the whole
-        # reference pass) are computed now, once, instead of being staged out for XLA to
-        # constant-fold, which interprets them slowly at compile time.
-        with jax.ensure_compile_time_eval():
-            rs_ = [
-                jax.lax.stop_gradient(jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x)))
-                for x, r in zip(xs, ref_leaves, strict=True)
-            ]
-            opts = dataclasses.replace(options, distance=input_distance(xs, rs_))
-            vals = [Pair(x, r) for x, r in zip(xs, rs_, strict=True)]
-            outs = eval_jaxpr(jaxpr, consts, vals, opts)
-        ox = [o.x if isinstance(o, Pair) else o for o in outs]
-        orf = [o.r if isinstance(o, Pair) else o for o in outs]
-        return ox[:n_main], (orf[:n_main], ox[n_main:])
-
+    run = _pair_runner(closed, jax.tree_util.tree_leaves(refs), n_main, options)
     out_flat, pullback_flat, (ref_flat, aux_flat) = jax.vjp(run, *diff_leaf_list, has_aux=True)
     out = jax.tree_util.tree_unflatten(out_tree, out_flat)
     out_ref = jax.tree_util.tree_unflatten(out_tree, ref_flat)
@@ -284,6 +240,78 @@ def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
     return out, out_ref, pullback, aux, (diff, refs)
 
 
+def _flatten_attributed(f, args, kwargs, argnums_t):
+    """``f`` as a function of the attributed arguments' leaves (in argnums order), and
+    those leaves. Only they are traced; the other arguments stay as they are (Python
+    numbers and flags static), as in ``jax.grad``."""
+    arg_trees = [jax.tree_util.tree_structure(args[i]) for i in argnums_t]
+    leaves = [leaf for i in argnums_t for leaf in jax.tree_util.tree_leaves(args[i])]
+
+    def flat_f(*leaves):
+        a, pos = list(args), 0
+        for i, tree in zip(argnums_t, arg_trees, strict=True):
+            a[i] = jax.tree_util.tree_unflatten(tree, leaves[pos : pos + tree.num_leaves])
+            pos += tree.num_leaves
+        return f(*a, **kwargs)
+
+    return flat_f, leaves
+
+
+def _output_tree(out_shape, has_aux, argnums):
+    """The tree of the attributed outputs, checked: float leaves, ``(out, aux)`` if
+    ``has_aux``."""
+    if has_aux:
+        if not (isinstance(out_shape, tuple) and len(out_shape) == 2):
+            raise DeepLiftError(
+                f"has_aux=True needs f to return a pair (out, aux); got {_describe(out_shape)}."
+            )
+        out_shape = out_shape[0]
+    elif (
+        isinstance(out_shape, tuple | list)
+        and not isinstance(argnums, Sequence)
+        and _is_aux_like(out_shape)
+    ):
+        raise DeepLiftError(
+            f"f returned a {type(out_shape).__name__} of {len(out_shape)} values; deeplift "
+            "attributes one scalar.\nHint: pass has_aux=True if f returns (out, aux), or "
+            "select the output to attribute, e.g. lambda x: f(x)[0]."
+        )
+    for o in jax.tree_util.tree_leaves(out_shape):
+        if not jnp.issubdtype(o.dtype, jnp.inexact):
+            raise DeepLiftError(
+                f"f returns a value of dtype {o.dtype}; DeepLIFT attributes floating-point "
+                "outputs (an integer or boolean output, such as an argmax or a class label, "
+                "changes in jumps that have no contributions of their own).\nHint: attribute "
+                "the float value the decision is made from, e.g. the logit of the chosen class "
+                "(lambda x: logits(x)[k]) or a difference of logits."
+            )
+    return jax.tree_util.tree_structure(out_shape)
+
+
+def _pair_runner(closed, ref_leaves, n_main, options):
+    """``run(*xs) -> (outs at x, (outs at ref, aux))``: the jaxpr over (input, reference)
+    pairs, whose VJP gives the multipliers."""
+    jaxpr, consts = _compat.open_jaxpr(closed)
+
+    def run(*xs):
+        # Values known at trace time (a closed-over reference and weights: the whole
+        # reference pass) are computed now, once, instead of being staged out for XLA to
+        # constant-fold, which interprets them slowly at compile time.
+        with jax.ensure_compile_time_eval():
+            rs_ = [
+                jax.lax.stop_gradient(jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x)))
+                for x, r in zip(xs, ref_leaves, strict=True)
+            ]
+            opts = dataclasses.replace(options, distance=input_distance(xs, rs_))
+            vals = [Pair(x, r) for x, r in zip(xs, rs_, strict=True)]
+            outs = eval_jaxpr(jaxpr, consts, vals, opts)
+        ox = [o.x if isinstance(o, Pair) else o for o in outs]
+        orf = [o.r if isinstance(o, Pair) else o for o in outs]
+        return ox[:n_main], (orf[:n_main], ox[n_main:])
+
+    return run
+
+
 def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
     def one(mi, xi, ri):
         if onehot_axis is not None:
@@ -298,7 +326,7 @@ def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
     return jax.tree_util.tree_map(one, m, diff, refs)
 
 
-def _options(rule, max_rule, fallback, precision, product_rule):
+def _options(rule, max_rule, fallback, precision, product_rule, stop_gradient="pass"):
     """The options of :func:`deeplift` and :func:`deeplift_vjp`, checked."""
     if rule not in EXACT_METHODS:
         raise DeepLiftError(
@@ -313,6 +341,7 @@ def _options(rule, max_rule, fallback, precision, product_rule):
         method=rule,
         precision=precision,
         product_rule=product_rule,
+        stop_gradient=stop_gradient,
     )
 
 

@@ -131,7 +131,7 @@ def summation_check(
     ``sum(|C|) / max(|Δf|, floor * max(|f(x)|, |f(ref)|, 1))`` (the same floored
     denominator). A conditioning near 1 means the scores add up without cancelling; above
     about 100 consider a reference with some variance at the normalisation layers (a small
-    random or shuffled one) or ``product_rule="guarded"``. It is also large where ``f(x)``
+    random or shuffled one) or ``product_rule="balanced"``. It is also large where ``f(x)``
     happens to be close to ``f(ref)``: little to explain, however small the scores.
 
     Args:
@@ -265,9 +265,9 @@ def conditioning_message(count: int, worst: float, where: int, threshold: float)
         "of an example whose f(x) happens to be close to f(ref), leaving little to explain).\n"
         "Hint: use a reference with non-zero variance at the norm layers, e.g. a small "
         "random reference or shuffled inputs (references=functools.partial(dinuc_shuffle, "
-        "num_shuffles=K) for DNA), or deeplift's product_rule='guarded' (also taken by "
+        "num_shuffles=K) for DNA), or deeplift's product_rule='balanced' (also taken by "
         "attribute()), which keeps products such as (x - mean) * rsqrt(var + eps) from "
-        "cancelling; conditioning_threshold=None silences this check."
+        "cancelling wherever possible; conditioning_threshold=None silences this check."
     )
 
 

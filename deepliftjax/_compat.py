@@ -6,6 +6,7 @@ Each shim names the JAX version it serves. Code elsewhere never inspects
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
@@ -109,6 +110,20 @@ def abstract_eval(prim: Primitive, *avals: Any, **params: Any) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
+def register_batcher(prim: Primitive, rule: Any) -> None:
+    """``vmap`` rule ``rule(args, dims, **params) -> (out, out_dim)`` for a new primitive.
+
+    jax 0.10 (and 0.11, as far as known): ``jax.interpreters.batching.primitive_batchers``.
+    Where it is gone, nothing is registered: import still works, and only ``vmap`` of a
+    split product fails, naming the primitive.
+    """
+    from jax.interpreters import batching
+
+    batchers = getattr(batching, "primitive_batchers", None)
+    if batchers is not None:
+        batchers[prim] = rule
+
+
 _DOT_ALGORITHM_SUPPORT: dict[tuple[str, str], bool] = {}
 
 
@@ -137,3 +152,53 @@ def dot_algorithm_supported(preset: str) -> bool:
                 ok = False
         _DOT_ALGORITHM_SUPPORT[key] = ok
     return _DOT_ALGORITHM_SUPPORT[key]
+
+
+# ---- source locations (jax 0.10-0.11: only jax._src.source_info_util offers them) --------
+
+
+def equation_context(eqn: Any) -> Any:
+    """A context binding under ``eqn``'s source info and equation context, as
+    ``jax.core.eval_jaxpr`` does, so what the interpreter binds points at the user's line.
+
+    jax 0.10-0.11: ``eqn.source_info`` (traceback and name stack) and ``eqn.ctx.manager``;
+    the context manager for them lives in ``jax._src.source_info_util``.
+    """
+    stack = contextlib.ExitStack()
+    try:
+        from jax._src import source_info_util as siu
+
+        info = eqn.source_info
+        names = siu.current_name_stack() + info.name_stack
+        tb = info.traceback
+        if tb is None or siu.user_frame(tb) is None:  # inside jnp's own jit: keep the caller's
+            tb = siu.current().traceback
+        stack.enter_context(siu.user_context(tb, name_stack=names))
+    except Exception:  # pragma: no cover - a newer JAX without this API: no location
+        pass
+    manager = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if manager is not None:
+        stack.enter_context(manager)
+    return stack
+
+
+def user_location(eqn: Any) -> str | None:
+    """``file:line (function)`` of the user's code that made ``eqn``, if known.
+
+    Equations inside a cached ``jit`` (``jnp.sort``'s) carry no traceback; the enclosing
+    equation's, which the interpreter binds under (:func:`equation_context`), is used.
+    jax 0.10-0.11: ``jax._src.source_info_util.user_frame`` and ``current``.
+    """
+    try:
+        from jax._src import source_info_util as siu
+
+        frame = None
+        for tb in (eqn.source_info.traceback, siu.current().traceback):
+            frame = siu.user_frame(tb) if tb is not None else None
+            if frame is not None:
+                break
+    except Exception:  # pragma: no cover - a newer JAX without this API
+        return None
+    if frame is None:
+        return None
+    return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"

@@ -21,13 +21,21 @@ def eqn_str(eqn: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
+def at_user_line(eqn: Any) -> str:
+    """``"\n  at file:line (function)"``: where the user's code made ``eqn`` (or "")."""
+    from deepliftjax._compat import user_location
+
+    where = user_location(eqn)
+    return f"\n  at {where}" if where else ""
+
+
 def unsupported_primitive(eqn: Any) -> DeepLiftError:
     name = eqn.primitive.name
     return DeepLiftError(
         f"DeepLIFT rule for primitive '{name}' not implemented, and one of its inputs "
-        f"depends on the attributed input:\n    {eqn_str(eqn)}\n"
-        f"Hint: register a rule with deepliftjax.register_rule(<the {name} primitive>, rule) "
-        "(see deepliftjax.deflinear / defrescale for the common cases), rewrite this step with "
+        f"depends on the attributed input:\n    {eqn_str(eqn)}{at_user_line(eqn)}\n"
+        f"Hint: register a rule with deepliftjax.rules.register_rule(<the {name} primitive>, "
+        "rule) (deepliftjax.rules.deflinear / defrescale cover the common cases), rewrite this step with "
         "supported operations, or pass fallback='gradient' to use the plain gradient here "
         "(not exact: summation to delta no longer holds)."
     )

@@ -19,14 +19,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from deepliftjax import _compat, _discrete
-from deepliftjax._errors import DeepLiftError, eqn_str, unsupported_primitive
+from deepliftjax import _compat, _discrete, _precision
+from deepliftjax._rules_products import PRODUCT_RULES
+from deepliftjax._errors import DeepLiftError, at_user_line, eqn_str, unsupported_primitive
 from deepliftjax._pair import Pair, bind_both, is_pair, rs, xs  # noqa: F401  (re-exported)
 
 MAX_RULES = ("cross", "paper", "gradient")
 METHODS: dict[str, Callable[[Any], Any] | None] = {"rescale": None}
 """Rule sets over the same interpreter: name -> ``dispatch(prim)`` returning a rule (or None
-for the default table). Filled by the modules that define them (``_methods.py``)."""
+for the default table). Filled by the modules that define them (``_rulesets.py``)."""
 EXACT_METHODS = ("rescale", "reveal_cancel")
 """The DeepLIFT rule sets (exact: summation to delta); the others are modified gradients."""
 FALLBACKS = (None, "error", "gradient")
@@ -50,26 +51,39 @@ class Options:
     epsilon: float = 0.0
     bias: bool = True
     precision: Any = "highest"
-    product_rule: str = "midpoint"
+    product_rule: str = "guarded"
+    stop_gradient: str = "pass"
+    """``"pass"`` or ``"constant"``: what ``stop_gradient`` means (``_rules_stop``)."""
     distance: Any = dataclasses.field(default=None, compare=False, repr=False)
     """Set per call: the input distance, the switch score of last resort (``_discrete``)."""
 
     def __post_init__(self):
-        from deepliftjax._rules_products import PRODUCT_RULES
+        from deepliftjax._rules_stop import STOP_GRADIENT_MODES
 
+        if self.stop_gradient not in STOP_GRADIENT_MODES:
+            raise DeepLiftError(
+                f"stop_gradient={self.stop_gradient!r} is not one of {STOP_GRADIENT_MODES}.\n"
+                "Hint: 'pass' (default) attributes every change; 'constant' holds stopped "
+                "values fixed at their value at the input."
+            )
         if self.product_rule not in PRODUCT_RULES:
             raise DeepLiftError(
                 f"product_rule={self.product_rule!r} is not one of {PRODUCT_RULES}.\n"
-                "Hint: 'midpoint' is the paper's rule (§2.3.5) and the default."
+                "Hint: 'guarded' (default) is the paper's midpoint rule (§2.3.5) where it does not "
+                "cancel; 'midpoint' is the paper's rule everywhere."
             )
-        if self.precision is not None:
+        split = isinstance(self.precision, str) and self.precision in _precision.SPLIT_MODES
+        if self.precision is not None and not split:
             try:
                 object.__setattr__(self, "precision", jax.lax.Precision(self.precision))
             except (ValueError, TypeError) as err:
                 raise DeepLiftError(
-                    f"precision={self.precision!r} is not a jax.lax.Precision.\n"
-                    "Hint: 'highest' (default: float32 products stay exact on GPU and TPU) "
-                    "or None (JAX's default precision: faster, but TF32 on recent GPUs)."
+                    f"precision={self.precision!r} is not a jax.lax.Precision nor one of "
+                    f"{tuple(_precision.SPLIT_MODES)}.\n"
+                    "Hint: 'highest' (default: float32 products stay exact on GPU and TPU), "
+                    "'split_tf32'/'split_bf16' (float32-accurate sums of TF32/bfloat16 "
+                    "passes on tensor cores) or None (JAX's default precision: faster, but "
+                    "TF32 on recent GPUs)."
                 ) from err
         if self.method not in METHODS:
             raise DeepLiftError(
@@ -96,7 +110,9 @@ class Context:
     eqn: Any = None
 
     def error(self, what: str, hint: str) -> DeepLiftError:
-        return DeepLiftError(f"{what}\n    {eqn_str(self.eqn)}\nHint: {hint}")
+        return DeepLiftError(
+            f"{what}\n    {eqn_str(self.eqn)}{at_user_line(self.eqn)}\nHint: {hint}"
+        )
 
     def bind(self, prim: Any, vals: Sequence[Any], params: dict[str, Any], float_out: bool):
         """Apply ``prim`` as the interpreter would (its rule when an operand is a pair)."""
@@ -138,10 +154,11 @@ def eval_jaxpr(
         invals = [read(v) for v in eqn.invars]
         if options.precision is not None and eqn.primitive in _PRECISION_PRIMS:
             eqn = _with_precision(eqn, options.precision)
-        if any(isinstance(v, Pair) for v in invals):
-            outs = apply_rule(eqn, invals, options)
-        else:
-            outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
+        with _compat.equation_context(eqn):
+            if any(isinstance(v, Pair) for v in invals):
+                outs = apply_rule(eqn, invals, options)
+            else:
+                outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
         if not eqn.primitive.multiple_results:
             outs = [outs]
         for v, val in zip(eqn.outvars, outs, strict=True):
@@ -157,10 +174,13 @@ def _with_precision(eqn: Any, precision: Any) -> Any:
     """The equation with ``precision`` where it left the choice to JAX (``None``).
 
     JAX's default lets GPUs run float32 products in TF32 (10-bit mantissa) and TPUs in
-    bfloat16 passes; summation to delta then holds only to about 1e-3.
+    bfloat16 passes; summation to delta then holds only to about 1e-3. A split mode binds
+    the product as a float32-accurate sum of such passes (:mod:`deepliftjax._precision`).
     """
     if eqn.params.get("precision", 0) is not None:
         return eqn
+    if isinstance(precision, str):  # a split mode: "split_tf32", "split_bf16"
+        return _precision.split_eqn(eqn, precision)
     return eqn.replace(params={**eqn.params, "precision": (precision, precision)})
 
 
@@ -197,6 +217,8 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
             return _discrete.discrete_operand_rule(ctx, prim, invals, params, evaluate)
     dispatch = METHODS[options.method]
     rule = dispatch(prim) if dispatch is not None else RULES.get(prim)
+    if options.stop_gradient != "pass" and prim.name == "stop_gradient":
+        from deepliftjax._rules_stop import stop_gradient_rule as rule
     if rule is None:
         if options.fallback == "gradient":
             warnings.warn(
@@ -214,19 +236,6 @@ def _is_float_output(eqn: Any) -> bool:
     return any(
         jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars if hasattr(v.aval, "dtype")
     )
-
-
-def check_not_integer_pairs(ctx: Context, vals: Sequence[Any], which: str) -> None:
-    """Raise when a non-float operand that varies with the input feeds a float result."""
-    for v in vals:
-        if isinstance(v, Pair) and not v.is_float:
-            raise ctx.error(
-                f"'{ctx.eqn.primitive.name}' takes {which} that depends on the attributed "
-                "input and is integer or boolean, so its effect has no multiplier:",
-                "integer and boolean values (indices, masks, comparisons) may depend on the "
-                "input only through jnp.where/select; compute indices from constants, or "
-                "write a mask m * x as jnp.where(cond, x, 0).",
-            )
 
 
 def stop_gradient_ref(v: Any) -> Any:

@@ -24,6 +24,8 @@ Two implementations:
   unsplit (about 1e-3 on a TF32 GPU).
 
 On CPU DEFAULT already is float32, so the split only costs time there; use ``"highest"``.
+TPUs have no TF32 (a DEFAULT pass is one bfloat16 product): ``split_tf32`` runs as
+``split_bf16`` there.
 :func:`simulate` rounds each pass's operands as the accelerator would, for tests on CPU.
 """
 
@@ -39,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+from jax.interpreters import ad, mlir
 
 from deepliftjax import _compat
 
@@ -220,7 +222,7 @@ def _make_split_primitive(orig: Primitive) -> Primitive:
     ad.defbilinear(
         p, functools.partial(_transpose, orig, 0), functools.partial(_transpose, orig, 1)
     )
-    batching.primitive_batchers[p] = functools.partial(_batch, orig)
+    _compat.register_batcher(p, functools.partial(_batch, orig))
     return p
 
 
@@ -240,6 +242,8 @@ def split_eqn(eqn: Any, name: str) -> Any:
     float32 operands: the algorithm preset (dot_general, where the backend takes it) or the
     split primitive. Other dtypes (float64, bfloat16, integers): ``HIGHEST``, as by default.
     """
+    if name == "split_tf32" and jax.default_backend() == "tpu" and not _SIMULATE:
+        name = "split_bf16"  # TPUs have no TF32: their DEFAULT pass is one bfloat16 product
     mode = SPLIT_MODES[name]
     if not all(jnp.dtype(getattr(v.aval, "dtype", None)) == jnp.float32 for v in eqn.invars):
         return eqn.replace(params={**eqn.params, "precision": _HIGHEST})

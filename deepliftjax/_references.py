@@ -135,6 +135,8 @@ def deeplift_shap(
     reference_chunk_size: int | None = 10,
     hypothetical: bool = False,
     alphabet_axis: int = -1,
+    multiply_by_inputs: bool = True,
+    onehot_axis: int | None = None,
     return_residuals: bool = False,
     return_conditioning: bool = False,
     **deeplift_options: Any,
@@ -154,6 +156,10 @@ def deeplift_shap(
         ``None`` processes all ``K`` at once.
       hypothetical: also return hypothetical contributions (one-hot ``x`` only).
       alphabet_axis: the one-hot axis of ``x`` for ``hypothetical``.
+      multiply_by_inputs: as for :func:`deepliftjax.deeplift`: ``False`` returns the mean
+        over references of the multipliers instead of the contributions.
+      onehot_axis: as for :func:`deepliftjax.deeplift`: each reference's multipliers are
+        mean-normalised over this axis (the one-hot alphabet) before they are used.
       return_residuals: also return the per-example summation residual (max over
         references of the absolute residual of each reference's raw multipliers).
       return_conditioning: also return the per-example conditioning (``sum_k sum|C_k| /
@@ -183,113 +189,14 @@ def deeplift_shap(
     check_chunk_size("reference_chunk_size", reference_chunk_size, allow_none=True)
 
     def shap_fn(*args):
-        if not 0 <= argnums < len(args):
-            raise _error(
-                f"argnums={argnums} but f was called with {len(args)} argument(s).",
-                f"pass argnums in [0, {len(args)}), the position of the argument to attribute.",
-            )
-        x = args[argnums]
-        if callable(references):
-            if key is None:
-                raise _error(
-                    "references is a generator (key, x) -> (K, ...) but no key was given.",
-                    "pass key=jax.random.key(...) to deeplift_shap.",
-                )
-            refs = references(key, x)
-        else:
-            refs = references
-        refs = jax.tree_util.tree_map(jnp.asarray, refs)
-        x_struct = jax.tree_util.tree_structure(x)
-        if jax.tree_util.tree_structure(refs) != x_struct:
-            raise _error(
-                f"references must have x's pytree structure {x_struct}, got "
-                f"{jax.tree_util.tree_structure(refs)}.",
-                "give every leaf of x a (K, *leaf.shape) array of references.",
-            )
-        for xl, rl in zip(
-            jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs), strict=True
-        ):
-            if rl.ndim != jnp.ndim(xl) + 1 or rl.shape[1:] != jnp.shape(xl):
-                raise _error(
-                    f"references must be shaped (K, *x.shape) with x.shape={jnp.shape(xl)}, "
-                    f"got {rl.shape}.",
-                    "stack the references on a new leading axis; for a single reference "
-                    "use refs[None].",
-                )
+        x, refs = _shap_inputs(args, argnums, references, key, hypothetical, alphabet_axis)
+        one_ref = _per_reference(
+            f, args, argnums, deeplift_options, hypothetical, alphabet_axis,
+            multiply_by_inputs, onehot_axis,
+        )  # fmt: skip
         num_refs = _leading(refs)
-        if hypothetical:
-            if not (hasattr(x, "shape") and hasattr(x, "ndim")):
-                raise _error(
-                    "hypothetical=True needs x to be one array (one-hot, the alphabet on "
-                    f"alphabet_axis), got {x_struct}.",
-                    "attribute the one-hot array alone, closing over any other inputs.",
-                )
-            if not -x.ndim <= alphabet_axis < x.ndim:
-                raise _error(
-                    f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
-                    "pass the axis of x that holds the one-hot alphabet (default -1).",
-                )
         chunk = num_refs if reference_chunk_size is None else min(reference_chunk_size, num_refs)
-
-        vjp = _deeplift_vjp()
-
-        def one_ref(ref):
-            out, out_ref, pullback = vjp(f, ref, *args, argnums=argnums, **deeplift_options)
-            if jnp.shape(out) != ():
-                raise _error(
-                    f"f must return a scalar, got shape {jnp.shape(out)}.",
-                    "select one output (e.g. lambda x: model(x)[i], or target= in attribute()).",
-                )
-            m = pullback(jnp.ones_like(out))
-            if isinstance(m, tuple) and not isinstance(x, tuple) and len(m) == 1:
-                m = m[0]
-            contrib = jax.tree_util.tree_map(lambda mi, xi, ri: mi * (xi - ri), m, x, ref)
-            leaves = jax.tree_util.tree_leaves(contrib)
-            dt = _acc_dtype(out, *leaves)  # the sums in at least float32
-            total = sum((jnp.sum(c.astype(dt)) for c in leaves), jnp.zeros((), dt))
-            total_abs = sum((jnp.sum(jnp.abs(c.astype(dt))) for c in leaves), jnp.zeros((), dt))
-            resid = jnp.abs(total - (out.astype(dt) - out_ref.astype(dt)))
-            hyp = None
-            if hypothetical:
-                hyp = hypothetical_from_multipliers(m, ref, axis=alphabet_axis)
-            return contrib, hyp, resid, total_abs, floored_delta(out, out_ref)
-
-        def chunk_stats(ref_chunk):
-            c, h, r, k_num, k_den = jax.vmap(one_ref)(ref_chunk)
-            return c, h, jnp.max(r), k_num, k_den
-
-        def add(acc, stats):
-            """acc + the chunk's sums (and maxima), in the wider of the two dtypes."""
-            csum, hsum, rmax, knum, kden = acc
-            c, h, r, k_num, k_den = stats
-            wide = lambda a, v: a.astype(_acc_dtype(a, v))
-            total = lambda a, v: wide(a, v) + jnp.sum(wide(v, a), 0)
-            csum = jax.tree_util.tree_map(total, csum, c)
-            if hsum is not None:
-                hsum = total(hsum, h)
-            rmax = jnp.maximum(wide(rmax, r), wide(r, rmax))
-            return csum, hsum, rmax, total(knum, k_num), total(kden, k_den)
-
-        # Accumulators start in the dtypes the contributions will have (m has x's dtype);
-        # the tail chunk and the scan body widen them if what they accumulate is wider.
-        leaf_dt = jax.tree_util.tree_map(lambda xl, rl: _acc_dtype(xl, rl), x, refs)
-        stat_dt = _acc_dtype(*jax.tree_util.tree_leaves(leaf_dt))
-        acc = (
-            jax.tree_util.tree_map(lambda xl, dt: jnp.zeros(jnp.shape(xl), dt), x, leaf_dt),
-            jnp.zeros(jnp.shape(x), leaf_dt) if hypothetical else None,
-            jnp.zeros((), stat_dt),
-            jnp.zeros((), stat_dt),
-            jnp.zeros((), stat_dt),
-        )
-        n_full, rest = divmod(num_refs, chunk)
-        if rest:
-            tail = jax.tree_util.tree_map(lambda r: r[n_full * chunk :], refs)
-            acc = add(acc, chunk_stats(tail))
-        if n_full == 1:
-            acc = add(acc, chunk_stats(jax.tree_util.tree_map(lambda r: r[:chunk], refs)))
-        elif n_full > 1:
-            acc = _scan_chunks(add, chunk_stats, acc, refs, chunk, n_full)
-        csum, hsum, resid, knum, kden = acc
+        csum, hsum, resid, knum, kden = _over_references(one_ref, x, refs, chunk, hypothetical)
         contrib = jax.tree_util.tree_map(lambda s: s / num_refs, csum)
         if not (hypothetical or return_residuals or return_conditioning):
             return contrib
@@ -301,6 +208,141 @@ def deeplift_shap(
         )
 
     return shap_fn
+
+
+def _shap_inputs(args, argnums, references, key, hypothetical, alphabet_axis):
+    """``(x, refs)`` for one call of a :func:`deeplift_shap` function, checked."""
+    if not 0 <= argnums < len(args):
+        raise _error(
+            f"argnums={argnums} but f was called with {len(args)} argument(s).",
+            f"pass argnums in [0, {len(args)}), the position of the argument to attribute.",
+        )
+    x = args[argnums]
+    if callable(references):
+        if key is None:
+            raise _error(
+                "references is a generator (key, x) -> (K, ...) but no key was given.",
+                "pass key=jax.random.key(...) to deeplift_shap.",
+            )
+        refs = references(key, x)
+    else:
+        refs = references
+    refs = jax.tree_util.tree_map(jnp.asarray, refs)
+    x_struct = jax.tree_util.tree_structure(x)
+    if jax.tree_util.tree_structure(refs) != x_struct:
+        raise _error(
+            f"references must have x's pytree structure {x_struct}, got "
+            f"{jax.tree_util.tree_structure(refs)}.",
+            "give every leaf of x a (K, *leaf.shape) array of references.",
+        )
+    for xl, rl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs), strict=True):
+        if rl.ndim != jnp.ndim(xl) + 1 or rl.shape[1:] != jnp.shape(xl):
+            raise _error(
+                f"references must be shaped (K, *x.shape) with x.shape={jnp.shape(xl)}, "
+                f"got {rl.shape}.",
+                "stack the references on a new leading axis; for a single reference "
+                "use refs[None].",
+            )
+    _leading(refs)  # K >= 1
+    if hypothetical:
+        if not (hasattr(x, "shape") and hasattr(x, "ndim")):
+            raise _error(
+                "hypothetical=True needs x to be one array (one-hot, the alphabet on "
+                f"alphabet_axis), got {x_struct}.",
+                "attribute the one-hot array alone, closing over any other inputs.",
+            )
+        if not -x.ndim <= alphabet_axis < x.ndim:
+            raise _error(
+                f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
+                "pass the axis of x that holds the one-hot alphabet (default -1).",
+            )
+    return x, refs
+
+
+def _per_reference(
+    f, args, argnums, deeplift_options, hypothetical, alphabet_axis, multiply_by_inputs,
+    onehot_axis,
+):  # fmt: skip
+    """``ref -> (scores, hypothetical, residual, Σ|C|, floored Δf)`` for one reference."""
+    vjp = _deeplift_vjp()
+    x = args[argnums]
+
+    def one_ref(ref):
+        out, out_ref, pullback = vjp(f, ref, *args, argnums=argnums, **deeplift_options)
+        if jnp.shape(out) != ():
+            raise _error(
+                f"f must return a scalar, got shape {jnp.shape(out)}.",
+                "select one output (e.g. lambda x: model(x)[i], or target= in attribute()).",
+            )
+        m = pullback(jnp.ones_like(out))
+        if isinstance(m, tuple) and not isinstance(x, tuple) and len(m) == 1:
+            m = m[0]
+        contrib = jax.tree_util.tree_map(lambda mi, xi, ri: mi * (xi - ri), m, x, ref)
+        leaves = jax.tree_util.tree_leaves(contrib)
+        dt = _acc_dtype(out, *leaves)  # the sums in at least float32
+        total = sum((jnp.sum(c.astype(dt)) for c in leaves), jnp.zeros((), dt))
+        total_abs = sum((jnp.sum(jnp.abs(c.astype(dt))) for c in leaves), jnp.zeros((), dt))
+        resid = jnp.abs(total - (out.astype(dt) - out_ref.astype(dt)))
+        hyp = None
+        if hypothetical:
+            hyp = hypothetical_from_multipliers(m, ref, axis=alphabet_axis)
+        if onehot_axis is not None or not multiply_by_inputs:
+            contrib = jax.tree_util.tree_map(
+                lambda mi, xi, ri: _scores(mi, xi, ri, multiply_by_inputs, onehot_axis), m, x, ref
+            )
+        return contrib, hyp, resid, total_abs, floored_delta(out, out_ref)
+
+    return one_ref
+
+
+def _scores(m, x, ref, multiply_by_inputs, onehot_axis):
+    """One reference's scores from its multipliers, as :func:`deepliftjax.deeplift` makes
+    them (mean-normalised over ``onehot_axis``; times ``x - ref`` unless asked not to)."""
+    if onehot_axis is not None:
+        m = m - jnp.mean(m, axis=onehot_axis, keepdims=True)
+    return m * (x - ref) if multiply_by_inputs else m
+
+
+def _over_references(one_ref, x, refs, chunk, hypothetical):
+    """Sums (maxima for the residual) of ``one_ref`` over the references, ``chunk`` at a
+    time (vmapped), full chunks under ``lax.scan``."""
+
+    def chunk_stats(ref_chunk):
+        c, h, r, k_num, k_den = jax.vmap(one_ref)(ref_chunk)
+        return c, h, jnp.max(r), k_num, k_den
+
+    def add(acc, stats):
+        """acc + the chunk's sums (and maxima), in the wider of the two dtypes."""
+        csum, hsum, rmax, knum, kden = acc
+        c, h, r, k_num, k_den = stats
+        wide = lambda a, v: a.astype(_acc_dtype(a, v))
+        total = lambda a, v: wide(a, v) + jnp.sum(wide(v, a), 0)
+        csum = jax.tree_util.tree_map(total, csum, c)
+        if hsum is not None:
+            hsum = total(hsum, h)
+        rmax = jnp.maximum(wide(rmax, r), wide(r, rmax))
+        return csum, hsum, rmax, total(knum, k_num), total(kden, k_den)
+
+    # Accumulators start in the dtypes the contributions will have (m has x's dtype);
+    # the tail chunk and the scan body widen them if what they accumulate is wider.
+    leaf_dt = jax.tree_util.tree_map(lambda xl, rl: _acc_dtype(xl, rl), x, refs)
+    stat_dt = _acc_dtype(*jax.tree_util.tree_leaves(leaf_dt))
+    acc = (
+        jax.tree_util.tree_map(lambda xl, dt: jnp.zeros(jnp.shape(xl), dt), x, leaf_dt),
+        jnp.zeros(jnp.shape(x), leaf_dt) if hypothetical else None,
+        jnp.zeros((), stat_dt),
+        jnp.zeros((), stat_dt),
+        jnp.zeros((), stat_dt),
+    )
+    n_full, rest = divmod(_leading(refs), chunk)
+    if rest:
+        tail = jax.tree_util.tree_map(lambda r: r[n_full * chunk :], refs)
+        acc = add(acc, chunk_stats(tail))
+    if n_full == 1:
+        acc = add(acc, chunk_stats(jax.tree_util.tree_map(lambda r: r[:chunk], refs)))
+    elif n_full > 1:
+        acc = _scan_chunks(add, chunk_stats, acc, refs, chunk, n_full)
+    return acc
 
 
 def _scan_chunks(add, chunk_stats, acc, refs, chunk, n_full):

@@ -5,6 +5,7 @@ Calls are interpreted inline (a custom derivative is ignored: DeepLIFT replaces 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -17,13 +18,14 @@ from deepliftjax._interpreter import CALLS, Context, Pair, eval_closed, eval_jax
 # ---- calls ------------------------------------------------------------------------------
 
 
+def call_rule(param: str, ctx: Context, *vals: Any, **params: Any) -> list[Any]:
+    """Interpret the jaxpr held in ``params[param]`` inline."""
+    return eval_closed(params[param], vals, ctx.options)
+
+
 def defcall(prim: Any, param: str) -> None:
     """Interpret the jaxpr held in ``params[param]`` inline."""
-
-    def rule(ctx: Context, *vals: Any, **params: Any) -> list[Any]:
-        return eval_closed(params[param], vals, ctx.options)
-
-    register_rule(prim, rule)
+    register_rule(prim, partial(call_rule, param))
     if prim is not None:
         CALLS.add(prim)
 

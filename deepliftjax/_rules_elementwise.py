@@ -13,97 +13,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from deepliftjax import _precision
 from deepliftjax._compat import primitive
-from deepliftjax._custom import custom_multiplier, sum_to_shape, times  # noqa: F401
 from deepliftjax._discrete import discrete_output_rule
-from deepliftjax._interpreter import Context, Pair, register_rule
-from deepliftjax._rules_linear import linear_rule
+from deepliftjax._interpreter import Context, register_rule
+from deepliftjax._pair import Pair
+from deepliftjax._rulekit import (
+    custom_multiplier,
+    float_pair_positions,
+    linear_rule,
+    rescale_rule,
+    secant,
+    times,
+)
+from deepliftjax._rules_products import product_rule
 
-# ---- helpers ----------------------------------------------------------------------------
-
-
-def derivative(h: Callable[[jax.Array], jax.Array], v: jax.Array) -> jax.Array:
-    """Elementwise derivative of an elementwise function."""
-    return jax.jvp(h, (v,), (jnp.ones_like(v),))[1]
-
-
-def secant(
-    h: Callable[[jax.Array], jax.Array],
-    x: jax.Array,
-    r: jax.Array,
-    y: jax.Array,
-    yr: jax.Array,
-    smooth: bool,
-) -> jax.Array:
-    """The Rescale multiplier ``(h(x) - h(r)) / (x - r)`` (eq. 15), robust where x ≈ r.
-
-    For a smooth ``h`` the secant is replaced where ``|x - r| <= sqrt(eps) max(|x|, |r|)``
-    by the mean of ``h'`` over ``[r, x]`` by Simpson's rule (the limit of the
-    secant, eq. 16; error O(Δx⁴)). For a piecewise ``h`` (kinks, steps) the secant is
-    exact for any non-zero Δx, and the derivative at the point is used only where x == r.
-    """
-    x, r = jnp.broadcast_arrays(x, r)
-    wide = jnp.promote_types(x.dtype, jnp.result_type(y))
-    x, r, y, yr = (jnp.asarray(v, wide) for v in (x, r, y, yr))  # differences in the wider type
-    dx = x - r
-    if smooth:
-        tol = jnp.sqrt(jnp.finfo(dx.dtype).eps).astype(dx.dtype)
-        # relative to the values: below 1, sqrt/log/rsqrt change by orders of magnitude
-        # within any fixed width (a floor at 1 broke sqrt from 0 and RMSNorm at 0)
-        tiny = jnp.abs(dx) <= tol * jnp.maximum(jnp.abs(x), jnp.abs(r))
-    else:
-        tiny = dx == 0
-    sec = (y - yr) / jnp.where(tiny, jnp.ones_like(dx), dx)
-    mid = r + dx / 2
-    if smooth:
-        xs, rs = jnp.where(tiny, x, mid), jnp.where(tiny, r, mid)
-        slope = (derivative(h, xs) + 4 * derivative(h, mid) + derivative(h, rs)) / 6
-    else:
-        slope = derivative(h, mid)
-    # where x == r any finite multiplier is exact (it multiplies Δx = 0); an infinite
-    # derivative there (sqrt at 0) would turn the zero differences upstream into NaN
-    still = dx == 0
-    slope = jnp.where(still & ~jnp.isfinite(slope), jnp.zeros((), slope.dtype), slope)
-    return jnp.where(tiny, slope, sec)
-
-
-def _float_pair_positions(vals: Sequence[Any]) -> list[int]:
-    return [i for i, v in enumerate(vals) if isinstance(v, Pair) and v.is_float]
-
-
-def _with(vals: Sequence[Any], i: int, v: Any) -> list[Any]:
-    out = list(vals)
-    out[i] = v
-    return out
-
-
-# ---- Rescale: one varying operand -------------------------------------------------------
-
-
-def rescale_rule(prim: Any, smooth: bool, ctx: Context, *vals: Any, **params: Any) -> Pair:
-    """Rescale (§2.3.4) in the single varying operand; other operands are constants."""
-    (i,) = _float_pair_positions(vals)
-    consts = [v.x if isinstance(v, Pair) else v for v in vals]  # integer pairs: equal sides
-    n = len(vals)
-
-    def h_with(v, *cs):
-        return prim.bind(*_with(cs, i, v), **params)
-
-    yr = prim.bind(
-        *_with([v.r if isinstance(v, Pair) else v for v in vals], i, vals[i].r), **params
-    )
-
-    def primal(x, r, yr, *cs):
-        return h_with(x, *cs)
-
-    def backward(args, y, g):
-        x, r, yr_, *cs = args
-        m = secant(lambda v: h_with(v, *cs), x, r, y, yr_, smooth)
-        return (times(g, m), None, None, *([None] * n))
-
-    ya = custom_multiplier(primal, backward)(vals[i].x, vals[i].r, yr, *consts)
-    return Pair(ya, yr)
-
+# ---- Rescale: one varying operand (the rule itself is in _rulekit) ----------------------
 
 RESCALE_PRIMS: dict[Any, bool] = {}
 """Primitives registered with :func:`defrescale`, mapped to whether they are smooth."""
@@ -114,17 +39,19 @@ def defrescale(prim: Any, *, smooth: bool = True) -> None:
     if prim is not None:
         RESCALE_PRIMS[prim] = smooth
 
-    def rule(ctx, *vals, **params):
-        if len(_float_pair_positions(vals)) > 1:
-            if len(vals) == 2:
-                return shapley_rule(prim, smooth, ctx, *vals, **params)
-            raise ctx.error(
-                f"'{prim.name}' has several operands that depend on the attributed input:",
-                "only one of its operands may vary; register a rule for it.",
-            )
-        return rescale_rule(prim, smooth, ctx, *vals, **params)
+    register_rule(prim, partial(rescale_or_shapley_rule, prim, smooth))
 
-    register_rule(prim, rule)
+
+def rescale_or_shapley_rule(prim: Any, smooth: bool, ctx: Context, *vals: Any, **params: Any):
+    """Rescale with one varying operand; the Shapley rule with two."""
+    if len(float_pair_positions(vals)) > 1:
+        if len(vals) == 2:
+            return shapley_rule(prim, smooth, ctx, *vals, **params)
+        raise ctx.error(
+            f"'{prim.name}' has several operands that depend on the attributed input:",
+            "only one of its operands may vary; register a rule for it.",
+        )
+    return rescale_rule(prim, smooth, ctx, *vals, **params)
 
 
 # ---- two varying operands: Shapley value of the two players ----------------------------
@@ -163,7 +90,7 @@ def shapley_rule(prim: Any, smooth: bool, ctx: Context, a: Any, b: Any, **params
 
 def defshapley(prim: Any, *, smooth: bool = True) -> None:
     """Register the two-player Shapley rule (Rescale when only one operand varies)."""
-    register_rule(prim, lambda ctx, a, b, **params: shapley_rule(prim, smooth, ctx, a, b, **params))
+    register_rule(prim, partial(shapley_rule, prim, smooth))
 
 
 # ---- products: the midpoint rule (§2.3.5) -----------------------------------------------
@@ -178,8 +105,6 @@ def bilinear_rule(prim: Any, ctx: Context, a: Any, b: Any, **params: Any) -> Pai
     if not (isinstance(a, Pair) and isinstance(b, Pair)):
         return linear_rule(prim, ctx, a, b, **params)
     if ctx.options.product_rule != "midpoint":
-        from deepliftjax._rules_products import product_rule
-
         return product_rule(prim, ctx, a, b, **params)
 
     def B(u, v):
@@ -200,7 +125,7 @@ def bilinear_rule(prim: Any, ctx: Context, a: Any, b: Any, **params: Any) -> Pai
 
 def defbilinear(prim: Any) -> None:
     """Register the midpoint rule for a bilinear primitive."""
-    register_rule(prim, lambda ctx, a, b, **params: bilinear_rule(prim, ctx, a, b, **params))
+    register_rule(prim, partial(bilinear_rule, prim))
 
 
 # ---- max and min of two varying operands: split the straight path (§2.3.3) ------------
@@ -240,7 +165,8 @@ def maxmin_rule(prim: Any, sign: float, ctx: Context, a: Any, b: Any, **params: 
 
 
 def defmaxmin(prim: Any, sign: float) -> None:
-    register_rule(prim, lambda ctx, a, b, **params: maxmin_rule(prim, sign, ctx, a, b, **params))
+    """Register the path-fraction rule for ``max`` (sign 1) or ``min`` (sign -1)."""
+    register_rule(prim, partial(maxmin_rule, prim, sign))
 
 
 def _clamp_rule(ctx: Context, lo: Any, x: Any, hi: Any, **params: Any) -> Any:
@@ -334,6 +260,8 @@ defrescale(primitive("reduce_precision_p"), smooth=False)
 defbilinear(mul_p)
 defbilinear(primitive("dot_general_p"))
 defbilinear(primitive("conv_general_dilated_p"))
+for _split in _precision.SPLIT_PRIMS.values():  # precision="split_*": the same products
+    defbilinear(_split)
 defmaxmin(max_p, 1.0)
 defmaxmin(min_p, -1.0)
 register_rule(primitive("clamp_p"), _clamp_rule)

@@ -7,29 +7,20 @@ constant operand, ``gather`` with constant indices.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import (
-    Context,
-    Pair,
-    bind_both,
-    check_not_integer_pairs,
-    register_rule,
-)
-
-
-def linear_rule(prim: Any, ctx: Context, *vals: Any, **params: Any) -> Any:
-    """Bind on both sides; autodiff of the actual side is the DeepLIFT multiplier."""
-    check_not_integer_pairs(ctx, vals, "an operand (an index, mask or count)")
-    return bind_both(prim, vals, params)
+from deepliftjax._interpreter import Context, register_rule
+from deepliftjax._pair import Pair
+from deepliftjax._rulekit import linear_rule, rescale_rule
 
 
 def deflinear(prim: Any) -> None:
     """Register the linear rule for ``prim``."""
-    register_rule(prim, lambda ctx, *vals, **params: linear_rule(prim, ctx, *vals, **params))
+    register_rule(prim, partial(linear_rule, prim))
 
 
 def _stop_gradient_rule(ctx: Context, operand: Pair, **params: Any) -> Pair:
@@ -43,8 +34,6 @@ def _convert_rule(ctx: Context, operand: Any, *, new_dtype: Any, **params: Any) 
     old = jnp.dtype(operand.dtype)
     new = jnp.dtype(new_dtype)
     if operand.is_float and jnp.issubdtype(new, jnp.inexact) and new.itemsize < old.itemsize:
-        from deepliftjax._rules_elementwise import rescale_rule
-
         return rescale_rule(convert_element_type_p, False, ctx, operand, **params)
     return linear_rule(convert_element_type_p, ctx, operand, **params)
 

@@ -1,7 +1,8 @@
 """Alternative rules for products of two varying operands (``product_rule=``).
 
-The default, ``"midpoint"``, is the paper's rule (§2.3.5) and lives with the other
-elementwise rules. The rules here are selected with ``deeplift(..., product_rule=...)``.
+The paper's rule (§2.3.5), ``"midpoint"``, lives with the other elementwise rules. The
+rules here are selected with ``deeplift(..., product_rule=...)``; ``"guarded"`` is the
+default.
 
 For a bilinear ``y = B(a, b)`` (``mul``, ``dot_general``, ``conv``) every *ordering* of
 the two operands is exact:
@@ -56,6 +57,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from deepliftjax._pair import Pair
+from deepliftjax._rulekit import custom_multiplier, times
 
 PRODUCT_RULES = ("midpoint", "guarded", "balanced")
 
@@ -138,9 +142,6 @@ def product_rule(prim: Any, ctx: Any, a: Any, b: Any, **params: Any) -> Any:
     for a contraction the VJPs of ``B(·, b)``, ``B(·, b⁰)``, ``B(a⁰, ·)`` and ``B(a, ·)``
     with the cotangent weighted by ``w̄`` or ``w`` per output element.
     """
-    from deepliftjax._interpreter import Pair
-    from deepliftjax._rules_elementwise import custom_multiplier, times
-
     rule = ctx.options.product_rule
 
     def B(u, v):

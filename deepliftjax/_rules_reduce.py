@@ -16,14 +16,16 @@ give the same scores on tied inputs, and match the field's tools on one-hot DNA.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
-from deepliftjax._custom import custom_multiplier
-from deepliftjax._interpreter import Context, Pair, register_rule
+from deepliftjax._interpreter import Context, register_rule
+from deepliftjax._pair import Pair
+from deepliftjax._rulekit import custom_multiplier
 
 
 def max_reduction_rule(prim: Any, comb: Any, ctx: Context, operand: Pair, **params: Any) -> Pair:
@@ -119,9 +121,7 @@ def _tiled_window(comb: Any, operand: Pair, params: dict[str, Any]) -> Any:
 
 def defmaxreduction(prim: Any, comb: Any) -> None:
     """Register the max-type reduction rule (``comb`` is ``jnp.maximum`` or ``jnp.minimum``)."""
-    register_rule(
-        prim, lambda ctx, operand, **params: max_reduction_rule(prim, comb, ctx, operand, **params)
-    )
+    register_rule(prim, partial(max_reduction_rule, prim, comb))
 
 
 # ---- reductions -------------------------------------------------------------------------

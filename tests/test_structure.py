@@ -1,0 +1,195 @@
+"""The package's shape: no import cycles, short functions, a small public namespace, and
+errors that point at the user's line."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import deepliftjax as dl
+
+PKG = pathlib.Path(dl.__file__).parent
+ROOT = PKG.parent
+MAX_LINES = 80
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path, name: str) -> set[str]:
+    """Every deepliftjax module ``path`` imports, at any depth (deferred imports too)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found |= {f"{mod}.{a.name}" for a in node.names}  # `from pkg import submodule`
+    return {m for m in found if m.startswith("deepliftjax")}
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PKG.rglob("*.py")}
+    return {m: _imports(p, m) & set(files) - {m} for m, p in files.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+# The package's __init__ re-exports its modules' names, and a package's submodules import
+# names from it; those edges are the package facade, not a cycle between implementation
+# modules, so __init__ modules are left out of the graph.
+def _implementation_graph() -> dict[str, set[str]]:
+    g = _graph()
+    packages = {m for m, p in ((m, _path(m)) for m in g) if p.name == "__init__.py"}
+    return {m: deps - packages for m, deps in g.items() if m not in packages}
+
+
+def _path(module: str) -> pathlib.Path:
+    p = ROOT.joinpath(*module.split("."))
+    return p / "__init__.py" if p.is_dir() else p.with_suffix(".py")
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    graph = _implementation_graph()
+    assert "deepliftjax._api" in graph and graph["deepliftjax._api"]  # the walk sees imports
+    assert _cycles(graph) == []
+
+
+def test_rule_families_import_the_kit_not_each_other():
+    graph = _implementation_graph()
+    families = {m for m in graph if m.startswith("deepliftjax._rules_")}
+    for m in families:
+        assert not (graph[m] & families) - {"deepliftjax._rules_products"}, (m, graph[m])
+    leaf = {"deepliftjax._pair", "deepliftjax._errors", "deepliftjax._compat"}
+    assert graph["deepliftjax._rulekit"] <= leaf
+
+
+def _long_functions() -> list[str]:
+    """Functions whose code (docstring excluded) exceeds MAX_LINES lines, unless their
+    docstring says why ("Long because ...")."""
+    long = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            doc = ast.get_docstring(node) or ""
+            body = node.body[1:] if doc and len(node.body) > 1 else node.body
+            lines = node.end_lineno - body[0].lineno + 1
+            if lines > MAX_LINES and "Long because" not in doc:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    return long
+
+
+def test_no_function_longer_than_80_lines():
+    assert _long_functions() == []
+
+
+# ---- the two APIs, against the docs -----------------------------------------------------
+
+
+def _documented(page: str, prefix: str) -> set[str]:
+    text = (ROOT / "docs" / page).read_text()
+    return set(re.findall(rf"^::: {re.escape(prefix)}\.(\w+)\s*$", text, re.MULTILINE))
+
+
+def test_user_api_is_the_documented_one():
+    public = {n for n in dir(dl) if not n.startswith("_")}
+    assert public == set(dl.__all__) - {"__version__"} | {"genomics", "plot", "rules"}
+    documented = _documented("api.md", "deepliftjax") - {"genomics", "plot", "rules"}
+    assert set(dl.__all__) - {"__version__"} == documented
+    for internal in ("RULES", "Pair", "Context", "register_rule", "defrescale", "secant"):
+        assert not hasattr(dl, internal), internal
+    assert len(dl.__all__) <= 30
+
+
+def test_extension_api_lives_in_rules():
+    from deepliftjax import rules
+
+    assert set(rules.__all__) == {n for n in dir(rules) if not n.startswith("_")} - {"annotations"}
+    for name in ("RULES", "Pair", "Context", "register_rule", "deflinear", "defrescale",
+                 "defshapley", "defbilinear", "defmaxmin", "definert", "defcall",
+                 "defmaxreduction", "secant", "custom_multiplier"):  # fmt: skip
+        assert name in rules.__all__, name
+    text = (ROOT / "docs" / "extending.md").read_text()
+    assert "::: deepliftjax.rules" in text
+
+
+def test_registered_rules_print_their_names():
+    from deepliftjax import rules
+
+    anonymous = [p.name for p, r in rules.RULES.items() if getattr(r, "__name__", "") == "<lambda>"]
+    assert anonymous == []
+    assert "linear_rule" in repr(rules.RULES[jax.lax.add_p])
+
+
+# ---- errors point at the user's line ----------------------------------------------------
+
+
+def _model_with_sort(x):
+    h = jnp.tanh(x)
+    return jnp.sort(h).sum()  # the unsupported line
+
+
+@pytest.mark.parametrize("wrap", ["plain", "jit", "inner_jit"])
+def test_unsupported_primitive_names_the_users_line(wrap):
+    f = _model_with_sort if wrap != "inner_jit" else jax.jit(_model_with_sort)
+    t = dl.deeplift(f, 0.0)
+    t = jax.jit(t) if wrap == "jit" else t
+    with pytest.raises(dl.DeepLiftError) as err:
+        t(jnp.ones(3))
+    line = next(
+        i + 1
+        for i, s in enumerate(pathlib.Path(__file__).read_text().splitlines())
+        if "# the unsupported line" in s and "return" in s
+    )
+    assert f"{pathlib.Path(__file__).name}:{line} (_model_with_sort)" in str(err.value)
+    assert "'sort'" in str(err.value) and "Hint:" in str(err.value)
