@@ -36,7 +36,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -214,8 +213,10 @@ def shap(report: Report, n: int, chunk: int, shuffles: int) -> None:
     report.add("")
 
 
-def tests(report: Report, timeout: int) -> None:
+def tests(report: Report, timeout: int, workers: int) -> None:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"]
+    if workers > 1:
+        cmd += ["-n", str(workers)]  # pytest-xdist
     cmd.append("tests/test_precision.py")
     t0 = time.perf_counter()
     try:
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shap-chunk", type=int, default=2048)
     p.add_argument("--shuffles", type=int, default=20)
     p.add_argument("--tests-timeout", type=int, default=240)
+    p.add_argument("--tests-workers", type=int, default=1)
     p.add_argument("--batches", default=None, help="e.g. genomics=512,4096;vgg16=2")
     p.add_argument("--profile-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     t0 = time.perf_counter()
     if "tests" in parts:
-        tests(report, args.tests_timeout)
+        tests(report, args.tests_timeout, args.tests_workers)
     if "speed" in parts:
         speed(report, batches, args.repeats)
     if "shap" in parts:
