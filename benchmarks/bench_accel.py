@@ -105,19 +105,24 @@ def _calls(f: Callable, ref: jax.Array) -> dict[str, Callable]:
     return calls
 
 
-def _compile(calls: dict[str, Callable], x: jax.Array) -> dict[str, float]:
-    """Compile and warm up each call; seconds to the first result."""
-    secs = {}
-    for name, c in calls.items():
+def _compile(calls: dict[str, Callable], x: jax.Array) -> tuple[dict[str, float], dict]:
+    """Compile and warm up each call: seconds to the first result, and the calls that failed
+    (removed from ``calls``, so that one refusal does not stop the run)."""
+    secs, failed = {}, {}
+    for name, c in list(calls.items()):
         t0 = time.perf_counter()
-        if "portable" in name:
-            with _precision.portable():  # the split is chosen at trace time
+        try:
+            if "portable" in name:
+                with _precision.portable():  # the split is chosen at trace time
+                    c(x).block_until_ready()
+            else:
                 c(x).block_until_ready()
-        else:
+            secs[name] = time.perf_counter() - t0
             c(x).block_until_ready()
-        secs[name] = time.perf_counter() - t0
-        c(x).block_until_ready()
-    return secs
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:150]}"
+            del calls[name]
+    return secs, failed
 
 
 def _time(calls: dict[str, Callable], x: jax.Array, repeats: int) -> dict[str, float]:
@@ -150,7 +155,9 @@ def speed(report: Report, batches: dict[str, list[int]], repeats: int) -> None:
         for b in bs:
             x = jnp.asarray(np.moveaxis(pair.data(b), 1, -1))
             calls = _calls(f, ref)
-            comp = _compile(calls, x)
+            comp, failed = _compile(calls, x)
+            for m, why in failed.items():
+                report.add(f"| {name} | {b} | {m} | failed: {why} | | | | |")
             med = _time(calls, x, repeats)
             t_tf32 = med["floor: grad x input, JAX default (TF32)"]
             t_high = med["floor: grad x input, highest"]
@@ -208,7 +215,11 @@ def shap(report: Report, n: int, chunk: int, shuffles: int) -> None:
         "|---|---:|---:|---:|",
     )
     for mode in MODES:
-        r = _shap_job(fn, n, chunk, shuffles, mode)
+        try:
+            r = _shap_job(fn, n, chunk, shuffles, mode)
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            report.add(f"| {_label(mode)} | failed: {type(err).__name__}: {err!s:.150} | | |")
+            continue
         report.add(f"| {_label(mode)} | {r['steady']:,.0f} | {r['e2e']:,.0f} | {r['resid']:.1e} |")
     report.add("")
 
@@ -299,7 +310,10 @@ def main(argv: list[str] | None = None) -> None:
     if "shap" in parts:
         shap(report, args.shap_n, args.shap_chunk, args.shuffles)
     if args.profile_dir is not None:
-        profile(report, args.profile_dir, max(batches["genomics"]), 3)
+        try:
+            profile(report, args.profile_dir, max(batches["genomics"]), 3)
+        except Exception as err:  # noqa: BLE001 - the measurements above are kept
+            report.add(f"Profile failed: {type(err).__name__}: {err!s:.200}", "")
     report.add(f"Total {time.perf_counter() - t0:.0f} s.")
 
 
