@@ -124,6 +124,20 @@ def register_batcher(prim: Primitive, rule: Any) -> None:
         batchers[prim] = rule
 
 
+def register_bilinear(prim: Primitive, lhs_transpose: Any, rhs_transpose: Any) -> None:
+    """JVP and transposes of a new bilinear primitive.
+
+    jax 0.10 (and 0.11, as far as known): ``jax.interpreters.ad.defbilinear``. Where it is
+    gone, nothing is registered: import still works, and only differentiating a split
+    product fails, naming the primitive.
+    """
+    from jax.interpreters import ad
+
+    defbilinear = getattr(ad, "defbilinear", None)
+    if defbilinear is not None:
+        defbilinear(prim, lhs_transpose, rhs_transpose)
+
+
 _DOT_ALGORITHM_SUPPORT: dict[tuple[str, str], bool] = {}
 
 
