@@ -55,6 +55,10 @@ BATCHES = {"genomics": [4096, 512], "vgg16": [128, 16]}  # the target first
 SMOKE_BATCHES = {"genomics": [64], "vgg16": [2]}
 
 
+def _rate(r: float) -> str:
+    return f"{r:,.0f}" if r >= 100 else f"{r:.2g}"
+
+
 def _label(mode: str | None) -> str:
     return "None" if mode is None else mode
 
@@ -169,7 +173,7 @@ def speed(report: Report, batches: dict[str, list[int]], repeats: int) -> None:
                         r = deepliftjax.summation_residual(f, ref, x, scores, batched=True)
                     res = f"{float(np.max(r)):.1e}"
                 report.add(
-                    f"| {name} | {b} | {m} | {b / med[m]:,.0f} | {med[m] / t_tf32:.2f} | "
+                    f"| {name} | {b} | {m} | {_rate(b / med[m])} | {med[m] / t_tf32:.2f} | "
                     f"{med[m] / t_high:.2f} | {res} | {comp[m]:.1f} |"
                 )
     report.add("")
@@ -220,7 +224,9 @@ def shap(report: Report, n: int, chunk: int, shuffles: int) -> None:
         except Exception as err:  # noqa: BLE001 - reported in the table
             report.add(f"| {_label(mode)} | failed: {type(err).__name__}: {err!s:.150} | | |")
             continue
-        report.add(f"| {_label(mode)} | {r['steady']:,.0f} | {r['e2e']:,.0f} | {r['resid']:.1e} |")
+        report.add(
+            f"| {_label(mode)} | {_rate(r['steady'])} | {_rate(r['e2e'])} | {r['resid']:.1e} |"
+        )
     report.add("")
 
 
