@@ -11,8 +11,9 @@ Two shuffles of one sequence, each a permutation of its positions:
   edges out of each letter in random order, then the walk that uses them.
 
 Both take a single sequence, either one-hot ``(L, A)`` (channels last, the JAX/Flax
-convolution layout; all-zero rows such as ``N`` are kept as their own letter) or
-integer tokens ``(L,)``, and return the same kind. Batch them with :func:`jax.vmap`.
+convolution layout; all-zero rows such as ``N`` are kept as their own letter), one-hot
+``(A, L)`` with ``alphabet_axis=0`` (the PyTorch layout), or integer tokens ``(L,)``, and
+return the same kind. Batch them with :func:`jax.vmap`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
+
+from deepliftjax._errors import DeepLiftError
 
 __all__ = ["dinuc_shuffle", "shuffle", "dinucleotide_counts"]
 
@@ -59,7 +62,20 @@ def _from_tokens(tok: jax.Array, x: jax.Array, onehot: bool) -> jax.Array:
     return jax.nn.one_hot(tok, x.shape[1], dtype=x.dtype)
 
 
-def shuffle(key: jax.Array, x: ArrayLike, num_shuffles: int | None = None) -> jax.Array:
+def _alphabet_first(x: jax.Array, alphabet_axis: int) -> bool:
+    """Whether one-hot ``x`` is ``(A, L)``; checks ``alphabet_axis``."""
+    if alphabet_axis not in (-1, 0, 1, -2) or (x.ndim != 2 and alphabet_axis != -1):
+        raise DeepLiftError(
+            f"alphabet_axis={alphabet_axis!r} does not fit one sequence of shape "
+            f"{x.shape}.\nHint: one-hot sequences are (L, A) (alphabet_axis=-1, the "
+            "default) or (A, L) (alphabet_axis=0); use jax.vmap for a batch."
+        )
+    return x.ndim == 2 and alphabet_axis in (0, -2)
+
+
+def shuffle(
+    key: jax.Array, x: ArrayLike, num_shuffles: int | None = None, *, alphabet_axis: int = -1
+) -> jax.Array:
     """Uniformly random permutation of a sequence's positions.
 
     Args:
@@ -67,6 +83,7 @@ def shuffle(key: jax.Array, x: ArrayLike, num_shuffles: int | None = None) -> ja
       x: one sequence, one-hot ``(L, A)`` or tokens ``(L,)``.
       num_shuffles: ``None`` for one shuffle of shape ``x.shape``, or ``K`` for ``K``
         independent shuffles stacked as ``(K, *x.shape)``.
+      alphabet_axis: ``-1`` (default) for one-hot ``(L, A)``, ``0`` for ``(A, L)``.
 
     Returns:
       The shuffled sequence(s), same dtype as ``x``.
@@ -78,6 +95,8 @@ def shuffle(key: jax.Array, x: ArrayLike, num_shuffles: int | None = None) -> ja
       (3, 5, 4)
     """
     x = jnp.asarray(x)
+    if _alphabet_first(x, alphabet_axis):
+        return jnp.swapaxes(shuffle(key, x.T, num_shuffles), -1, -2)
     keys = _split_keys(key, num_shuffles)
     if keys is not None:
         return jax.vmap(lambda k: shuffle(k, x))(keys)
@@ -205,6 +224,7 @@ def dinuc_shuffle(
     num_shuffles: int | None = None,
     *,
     alphabet_size: int | None = None,
+    alphabet_axis: int = -1,
 ) -> jax.Array:
     """Dinucleotide-preserving shuffle of one sequence (jit- and vmap-able).
 
@@ -221,6 +241,8 @@ def dinuc_shuffle(
       num_shuffles: ``None`` for one shuffle of shape ``x.shape``, or ``K`` for
         ``(K, *x.shape)``. ``functools.partial(dinuc_shuffle, num_shuffles=K)`` is a
         reference generator ``(key, example) -> (K, ...)`` for :func:`deeplift_shap`.
+      alphabet_axis: ``-1`` (default) for one-hot ``(L, A)``, ``0`` for
+        ``(A, L)`` (the PyTorch layout); the result has ``x``'s layout.
       alphabet_size: for token input, the number of token values (tokens must lie in
         ``[0, alphabet_size)``); without it tokens are relabelled, which is slower.
 
@@ -238,6 +260,9 @@ def dinuc_shuffle(
       True
     """
     x = jnp.asarray(x)
+    if _alphabet_first(x, alphabet_axis):
+        out = dinuc_shuffle(key, x.T, num_shuffles, alphabet_size=alphabet_size)
+        return jnp.swapaxes(out, -1, -2)
     keys = _split_keys(key, num_shuffles)
     tok, n, onehot = _to_tokens(x)
     if not onehot:

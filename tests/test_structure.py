@@ -193,3 +193,44 @@ def test_unsupported_primitive_names_the_users_line(wrap):
     )
     assert f"{pathlib.Path(__file__).name}:{line} (_model_with_sort)" in str(err.value)
     assert "'sort'" in str(err.value) and "Hint:" in str(err.value)
+
+
+# ---- consistent signatures --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", ["dinuc_shuffle", "shuffle"])
+def test_shuffles_take_either_layout(fn):
+    shuffle = getattr(dl, fn)
+    x = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (40,), 0, 4), 4)
+    key = jax.random.key(3)
+    last = shuffle(key, x, 3)
+    first = jax.jit(lambda k, v: shuffle(k, v, 3, alphabet_axis=0))(key, x.T)
+    assert first.shape == (3, 4, 40)
+    assert bool((jnp.swapaxes(first, -1, -2) == last).all())
+    assert bool((jnp.swapaxes(first, -1, -2) != x).any())  # it did shuffle
+    with pytest.raises(dl.DeepLiftError, match="alphabet_axis=2"):
+        shuffle(key, x, alphabet_axis=2)
+
+
+@pytest.mark.parametrize("mode", ["plain", "jit", "vmap"])
+def test_deeplift_shap_takes_deeplifts_score_options(mode):
+    w = jnp.arange(12.0).reshape(6, 2) / 10 - 0.3
+    f = lambda v: jnp.sum(jnp.tanh(v.reshape(-1) @ w))  # noqa: E731
+    x = jax.nn.one_hot(jnp.array([0, 1, 1]), 2)
+    refs = jnp.stack([jax.nn.one_hot(jnp.array([1, 1, 0]), 2), jnp.full((3, 2), 0.5)])
+
+    def run(**kw):
+        g = dl.deeplift_shap(f, refs, **kw)
+        if mode == "jit":
+            return jax.jit(g)(x)
+        if mode == "vmap":
+            return jax.vmap(g)(jnp.stack([x, x]))[1]
+        return g(x)
+
+    for kw in ({"multiply_by_inputs": False}, {"onehot_axis": -1}, {}):
+        want = sum(dl.deeplift(f, r, **kw)(x) for r in refs) / len(refs)
+        assert jnp.allclose(run(**kw), want, atol=1e-6), kw
+    # the default still sums to the mean Δf; raw multipliers differ from contributions
+    mean_delta = float(jnp.mean(jnp.stack([f(x) - f(r) for r in refs])))
+    assert abs(float(run().sum()) - mean_delta) < 1e-5
+    assert not jnp.allclose(run(multiply_by_inputs=False), run())
