@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class DeepLiftError(ValueError):
@@ -18,6 +21,7 @@ def eqn_str(eqn: Any, limit: int = 600) -> str:
         text = str(eqn)
     except Exception:  # pragma: no cover - printing must never mask the real error
         text = f"{eqn.primitive.name} ..."
+    text = _ANSI.sub("", text)  # JAX colours jaxprs on a terminal (and in notebooks)
     return text if len(text) <= limit else text[:limit] + " ..."
 
 

@@ -123,7 +123,6 @@ def test_dependencies(dists):
     assert torch and all("==" not in r for r in torch), torch
 
 
-@pytest.mark.xfail(strict=False, reason="version import pending: __init__ still writes it")
 def test_version_is_written_once():
     """`deepliftjax/__init__.py` takes `__version__` from `_version.py` (one source)."""
     tree = ast.parse((ROOT / "deepliftjax" / "__init__.py").read_text(encoding="utf-8"))
@@ -156,7 +155,6 @@ def _run(code: str, tmp_path: Path, timeout: int = 120) -> subprocess.CompletedP
     )
 
 
-@pytest.mark.xfail(strict=False, reason="lazy imports pending")
 def test_import_is_light(tmp_path):
     """`import deepliftjax` loads neither optax, matplotlib, nor the genomics or plot modules."""
     proc = _run(
@@ -211,7 +209,6 @@ raise SystemExit(main(["--tiny", "--no-progress", "--out", {str(out)!r}]))
     assert not out.exists(), "the command started the experiment before naming the extra"
 
 
-@pytest.mark.xfail(strict=False, reason="lazy imports pending")
 def test_import_without_optax(tmp_path):
     """optax is an extra: the core API imports and runs without it."""
     proc = _run(

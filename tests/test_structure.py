@@ -234,3 +234,13 @@ def test_deeplift_shap_takes_deeplifts_score_options(mode):
     mean_delta = float(jnp.mean(jnp.stack([f(x) - f(r) for r in refs])))
     assert abs(float(run().sum()) - mean_delta) < 1e-5
     assert not jnp.allclose(run(multiply_by_inputs=False), run())
+
+
+def test_error_text_has_no_terminal_colour_codes():
+    from deepliftjax._errors import eqn_str
+
+    class Coloured:  # an equation as JAX prints it with jax_pprint_use_color on a terminal
+        def __str__(self):
+            return "a:\x1b[35mf32[3]\x1b[0m = sort[dimension=0] b"
+
+    assert eqn_str(Coloured()) == "a:f32[3] = sort[dimension=0] b"
