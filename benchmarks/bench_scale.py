@@ -15,15 +15,17 @@ fresh subprocess, so peak memory is per job. Reported per run:
 * steady seq/s: sequences per second between the first and the last computed chunk
   (compilation excluded); end-to-end seq/s includes tracing, compilation, hashing the
   inputs and writing the final files;
-* peak RSS (``VmHWM``: every resident page, including the pages of the memory-mapped
-  input file the job reads, which the kernel may drop at any time) and peak anonymous RSS
-  (``RssAnon`` sampled every 20 ms: the process's own memory). The anonymous peak is the
-  number that must stay flat in N.
+* peak RSS (``VmHWM``: every resident page, including the pages of a memory-mapped input
+  file the job has read, which the kernel may drop at any time) and peak anonymous RSS
+  (``RssAnon`` sampled every 20 ms: the process's own memory). The anonymous peak must
+  stay flat in N; with ``--read blocks`` (inputs an iterable of blocks read from the file,
+  nothing of it mapped) so must ``VmHWM``.
 
 Usage::
 
     nice -n 10 python benchmarks/bench_scale.py                   # the recorded sizes
     python benchmarks/bench_scale.py --plain 2000 --shap 200      # a quick look
+    nice -n 10 python benchmarks/bench_scale.py --read blocks --shap  # inputs from file reads
 """
 
 from __future__ import annotations
@@ -73,7 +75,26 @@ def _make_inputs(path: str, n: int) -> None:
     del out
 
 
-def worker(job: str, n: int, inputs: str, out_dir: str, chunk: int, ref_chunk: int) -> dict:
+def _blocks(path: str, n: int, rows: int):
+    """The first ``n`` rows of an ``.npy`` file in blocks, read with plain file reads (no
+    page of the file stays mapped in this process)."""
+    import numpy as np
+
+    mm = np.load(path, mmap_mode="r")
+    offset, dtype, row_shape = mm.offset, mm.dtype, mm.shape[1:]
+    del mm
+    row_items = int(np.prod(row_shape))
+    with open(path, "rb") as fh:
+        for lo in range(0, n, rows):
+            hi = min(n, lo + rows)
+            fh.seek(offset + lo * row_items * dtype.itemsize)
+            block = np.fromfile(fh, dtype, (hi - lo) * row_items)
+            yield block.reshape(hi - lo, *row_shape)
+
+
+def worker(
+    job: str, n: int, inputs: str, out_dir: str, chunk: int, ref_chunk: int, read: str = "mmap"
+) -> dict:
     """Run one job in this process; return timings and memory."""
     import functools
 
@@ -93,7 +114,7 @@ def worker(job: str, n: int, inputs: str, out_dir: str, chunk: int, ref_chunk: i
 
     threading.Thread(target=sample, daemon=True).start()
     fn = _model()
-    xs = np.load(inputs, mmap_mode="r")[:n]
+    xs = np.load(inputs, mmap_mode="r")[:n] if read == "mmap" else _blocks(inputs, n, chunk)
     refs = None if job == "plain" else functools.partial(dinuc_shuffle, num_shuffles=20)
     stamps: list[float] = []
     t0 = time.perf_counter()
@@ -115,6 +136,7 @@ def worker(job: str, n: int, inputs: str, out_dir: str, chunk: int, ref_chunk: i
     size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     return {
         "job": job,
+        "read": read,
         "n": n,
         "steady": steady,
         "e2e": n / total,
@@ -134,12 +156,19 @@ def main(argv=None) -> None:
     p.add_argument("--chunk-size", type=int, default=512, help="plain DeepLIFT chunk")
     p.add_argument("--shap-chunk-size", type=int, default=64)
     p.add_argument("--ref-chunk", type=int, default=20)
+    p.add_argument(
+        "--read",
+        choices=["mmap", "blocks"],
+        default="mmap",
+        help="inputs as a memory-mapped array, or as an iterable of blocks read from the file",
+    )
     p.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
         job, n, inputs, out_dir = args.worker
         chunk = args.chunk_size if job == "plain" else args.shap_chunk_size
-        print(json.dumps(worker(job, int(n), inputs, out_dir, chunk, args.ref_chunk)))
+        out = worker(job, int(n), inputs, out_dir, chunk, args.ref_chunk, args.read)
+        print(json.dumps(out))
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,7 +180,7 @@ def main(argv=None) -> None:
                 cmd = [sys.executable, __file__, "--worker", job, str(n), inputs, out_dir]
                 cmd += ["--chunk-size", str(args.chunk_size)]
                 cmd += ["--shap-chunk-size", str(args.shap_chunk_size)]
-                cmd += ["--ref-chunk", str(args.ref_chunk)]
+                cmd += ["--ref-chunk", str(args.ref_chunk), "--read", args.read]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
                 if out.returncode:
                     sys.exit(f"worker failed:\n{out.stderr}")
@@ -160,20 +189,22 @@ def main(argv=None) -> None:
                 subprocess.run(["rm", "-rf", out_dir], check=True)
     load = os.getloadavg()[0]
     print(
-        f"\nGenomics CNN (GenomicsCNN, PReLU), {L}-bp one-hot uint8 inputs memory-mapped from "
-        f".npy; plain DeepLIFT: all-zero reference, chunk {args.chunk_size}; DeepLIFT-SHAP: 20 "
+        f"\nGenomics CNN (GenomicsCNN, PReLU), {L}-bp one-hot uint8 inputs "
+        + ("memory-mapped from .npy" if args.read == "mmap" else "read from .npy in blocks")
+        + f"; plain DeepLIFT: all-zero reference, chunk {args.chunk_size}; DeepLIFT-SHAP: 20 "
         f"dinucleotide shuffles per sequence, chunk {args.shap_chunk_size} x "
         f"{args.ref_chunk} references per step; {os.cpu_count()} CPU cores (shared), load "
         f"average {load:.1f} at the end.\n"
     )
     print(
-        "| job | N sequences | steady seq/s | end-to-end seq/s | total s | first chunk s | "
-        "peak RSS MiB (VmHWM) | peak anonymous RSS MiB | output MiB | max residual |"
+        "| job | inputs | N sequences | steady seq/s | end-to-end seq/s | total s | "
+        "first chunk s | peak RSS MiB (VmHWM) | peak anonymous RSS MiB | output MiB | "
+        "max residual |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['job']} | {r['n']:,} | {r['steady']:.0f} | {r['e2e']:.0f} | "
+            f"| {r['job']} | {r['read']} | {r['n']:,} | {r['steady']:.0f} | {r['e2e']:.0f} | "
             f"{r['total_s']:.0f} | {r['first_chunk_s']:.1f} | {r['peak_rss_mib']:.0f} | "
             f"{r['peak_anon_mib']:.0f} | {r['out_mib']:.0f} | {r['max_residual']:.1e} |"
         )
