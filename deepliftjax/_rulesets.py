@@ -209,8 +209,8 @@ REVEAL_CANCEL[primitive("dot_general_p")] = _rc_bilinear(primitive("dot_general_
 REVEAL_CANCEL[primitive("conv_general_dilated_p")] = _rc_bilinear(
     primitive("conv_general_dilated_p")
 )
-for _split in _precision.SPLIT_PRIMS.values():  # precision="split_*": the same products
-    REVEAL_CANCEL[_split] = _rc_bilinear(_split)
+for _twin in _precision.SPLIT_PRIMS.values():  # precision="split_*": the same products
+    REVEAL_CANCEL[_twin] = _rc_bilinear(_twin)
 for _p, _smooth in RESCALE_PRIMS.items():
     REVEAL_CANCEL[_p] = _rc_unary(_p, _smooth)
 max_p, min_p, add_p = primitive("max_p"), primitive("min_p"), primitive("add_p")
