@@ -291,3 +291,22 @@ def test_split_of_other_dtypes_is_highest():
     eqns = equations_in(jax.make_jaxpr(dl.deeplift(f, jnp.zeros(4), precision="split_tf32"))(x))
     products = [e for e in eqns if e.primitive in PRIMS + SPLIT_PRIMS]
     assert products and all(e.params["precision"] == HIGHEST for e in products)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_preset_path_on_a_backend_that_takes_presets(split, monkeypatch):
+    """Where the backend compiles the algorithm preset (GPUs), dot_general carries it in every
+    pass (JAX's transposes keep it) and convolutions, which ignore presets, take the split
+    primitive. Traced only: CPU does not run TF32 presets."""
+    monkeypatch.setattr(_precision._compat, "dot_algorithm_supported", lambda preset: True)
+
+    def fn(xs, ref):  # a traced reference: its pass is staged too, never run eagerly here
+        return jax.vmap(dl.deeplift(nested_model, ref, precision=split))(xs)
+
+    eqns = equations_in(jax.make_jaxpr(fn)(jnp.stack([X, -X]), REF).jaxpr)
+    preset = getattr(lax.DotAlgorithmPreset, _precision.SPLIT_MODES[split].preset)
+    dots = [e for e in eqns if e.primitive in (lax.dot_general_p, SPLIT_PRIMS[0])]
+    convs = [e for e in eqns if e.primitive in (lax.conv_general_dilated_p, SPLIT_PRIMS[1])]
+    assert len(dots) >= 14 and len(convs) >= 3
+    assert all(e.primitive is lax.dot_general_p and e.params["precision"] == preset for e in dots)
+    assert all(e.primitive is SPLIT_PRIMS[1] and e.params["split"] == split for e in convs)
