@@ -77,11 +77,18 @@ def deeplift(
         the first maximal element (as in torch, Captum, shap), whatever the lowering.
       fallback: ``"gradient"`` uses the ordinary derivative for primitives without a rule,
         with a warning (not exact); by default they raise :class:`DeepLiftError`.
-      precision: precision of the matrix products and convolutions that leave it to JAX
-        (``precision=None`` in ``f``). ``"highest"`` (default) keeps float32 exact on GPUs
-        and TPUs, whose default precision (TF32, bfloat16 passes) breaks summation to
-        delta at about 1e-3; ``None`` uses JAX's default: faster on those devices (2-5x
-        on an H200, see benchmarks/RESULTS.md), not exact. No effect on CPU.
+      precision: how the float32 matrix products and convolutions that leave precision
+        to JAX (``precision=None`` in ``f``) are computed, in the forward, reference and
+        multiplier passes alike. ``"highest"`` (default) keeps float32 exact on GPUs and
+        TPUs, whose default precision (TF32, bfloat16 passes) breaks summation to delta at
+        about 1e-3, but turns tensor cores off. ``"split_tf32"`` / ``"split_bf16"``
+        compute each product as a float32-accurate sum of 3 TF32 (6 bfloat16) products:
+        ``a = a_hi + a_lo``, ``a·b ≈ a_hi·b_hi + a_hi·b_lo + a_lo·b_hi`` (JAX's
+        ``DotAlgorithmPreset`` for ``dot_general`` where the backend takes it, a portable
+        split elsewhere); summation to delta holds to ~1e-5. On CPU the split modes only
+        cost time (CPU products are float32 anyway). ``None`` leaves precision to JAX:
+        fastest on accelerators (2-5x on an H200, benchmarks/RESULTS.md), not exact. A
+        product whose precision ``f`` sets itself is left as it is.
 
       product_rule: how products of two varying operands (``mul``, ``dot_general``,
         ``conv``: attention, gates, norms) split their change. All choices are exact.

@@ -129,26 +129,6 @@ def _differences(a: Any, b: Any) -> tuple[Any, Any]:
     return ax - bx, ar - br
 
 
-NEAR_TIE = 2.0**12
-"""A margin whose change is below ``NEAR_TIE`` ulps of its operands' magnitude is a near tie:
-its float difference is mostly rounding of the operands (a jump ``J`` credited through it
-would be off by ``J`` times that relative error), so the input distance scores it instead."""
-
-
-def _reliable(sx: Any, sr: Any, *operands: Any) -> Pair:
-    """The candidate ``(sx, sr)`` with near ties made invalid (no change), so that
-    :func:`ensure_score` falls back to the input distance there."""
-    dt = jnp.result_type(sx)
-    mag = sum(jnp.abs(o) for o in operands)
-    tol = NEAR_TIE * jnp.finfo(dt).eps * mag
-    near = lax.stop_gradient(~(jnp.abs(sx - sr) > tol))
-    return Pair(jnp.where(near, 0, sx), jnp.where(near, 0, sr))
-
-
-def _operands(a: Any, b: Any) -> tuple[Any, ...]:
-    return tuple(u for v in (a, b) for u in ((v.x, v.r) if isinstance(v, Pair) else (v,)))
-
-
 def _margin(sign: float) -> Builder:
     """``a > b`` is decided by the sign of ``a - b``: that margin is the score."""
 
@@ -157,7 +137,7 @@ def _margin(sign: float) -> Builder:
         if not any(isinstance(v, Pair) and v.is_float for v in (a, b)):
             return _generic(ctx, prim, invals, params, outs)
         dx, dr = _differences(a, b)
-        return [_reliable(sign * dx, sign * dr, *_operands(a, b))]
+        return [Pair(sign * dx, sign * dr)]
 
     return build
 
@@ -173,7 +153,7 @@ def _equality(sign: float) -> Builder:
         dx, dr = _differences(a, b)
         side = jnp.where(dr != 0, -jnp.sign(dr), -jnp.sign(dx))
         side = lax.stop_gradient(jnp.where(jnp.isfinite(side), side, 0))  # NaN: no candidate
-        return [_reliable(sign * side * dx, sign * side * dr, *_operands(a, b))]
+        return [Pair(sign * side * dx, sign * side * dr)]
 
     return build
 
@@ -193,8 +173,7 @@ def _arg_extreme(sign: float) -> Builder:
             return jnp.take_along_axis(vals, jnp.expand_dims(k, axis), axis).squeeze(axis)
 
         kx, kr = lax.stop_gradient(out.x), lax.stop_gradient(out.r)
-        wins = (at(v.x, kx), at(v.x, kr), at(v.r, kx), at(v.r, kr))
-        return [_reliable(sign * (wins[0] - wins[1]), sign * (wins[2] - wins[3]), *wins)]
+        return [Pair(sign * (at(v.x, kx) - at(v.x, kr)), sign * (at(v.r, kx) - at(v.r, kr)))]
 
     return build
 
@@ -203,9 +182,7 @@ def _convert(ctx, prim, invals, params, outs):
     (v,) = invals
     if v.is_float and jnp.dtype(params["new_dtype"]) == jnp.bool_:  # bool(v) is v != 0
         return _equality(-1.0)(ctx, prim, [v, jnp.zeros((), v.dtype)], params, outs)
-    if v.is_float:  # int(v) jumps where v crosses an integer: v is the score
-        return [_reliable(v.x, v.r, v.x, v.r)]
-    return [_score_of(v)]  # int -> int keeps the score
+    return [_score_of(v)]  # int(v) moves only where v moved; int -> int keeps the score
 
 
 def _data_positions(prim: Any, n: int) -> Sequence[int] | None:

@@ -191,8 +191,8 @@ def test_runner_is_quiet_for_a_tanh_mlp_at_random_references(num_refs):
 
 
 def test_runner_writes_conditioning_and_reads_older_chunks(tmp_path):
-    """conditioning.npy is written; a finished job warns again when read back; chunks
-    written without conditioning (an older version) resume with NaN there."""
+    """conditioning.npy is written; a finished job warns again when read back; a chunk
+    written without its key and checksum (an older version) is recomputed with a warning."""
     out = tmp_path / "job"
     kw = dict(chunk_size=4, progress=False, out_dir=out)
 
@@ -203,13 +203,14 @@ def test_runner_writes_conditioning_and_reads_older_chunks(tmp_path):
         attribute(layer_norm, LN_XS, None, callback=stop, **kw)
     chunk = out / "chunks" / "chunk_000000.npz"
     with np.load(chunk) as z:
-        old = {k: z[k] for k in z.files if k != "conditioning"}
-    np.savez(chunk, **old)  # as an older version wrote it
-    with pytest.warns(ConditioningWarning) as record:
-        res = attribute(layer_norm, LN_XS, None, **kw)
-    assert np.isnan(res.conditioning[:4]).all() and (res.conditioning[4:] > 100).all()
-    assert _warning_numbers(record)[0] == 2  # NaN is not counted
+        old = {k: z[k] for k in ("contributions", "residuals")}
+    np.savez(chunk, **old)  # as an older version wrote it: no key, no checksum
+    with pytest.warns(UserWarning, match="chunk_000000.npz is damaged"):
+        with pytest.warns(ConditioningWarning) as record:
+            res = attribute(layer_norm, LN_XS, None, **kw)
+    assert (res.conditioning > 100).all()  # recomputed, not resumed with NaN
+    assert _warning_numbers(record)[0] == len(LN_XS)
     np.testing.assert_array_equal(np.load(out / "conditioning.npy"), res.conditioning)
-    with pytest.warns(ConditioningWarning, match=r"in .*job: 2 example\(s\)"):
+    with pytest.warns(ConditioningWarning, match=rf"in .*job: {len(LN_XS)} example\(s\)"):
         again = attribute(layer_norm, LN_XS, None, **kw)  # complete: read from disk
     np.testing.assert_array_equal(again.conditioning, res.conditioning)

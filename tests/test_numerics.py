@@ -388,19 +388,25 @@ def test_summation_residual_pytrees_options_and_low_precision():
 
 
 def test_summation_check_reports_the_conditioning_of_a_norm_at_a_zero_reference():
-    """RMSNorm at a zero reference: exact, but sum|C| is thousands of times |Δf| (the
-    midpoint rule's cancelling terms); summation_check says so, next to the residual."""
+    """RMSNorm at a zero reference: exact, but with the paper's midpoint product rule
+    sum|C| is thousands of times |Δf| (cancelling terms); summation_check says so, next to
+    the residual."""
     w = np.array([1.0, -0.7], np.float32)
     f = lambda v: jnp.sum(w * v * lax.rsqrt(jnp.mean(v * v) + 1e-6))
     x, r = np.array([1.0, 2.0], np.float32), np.zeros(2, np.float32)
-    c = dl.deeplift(f, r)(x)
+    mid = {"product_rule": "midpoint"}
+    c = dl.deeplift(f, r, **mid)(x)
     check = summation_check(f, r, x, c)
     assert float(check.residual) == float(summation_residual(f, r, x, c)) < 1e-4
     want = np.abs(np.asarray(c, np.float64)).sum() / abs(f64_delta(f, x, r))
     np.testing.assert_allclose(check.conditioning, want, rtol=1e-4)
     assert float(check.conditioning) > 1000
     # a reference with some variance at the norm: the scores no longer cancel
-    assert float(summation_check(f, np.array([0.3, -0.5], np.float32), x).conditioning) < 10
+    r2 = np.array([0.3, -0.5], np.float32)
+    assert float(summation_check(f, r2, x, **mid).conditioning) < 10
+    # the default product rule ("guarded") does not cancel at the zero reference either
+    guarded = summation_check(f, r, x)
+    assert float(guarded.residual) < 1e-5 and float(guarded.conditioning) < 100
 
 
 def test_summation_residual_flags_an_inexact_fallback():
