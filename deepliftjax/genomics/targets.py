@@ -220,7 +220,8 @@ def profile_shap(
             out, out_ref, pullback = deeplift_vjp(logits, ref, x, *args, **deeplift_options)
             z_x, z_r = mean_normalize(out), mean_normalize(out_ref)
             w = profile_weights(z_x, z_r, weighting)
-            return pullback(jnp.reshape(w - jnp.mean(w), out.shape))[0]  # through the mean
+            m = pullback(jnp.reshape(w - jnp.mean(w), out.shape))  # through the mean
+            return m[0] if isinstance(m, tuple) else m  # a tuple as jax.vjp's (newer API)
 
         chunk = None if reference_chunk_size is None else min(reference_chunk_size, len(refs))
         m = jax.lax.map(one, refs, batch_size=chunk)
