@@ -180,8 +180,9 @@ def deeplift_vjp(
 
     Returns:
       ``(out, out_ref, pullback)`` (plus ``aux`` when ``has_aux``): ``f`` at the input
-      and at the reference, and ``pullback(cotangent)``, which returns the multipliers of
-      ``args[argnums]`` for the target ``sum(cotangent * out)``. Contributions are the
+      and at the reference, and ``pullback(cotangent)``, which returns, as ``jax.vjp``'s
+      does, a tuple with the multipliers of each attributed argument (one entry for an
+      int ``argnums``) for the target ``sum(cotangent * out)``. Contributions are the
       multipliers times ``x - ref``; they sum to ``sum(cotangent * (out - out_ref))``.
 
     Example:
@@ -189,14 +190,14 @@ def deeplift_vjp(
       >>> from deepliftjax import deeplift_vjp
       >>> f = lambda x: jnp.tanh(jnp.stack([x.sum(), x[0] * x[1]]))
       >>> out, out_ref, pullback = deeplift_vjp(f, jnp.zeros(2), jnp.array([1.0, 2.0]))
-      >>> m = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
+      >>> (m,) = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
     options = _options(rule, max_rule, fallback, precision, product_rule, stop_gradient)
     out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
 
-    def multipliers(cotangent: Any) -> Any:
+    def multipliers(cotangent: Any) -> tuple[Any, ...]:
         (m,) = pullback(cotangent)
-        return m
+        return m if isinstance(argnums, Sequence) else (m,)
 
     return (out, out_ref, multipliers, aux) if has_aux else (out, out_ref, multipliers)
 

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from deepliftjax._compat import primitive
-from deepliftjax._rulekit import custom_multiplier, safe_div, times
 from deepliftjax._pair import Pair, bind_both
+from deepliftjax._rulekit import custom_multiplier, safe_div, times
 
 # ---- the score of last resort -----------------------------------------------------------
 

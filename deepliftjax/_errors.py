@@ -39,7 +39,7 @@ def unsupported_primitive(eqn: Any) -> DeepLiftError:
         f"DeepLIFT rule for primitive '{name}' not implemented, and one of its inputs "
         f"depends on the attributed input:\n    {eqn_str(eqn)}{at_user_line(eqn)}\n"
         f"Hint: register a rule with deepliftjax.rules.register_rule(<the {name} primitive>, "
-        "rule) (deepliftjax.rules.deflinear / defrescale cover the common cases), rewrite this step with "
-        "supported operations, or pass fallback='gradient' to use the plain gradient here "
-        "(not exact: summation to delta no longer holds)."
+        "rule) (deepliftjax.rules.deflinear / defrescale cover the common cases), rewrite this "
+        "step with supported operations, or pass fallback='gradient' to use the plain "
+        "gradient here (not exact: summation to delta no longer holds)."
     )

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from deepliftjax import _compat, _discrete, _precision
-from deepliftjax._rules_products import PRODUCT_RULES
 from deepliftjax._errors import DeepLiftError, at_user_line, eqn_str, unsupported_primitive
 from deepliftjax._pair import Pair, bind_both, is_pair, rs, xs  # noqa: F401  (re-exported)
+from deepliftjax._rules_products import PRODUCT_RULES
 
 MAX_RULES = ("cross", "paper", "gradient")
 METHODS: dict[str, Callable[[Any], Any] | None] = {"rescale": None}

@@ -6,7 +6,6 @@ to the difference of the output (eq. 1), up to floating point.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 

@@ -168,7 +168,7 @@ x0 = xm[0]
 out, out_ref, pullback = dl.deeplift_vjp(lambda x: model.apply(params, x), jnp.zeros(5), x0)
 for name, cot in [("logit 0", jnp.eye(3)[0]), ("logit 2", jnp.eye(3)[2]),
                   ("logit 0 - logit 2", jnp.eye(3)[0] - jnp.eye(3)[2])]:
-    m = pullback(cot)
+    (m,) = pullback(cot)
     c = m * (x0 - 0.0)
     print(f"{name:18s} sum {float(c.sum()):+.5f}  delta {float(cot @ (out - out_ref)):+.5f}")
 

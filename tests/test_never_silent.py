@@ -368,8 +368,8 @@ def test_vjp_primal_is_f(argnums):
     for i in argnums if isinstance(argnums, tuple) else (argnums,):
         ref_args[i] = zero
     assert float(out_ref) == pytest.approx(float(_two(*ref_args)))
-    m = pullback(1.0)
-    ms = m if isinstance(argnums, tuple) else (m,)
+    ms = pullback(1.0)  # a tuple, one entry per attributed argument, as jax.vjp's
+    assert isinstance(ms, tuple) and len(ms) == (len(argnums) if isinstance(argnums, tuple) else 1)
     nums = argnums if isinstance(argnums, tuple) else (argnums,)
     total = sum(float(jnp.sum(mi * (a, b)[i])) for mi, i in zip(ms, nums, strict=True))
     assert total == pytest.approx(float(out - out_ref))
