@@ -458,9 +458,11 @@ def attribute(
         **deeplift_options,
     )
     example = jax.ShapeDtypeStruct(spec.example_shape, spec.x_dtype)
-    identity = job_identity(
-        scalar, example, spec.dtype, targets is not None, refs, key, chunk_size, shap_options
-    )
+    identity = {}  # in memory nothing is resumed: no identity, no chunk keys
+    if out_dir is not None:
+        identity = job_identity(
+            scalar, example, spec.dtype, targets is not None, refs, key, chunk_size, shap_options
+        )
     job, me = job_id(identity), share()
     names = ["contributions", "residuals", "conditioning"] + (
         ["hypothetical"] if hypothetical else []
@@ -555,7 +557,7 @@ def _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callba
         for c, xs in _chunks(spec, chunk_size):
             lo, valid = c * chunk_size, xs.shape[0]
             extra = rows(lo, lo + valid)
-            keys.append(chunk_key(job, c, xs, *extra))
+            keys.append(chunk_key(job, c, xs, *extra) if isinstance(store, DiskStore) else "")
             if not me.owns(c):
                 bar.skip(valid)
                 continue
