@@ -432,6 +432,172 @@ def image_heatmap(
     return ax
 
 
+def _panel_arrays(
+    attributions: Mapping[str, ArrayLike],
+    inputs: ArrayLike | None,
+    kind: str,
+    alphabet: str,
+    row_titles: Sequence[str] | None,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """`method_panels`' arguments checked and as float arrays.
+
+    Returns:
+      (method name -> scores, in the given order; the inputs or None).
+    """
+    if kind not in ("image", "logo", "bars"):
+        raise ValueError(f"kind must be 'image', 'logo' or 'bars', got {kind!r}.")
+    if not attributions:
+        raise ValueError("attributions is empty: pass {method name: scores}.")
+    names = list(attributions)
+    arrs = {k: np.asarray(v, dtype=np.float64) for k, v in attributions.items()}
+    shapes = {k: v.shape for k, v in arrs.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"every method's scores must have one shape, got {shapes}.")
+    shape = shapes[names[0]]
+    want = "(N, H, W) or (N, H, W, C)" if kind == "image" else f"(N, length, {len(alphabet)})"
+    if len(shape) not in ((3, 4) if kind == "image" else (3,)):
+        raise ValueError(
+            f"method_panels takes a batch: scores shaped {want}, got {shape} "
+            "(for one example use scores[None])."
+        )
+    n = arrs[names[0]].shape[0]
+    if inputs is not None:
+        inputs = np.asarray(inputs, dtype=np.float64)
+        if inputs.shape[0] != n:
+            raise ValueError(f"inputs hold {inputs.shape[0]} examples, scores hold {n}.")
+    if row_titles is not None and len(row_titles) != n:
+        raise ValueError(f"row_titles has {len(row_titles)} entries for {n} examples.")
+    return arrs, inputs
+
+
+def _image_panels(
+    plt: Any,
+    arrs: Mapping[str, np.ndarray],
+    inputs: np.ndarray | None,
+    *,
+    positive_only: bool | Mapping[str, bool],
+    channel_axis: int | None,
+    row_titles: Sequence[str] | None,
+    panel_size: tuple[float, float] | None,
+    shared_scale: bool,
+    colorbar: bool,
+    colorbar_label: str,
+) -> Figure:
+    """`method_panels` with ``kind="image"``: one row per example, the input (if given)
+    then each method's heatmap."""
+    names = list(arrs)
+    n = arrs[names[0]].shape[0]
+    pos = (
+        {k: bool(positive_only.get(k, False)) for k in names}
+        if isinstance(positive_only, Mapping)
+        else dict.fromkeys(names, bool(positive_only))
+    )
+    cols = len(names) + (inputs is not None)
+    pw, ph = panel_size or (2.0, 2.0)
+    fig, axes = plt.subplots(
+        n,
+        cols,
+        figsize=(pw * cols + (0.8 if colorbar else 0.0), ph * n + 0.3),
+        squeeze=False,
+        layout="constrained",
+    )
+    for i in range(n):
+        c = 0
+        if inputs is not None:
+            img = _as_image(inputs[i], channel_axis, "inputs")
+            axes[i, 0].imshow(img, cmap="gray_r", interpolation="nearest")
+            axes[i, 0].set_xticks([])
+            axes[i, 0].set_yticks([])
+            if i == 0:
+                axes[i, 0].set_title("input", fontsize=9)
+            if row_titles is not None:
+                axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
+            c = 1
+        shown = {
+            k: np.clip(a, 0.0, None) if pos[k] else a
+            for k, a in ((k, _as_image(arrs[k][i], channel_axis)) for k in names)
+        }
+        signed = {k: bool(a.min() < 0) for k, a in shown.items()}
+        one_bar = shared_scale and len(set(signed.values())) == 1
+        top = max(float(np.abs(a).max()) for a in shown.values()) if shared_scale else None
+        for j, k in enumerate(names):
+            label = k + (" (positive)" if pos[k] else "")
+            image_heatmap(
+                arrs[k][i],
+                ax=axes[i, c + j],
+                positive_only=pos[k],
+                channel_axis=channel_axis,
+                vmax=top,
+                title=label if i == 0 else None,
+                colorbar=colorbar and not one_bar,
+                colorbar_label=colorbar_label,
+            )
+        if colorbar and one_bar:
+            cb = fig.colorbar(axes[i, -1].images[-1], ax=list(axes[i, c:]), shrink=0.9, pad=0.02)
+            cb.set_label(colorbar_label, fontsize=8)
+            cb.ax.tick_params(labelsize=7)
+        if inputs is None and row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
+    return fig
+
+
+def _sequence_panels(
+    plt: Any,
+    arrs: Mapping[str, np.ndarray],
+    inputs: np.ndarray | None,
+    *,
+    kind: str,
+    row_titles: Sequence[str] | None,
+    highlight: Highlight | Sequence[Highlight] | None,
+    alphabet: str,
+    panel_size: tuple[float, float] | None,
+    shared_scale: bool,
+    ylabel: str,
+) -> Figure:
+    """`method_panels` with ``kind="logo"`` or ``"bars"``: one row per method and example,
+    sharing the position axis."""
+    names = list(arrs)
+    n = arrs[names[0]].shape[0]
+    if isinstance(highlight, Mapping) or highlight is None:
+        hls: list[Highlight | None] = [highlight] * n
+    else:
+        hls = list(highlight)
+        if len(hls) != n:
+            raise ValueError(f"highlight has {len(hls)} entries for {n} examples.")
+    if inputs is not None and inputs.shape != arrs[names[0]].shape:
+        raise ValueError(f"inputs are {inputs.shape}, scores are {arrs[names[0]].shape}.")
+    pw, ph = panel_size or (12.0, 1.6)
+    rows = n * len(names)
+    fig, axes = plt.subplots(rows, 1, figsize=(pw, ph * rows + 0.3), sharex=True, squeeze=False)
+    draw = sequence_logo if kind == "logo" else sequence_bars
+    for i in range(n):
+        row_axes = []
+        for j, k in enumerate(names):
+            ax = axes[i * len(names) + j, 0]
+            title = row_titles[i] if (row_titles is not None and j == 0) else None
+            draw(
+                arrs[k][i],
+                None if inputs is None else inputs[i],
+                ax=ax,
+                alphabet=alphabet,
+                highlight=hls[i],
+                title=title,
+                ylabel=f"{k}\n{ylabel}" if ylabel else k,
+                xlabel=None,
+            )
+            if j > 0 and ax.get_legend() is not None:
+                ax.get_legend().remove()
+            row_axes.append(ax)
+        if shared_scale:  # one y-scale for every method of this example
+            lo = min(a.get_ylim()[0] for a in row_axes)
+            hi = max(a.get_ylim()[1] for a in row_axes)
+            for a in row_axes:
+                a.set_ylim(lo, hi)
+    axes[-1, 0].set_xlabel("position", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def method_panels(
     attributions: Mapping[str, ArrayLike],
     inputs: ArrayLike | None = None,
@@ -484,121 +650,29 @@ def method_panels(
         not match the inputs.
     """
     plt = _mpl()
-    if kind not in ("image", "logo", "bars"):
-        raise ValueError(f"kind must be 'image', 'logo' or 'bars', got {kind!r}.")
-    if not attributions:
-        raise ValueError("attributions is empty: pass {method name: scores}.")
-    names = list(attributions)
-    arrs = {k: np.asarray(v, dtype=np.float64) for k, v in attributions.items()}
-    shapes = {k: v.shape for k, v in arrs.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"every method's scores must have one shape, got {shapes}.")
-    shape = shapes[names[0]]
-    want = "(N, H, W) or (N, H, W, C)" if kind == "image" else f"(N, length, {len(alphabet)})"
-    if len(shape) not in ((3, 4) if kind == "image" else (3,)):
-        raise ValueError(
-            f"method_panels takes a batch: scores shaped {want}, got {shape} "
-            "(for one example use scores[None])."
-        )
-    n = arrs[names[0]].shape[0]
-    if inputs is not None:
-        inputs = np.asarray(inputs, dtype=np.float64)
-        if inputs.shape[0] != n:
-            raise ValueError(f"inputs hold {inputs.shape[0]} examples, scores hold {n}.")
-    if row_titles is not None and len(row_titles) != n:
-        raise ValueError(f"row_titles has {len(row_titles)} entries for {n} examples.")
-
+    arrs, inputs = _panel_arrays(attributions, inputs, kind, alphabet, row_titles)
     if kind == "image":
-        pos = (
-            {k: bool(positive_only.get(k, False)) for k in names}
-            if isinstance(positive_only, Mapping)
-            else dict.fromkeys(names, bool(positive_only))
+        return _image_panels(
+            plt,
+            arrs,
+            inputs,
+            positive_only=positive_only,
+            channel_axis=channel_axis,
+            row_titles=row_titles,
+            panel_size=panel_size,
+            shared_scale=shared_scale,
+            colorbar=colorbar,
+            colorbar_label=colorbar_label,
         )
-        cols = len(names) + (inputs is not None)
-        pw, ph = panel_size or (2.0, 2.0)
-        fig, axes = plt.subplots(
-            n,
-            cols,
-            figsize=(pw * cols + (0.8 if colorbar else 0.0), ph * n + 0.3),
-            squeeze=False,
-            layout="constrained",
-        )
-        for i in range(n):
-            c = 0
-            if inputs is not None:
-                img = _as_image(inputs[i], channel_axis, "inputs")
-                axes[i, 0].imshow(img, cmap="gray_r", interpolation="nearest")
-                axes[i, 0].set_xticks([])
-                axes[i, 0].set_yticks([])
-                if i == 0:
-                    axes[i, 0].set_title("input", fontsize=9)
-                if row_titles is not None:
-                    axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
-                c = 1
-            shown = {
-                k: np.clip(a, 0.0, None) if pos[k] else a
-                for k, a in ((k, _as_image(arrs[k][i], channel_axis)) for k in names)
-            }
-            signed = {k: bool(a.min() < 0) for k, a in shown.items()}
-            one_bar = shared_scale and len(set(signed.values())) == 1
-            top = max(float(np.abs(a).max()) for a in shown.values()) if shared_scale else None
-            for j, k in enumerate(names):
-                label = k + (" (positive)" if pos[k] else "")
-                image_heatmap(
-                    arrs[k][i],
-                    ax=axes[i, c + j],
-                    positive_only=pos[k],
-                    channel_axis=channel_axis,
-                    vmax=top,
-                    title=label if i == 0 else None,
-                    colorbar=colorbar and not one_bar,
-                    colorbar_label=colorbar_label,
-                )
-            if colorbar and one_bar:
-                cb = fig.colorbar(
-                    axes[i, -1].images[-1], ax=list(axes[i, c:]), shrink=0.9, pad=0.02
-                )
-                cb.set_label(colorbar_label, fontsize=8)
-                cb.ax.tick_params(labelsize=7)
-            if inputs is None and row_titles is not None:
-                axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
-        return fig
-
-    if isinstance(highlight, Mapping) or highlight is None:
-        hls: list[Highlight | None] = [highlight] * n
-    else:
-        hls = list(highlight)
-        if len(hls) != n:
-            raise ValueError(f"highlight has {len(hls)} entries for {n} examples.")
-    if inputs is not None and inputs.shape != arrs[names[0]].shape:
-        raise ValueError(f"inputs are {inputs.shape}, scores are {arrs[names[0]].shape}.")
-    pw, ph = panel_size or (12.0, 1.6)
-    rows = n * len(names)
-    fig, axes = plt.subplots(rows, 1, figsize=(pw, ph * rows + 0.3), sharex=True, squeeze=False)
-    draw = sequence_logo if kind == "logo" else sequence_bars
-    for i in range(n):
-        row_axes = []
-        for j, k in enumerate(names):
-            ax = axes[i * len(names) + j, 0]
-            title = row_titles[i] if (row_titles is not None and j == 0) else None
-            draw(
-                arrs[k][i],
-                None if inputs is None else inputs[i],
-                ax=ax,
-                alphabet=alphabet,
-                highlight=hls[i],
-                title=title,
-                ylabel=f"{k}\n{ylabel}" if ylabel else k,
-                xlabel=None,
-            )
-            if j > 0 and ax.get_legend() is not None:
-                ax.get_legend().remove()
-            row_axes.append(ax)
-        if shared_scale:  # one y-scale for every method of this example
-            lo = min(a.get_ylim()[0] for a in row_axes)
-            hi = max(a.get_ylim()[1] for a in row_axes)
-            for a in row_axes:
-                a.set_ylim(lo, hi)
-    axes[-1, 0].set_xlabel("position", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _sequence_panels(
+        plt,
+        arrs,
+        inputs,
+        kind=kind,
+        row_titles=row_titles,
+        highlight=highlight,
+        alphabet=alphabet,
+        panel_size=panel_size,
+        shared_scale=shared_scale,
+        ylabel=ylabel,
+    )

@@ -190,7 +190,6 @@ sys.meta_path.insert(0, NoOptax())
 """
 
 
-@pytest.mark.xfail(strict=False, reason="the genomics extra check before training is pending")
 def test_genomics_command_names_its_extra_before_training(tmp_path):
     """Without optax, `deepliftjax-genomics` names the extra to install and trains nothing."""
     out = tmp_path / "out"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import importlib.metadata
 import json
 import os
@@ -349,6 +350,136 @@ def _score_run(
     }
 
 
+def _train_and_score(
+    config: Config,
+    data: tuple[Mapping[str, Motif], SimulatedData, SimulatedData, SimulatedData],
+    methods: Mapping[str, Method],
+    seeds: Sequence[int],
+    timing: dict[str, float],
+    progress: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Trains and scores one model per training seed, adding to ``timing``.
+
+    Returns:
+      (one summary per seed, the first seed's full `_score_run` result).
+    """
+    motifs, tr, va, te = data
+    runs: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    timing["train_s"] = timing["attribute_s"] = timing["measure_s"] = 0.0
+    for k, seed in enumerate(seeds):
+        if progress and len(seeds) > 1:
+            print(f"training seed {seed} ({k + 1} of {len(seeds)})", file=sys.stderr)
+        t = time.perf_counter()
+        model, res = fit(config, tr, va, seed=seed, progress=progress)
+        timing["train_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        run = _score_run(config, motifs, te, model, res, methods, seed=seed, progress=progress)
+        timing["attribute_s"] += run["attribute_s"]
+        timing["measure_s"] += time.perf_counter() - t - run["attribute_s"]
+        runs.append(
+            {
+                "train_seed": seed,
+                "test_auroc": run["model"]["test_auroc"],
+                "test_auprc": run["model"]["test_auprc"],
+                "best_epoch": run["model"]["best_epoch"],
+                "epochs_run": run["model"]["epochs_run"],
+                "n_scored": run["n_scored"],
+                "summation": run["summation"],
+                "table": run["table"],
+            }
+        )
+        if k == 0:  # the first seed's arrays make the figure
+            first = run
+    return runs, first
+
+
+def _write_figure(config: Config, out_dir: str | os.PathLike, first: Mapping[str, Any]) -> dict:
+    """Draws Fig. 3 (fig3.png) from the first seed's scores.
+
+    Returns:
+      The ``figure_examples`` entry of the results: the test indices shown, the
+      disagreement example's test index (or None) and its description.
+    """
+    sel, scores = first["sel"], first["scores"]
+    idx, disagree, what = _pick_examples(config.n_plot, first["hits"], first["core"], NAMES)
+    test_ids = np.flatnonzero(first["correct"])
+    titles = []
+    for i in idx:
+        title = f"test sequence {test_ids[i]}: logit {float(first['logits'][test_ids[i]]):.2f}"
+        titles.append(title + (f"; {what}" if i == disagree else ""))
+    shown = [m for m in METHODS if m in scores] or list(scores)  # Fig. 3: DeepLIFT, grad×input
+    plot_scores(
+        os.path.join(out_dir, "fig3.png"),
+        sel.x[idx],
+        {m: scores[m][idx] for m in shown},
+        {m: sel.masks[m][idx] for m in NAMES},
+        titles=titles,
+    )
+    return {
+        "test_index": [int(test_ids[i]) for i in idx],
+        "disagreement": None if disagree is None else int(test_ids[disagree]),
+        "disagreement_note": what,
+    }
+
+
+def _across_seeds(runs: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+    """The ``across_seeds`` entry: mean ± sd of every seed's table and, when both were
+    scored, the paired DeepLIFT / gradient×input comparison and its findings."""
+    tables = [r["table"] for r in runs]
+    summary = summarize_seeds(tables)
+    paired = paired_comparison(tables, A, B) if {A, B} <= set(methods) else []
+    return {
+        "n_seeds": len(runs),
+        "summary": summary,
+        "paired": paired,
+        "findings": seed_findings(summary, paired, len(runs), A, B) if paired else [],
+    }
+
+
+def _results(
+    config: Config,
+    data: tuple[Mapping[str, Motif], SimulatedData, SimulatedData, SimulatedData],
+    seeds: Sequence[int],
+    runs: list[dict[str, Any]],
+    first: Mapping[str, Any],
+    figure_examples: dict,
+    timing: dict[str, float],
+    command: str | None,
+) -> dict[str, Any]:
+    """The results of a run, as written to metrics.json and rendered in report.md."""
+    _, tr, va, te = data
+    n = first["n_scored"]
+    results: dict[str, Any] = {
+        "command": command or "run_experiment(...)",
+        "package": {"name": "deepliftjax", "version": package_version()},
+        "config": dataclasses.asdict(config),
+        "seeds": {"data_seed": config.seed, "train_seeds": list(seeds)},
+        "data": {
+            "n_train": len(tr),
+            "n_val": len(va),
+            "n_test": len(te),
+            "test_positives": int(te.y.sum()),
+        },
+        "model": first["model"],
+        "n_scored": n,
+        "methods": list(first["scores"]),
+        "table": first["table"],
+        "summation": first["summation"],
+        "occlusion_drop": first["occlusion_drop"],
+        "findings": _single_findings(first["table"], NAMES, n, seeds[0], len(seeds))
+        + ([f"- {first['note']}"] if first["note"] else []),
+        "figure": "fig3.png",
+        "figure_examples": figure_examples,
+        "runs": runs,
+        "timing": timing,
+        "jax": {"version": jax.__version__, "backend": jax.default_backend()},
+    }
+    if len(seeds) > 1:
+        results["across_seeds"] = _across_seeds(runs, list(first["scores"]))
+    return results
+
+
 def run_experiment(
     config: Config = Config(),
     out_dir: str | os.PathLike = "genomics_out",
@@ -382,104 +513,34 @@ def run_experiment(
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    motifs, tr, va, te = make_data(config)
+    data = make_data(config)
     timing["simulate_s"] = time.perf_counter() - t0
     seeds = training_seeds(config)
-    runs: list[dict[str, Any]] = []
-    first: dict[str, Any] = {}
-    timing["train_s"] = timing["attribute_s"] = timing["measure_s"] = 0.0
-    for k, seed in enumerate(seeds):
-        if progress and len(seeds) > 1:
-            print(f"training seed {seed} ({k + 1} of {len(seeds)})", file=sys.stderr)
-        t = time.perf_counter()
-        model, res = fit(config, tr, va, seed=seed, progress=progress)
-        timing["train_s"] += time.perf_counter() - t
-        t = time.perf_counter()
-        run = _score_run(config, motifs, te, model, res, methods, seed=seed, progress=progress)
-        timing["attribute_s"] += run["attribute_s"]
-        timing["measure_s"] += time.perf_counter() - t - run["attribute_s"]
-        runs.append(
-            {
-                "train_seed": seed,
-                "test_auroc": run["model"]["test_auroc"],
-                "test_auprc": run["model"]["test_auprc"],
-                "best_epoch": run["model"]["best_epoch"],
-                "epochs_run": run["model"]["epochs_run"],
-                "n_scored": run["n_scored"],
-                "summation": run["summation"],
-                "table": run["table"],
-            }
-        )
-        if k == 0:  # the first seed's arrays make the figure
-            first = run
+    runs, first = _train_and_score(config, data, methods, seeds, timing, progress)
 
     t = time.perf_counter()
-    sel, scores = first["sel"], first["scores"]
-    idx, disagree, what = _pick_examples(config.n_plot, first["hits"], first["core"], NAMES)
-    test_ids = np.flatnonzero(first["correct"])
-    titles = []
-    for i in idx:
-        title = f"test sequence {test_ids[i]}: logit {float(first['logits'][test_ids[i]]):.2f}"
-        titles.append(title + (f"; {what}" if i == disagree else ""))
-    shown = [m for m in METHODS if m in scores] or list(scores)  # Fig. 3: DeepLIFT, grad×input
-    plot_scores(
-        os.path.join(out_dir, "fig3.png"),
-        sel.x[idx],
-        {m: scores[m][idx] for m in shown},
-        {m: sel.masks[m][idx] for m in NAMES},
-        titles=titles,
-    )
+    figure_examples = _write_figure(config, out_dir, first)
     timing["report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
 
-    n = first["n_scored"]
-    results: dict[str, Any] = {
-        "command": command or "run_experiment(...)",
-        "package": {"name": "deepliftjax", "version": package_version()},
-        "config": dataclasses.asdict(config),
-        "seeds": {"data_seed": config.seed, "train_seeds": seeds},
-        "data": {
-            "n_train": len(tr),
-            "n_val": len(va),
-            "n_test": len(te),
-            "test_positives": int(te.y.sum()),
-        },
-        "model": first["model"],
-        "n_scored": n,
-        "methods": list(scores),
-        "table": first["table"],
-        "summation": first["summation"],
-        "occlusion_drop": first["occlusion_drop"],
-        "findings": _single_findings(first["table"], NAMES, n, seeds[0], len(seeds))
-        + ([f"- {first['note']}"] if first["note"] else []),
-        "figure": "fig3.png",
-        "figure_examples": {
-            "test_index": [int(test_ids[i]) for i in idx],
-            "disagreement": None if disagree is None else int(test_ids[disagree]),
-            "disagreement_note": what,
-        },
-        "runs": runs,
-        "timing": timing,
-        "jax": {"version": jax.__version__, "backend": jax.default_backend()},
-    }
-    if len(seeds) > 1:
-        tables = [r["table"] for r in runs]
-        summary = summarize_seeds(tables)
-        paired = paired_comparison(tables, A, B) if {A, B} <= set(scores) else []
-        results["across_seeds"] = {
-            "n_seeds": len(seeds),
-            "summary": summary,
-            "paired": paired,
-            "findings": seed_findings(summary, paired, len(seeds), A, B) if paired else [],
-        }
+    results = _results(config, data, seeds, runs, first, figure_examples, timing, command)
     write_report(os.path.join(out_dir, "report.md"), results)
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2, ensure_ascii=False)
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the §3.2 experiment from the command line (`deepliftjax-genomics`)."""
+def _importable(name: str) -> bool:
+    """Whether ``name`` imports (the genomics extra's packages)."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The `deepliftjax-genomics` command line."""
     d = Config()
     p = argparse.ArgumentParser(
         prog="deepliftjax-genomics",
@@ -527,24 +588,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also score with RevealCancel, integrated gradients and guided "
         "backprop×input (adds about a minute)",
     )
-    args = p.parse_args(argv)
+    return p
 
+
+def _config_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
+    """The `Config` of the parsed command line (``--tiny`` first, then explicit sizes);
+    invalid settings end the command with a usage error."""
     kw: dict[str, Any] = dict(TINY) if args.tiny else {}
     for k in ("n_train", "n_val", "n_test", "epochs"):
         if getattr(args, k) is not None:
             kw[k] = getattr(args, k)
     try:
-        config = Config(seed=args.seed, seeds=args.seeds, **kw)
+        return Config(seed=args.seed, seeds=args.seeds, **kw)
     except ValueError as e:
         p.error(str(e))
-    cmd = shlex.join(["deepliftjax-genomics", *(sys.argv[1:] if argv is None else argv)])
-    methods = {**METHODS, **MORE_METHODS} if args.all_methods else None
-    import matplotlib
 
-    matplotlib.use("Agg")  # files only; no display needed
-    r = run_experiment(
-        config, args.out, methods=methods, progress=not args.no_progress, command=cmd
-    )
+
+def _print_summary(r: Mapping[str, Any], out_dir: str) -> None:
+    """Prints the command's summary of the results ``r`` written to ``out_dir``."""
     m = r["model"]
     print(
         f"\nTest auROC: {m['test_auroc']:.3f} (paper: 0.907); auPRC {m['test_auprc']:.3f}; "
@@ -564,11 +625,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         for line in s["findings"][2:]:
             print(line)
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(out_dir)
     print(
         f"\nWrote {os.path.join(out, 'report.md')}, fig3.png and metrics.json in {out} "
         f"({r['timing']['total_s']:.0f} s)"
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the §3.2 experiment from the command line (`deepliftjax-genomics`)."""
+    p = _parser()
+    args = p.parse_args(argv)
+    missing = [m for m in ("optax", "matplotlib") if not _importable(m)]
+    if missing:
+        p.error(
+            f"needs {' and '.join(missing)}: install the genomics extra, "
+            "pip install 'deepliftjax[genomics]'"
+        )
+    config = _config_from_args(p, args)
+    cmd = shlex.join(["deepliftjax-genomics", *(sys.argv[1:] if argv is None else argv)])
+    methods = {**METHODS, **MORE_METHODS} if args.all_methods else None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    r = run_experiment(
+        config, args.out, methods=methods, progress=not args.no_progress, command=cmd
+    )
+    _print_summary(r, args.out)
     return 0
 
 

@@ -10,7 +10,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.typing import ArrayLike
 
 from ._metrics import auroc
@@ -62,6 +61,8 @@ def _jitted_apply(model: nn.Module) -> Callable:
 
 
 def _bce(logits: jax.Array, y: jax.Array) -> jax.Array:
+    import optax  # the genomics extra; imported here so the package imports without it
+
     return optax.sigmoid_binary_cross_entropy(logits, y).mean()
 
 
@@ -107,6 +108,8 @@ def train(
         raise ValueError("epochs, patience and min_epochs must be >= 1")
     key = jax.random.key(seed)
     params = model.init(key, jnp.asarray(x_train[:1]))["params"]
+    import optax  # the genomics extra (see _experiment.main's check)
+
     opt = optax.adam(learning_rate)
     opt_state = opt.init(params)
 
