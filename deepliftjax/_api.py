@@ -311,7 +311,7 @@ def _pair_runner(closed, ref_leaves, n_main, options):
                 for x, r in zip(xs, ref_leaves, strict=True)
             ]
             opts = dataclasses.replace(options, distance=input_distance(xs, rs_))
-            vals = [Pair(x, r) for x, r in zip(xs, rs_, strict=True)]
+            vals = [Pair(x, r, exact=True) for x, r in zip(xs, rs_, strict=True)]
             outs = eval_jaxpr(jaxpr, consts, vals, opts)
         ox = [o.x if isinstance(o, Pair) else o for o in outs]
         orf = [o.r if isinstance(o, Pair) else o for o in outs]

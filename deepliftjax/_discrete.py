@@ -129,6 +129,29 @@ def _differences(a: Any, b: Any) -> tuple[Any, Any]:
     return ax - bx, ar - br
 
 
+NEAR_TIE = 2.0**12
+"""A margin between computed values whose change is below ``NEAR_TIE`` ulps of its operands'
+magnitude is a near tie: its float difference can be mostly the rounding of the operands
+(``x0 + 1`` at a reference 1e-6 away changes by 8 ulps of 1, not by 1e-6), which a jump
+credited through it with ``J / Δs`` would amplify, so the input distance scores it instead.
+A margin of exact values (the inputs, structural maps of them, constants) is exempt: its
+only rounding is the final subtraction's, relative to the margin itself."""
+
+
+def _reliable(sx: Any, sr: Any, operands: Sequence[Any], sides: Sequence[Any] = ()) -> Pair:
+    """The candidate ``(sx, sr)``, made invalid (no change) at near ties of computed
+    operands, so that :func:`ensure_score` falls back to the input distance there.
+    ``sides``: the values whose magnitude bounds the rounding (default: the operands')."""
+    if all(v.exact for v in operands if isinstance(v, Pair)):
+        return Pair(sx, sr)
+    dt = jnp.result_type(sx)
+    if not sides:
+        sides = [u for v in operands for u in ((v.x, v.r) if isinstance(v, Pair) else (v,))]
+    mag = sum(jnp.abs(jnp.asarray(u, dt)) for u in sides)
+    near = lax.stop_gradient(~(jnp.abs(sx - sr) > NEAR_TIE * jnp.finfo(dt).eps * mag))
+    return Pair(jnp.where(near, 0, sx), jnp.where(near, 0, sr))
+
+
 def _margin(sign: float) -> Builder:
     """``a > b`` is decided by the sign of ``a - b``: that margin is the score."""
 
@@ -137,7 +160,7 @@ def _margin(sign: float) -> Builder:
         if not any(isinstance(v, Pair) and v.is_float for v in (a, b)):
             return _generic(ctx, prim, invals, params, outs)
         dx, dr = _differences(a, b)
-        return [Pair(sign * dx, sign * dr)]
+        return [_reliable(sign * dx, sign * dr, (a, b))]
 
     return build
 
@@ -153,7 +176,7 @@ def _equality(sign: float) -> Builder:
         dx, dr = _differences(a, b)
         side = jnp.where(dr != 0, -jnp.sign(dr), -jnp.sign(dx))
         side = lax.stop_gradient(jnp.where(jnp.isfinite(side), side, 0))  # NaN: no candidate
-        return [Pair(sign * side * dx, sign * side * dr)]
+        return [_reliable(sign * side * dx, sign * side * dr, (a, b))]
 
     return build
 
@@ -173,7 +196,9 @@ def _arg_extreme(sign: float) -> Builder:
             return jnp.take_along_axis(vals, jnp.expand_dims(k, axis), axis).squeeze(axis)
 
         kx, kr = lax.stop_gradient(out.x), lax.stop_gradient(out.r)
-        return [Pair(sign * (at(v.x, kx) - at(v.x, kr)), sign * (at(v.r, kx) - at(v.r, kr)))]
+        wins = (at(v.x, kx), at(v.x, kr), at(v.r, kx), at(v.r, kr))
+        cand = _reliable(wins[0] - wins[1], wins[2] - wins[3], (v,), wins)
+        return [Pair(sign * cand.x, sign * cand.r)]
 
     return build
 
@@ -182,7 +207,9 @@ def _convert(ctx, prim, invals, params, outs):
     (v,) = invals
     if v.is_float and jnp.dtype(params["new_dtype"]) == jnp.bool_:  # bool(v) is v != 0
         return _equality(-1.0)(ctx, prim, [v, jnp.zeros((), v.dtype)], params, outs)
-    return [_score_of(v)]  # int(v) moves only where v moved; int -> int keeps the score
+    if v.is_float:  # int(v) jumps where v crosses an integer: v is the score
+        return [_reliable(v.x, v.r, (v,))]
+    return [_score_of(v)]  # int -> int keeps the score
 
 
 def _data_positions(prim: Any, n: int) -> Sequence[int] | None:

@@ -18,12 +18,15 @@ class Pair:
     ``s``; every discrete pair gets one (see :mod:`deepliftjax._discrete`).
     """
 
-    __slots__ = ("x", "r", "s")
+    __slots__ = ("x", "r", "s", "exact")
 
-    def __init__(self, x: Any, r: Any, s: Pair | None = None):
+    def __init__(self, x: Any, r: Any, s: Pair | None = None, exact: bool = False):
         self.x = x
         self.r = r
         self.s = s
+        self.exact = exact
+        """True for the attributed inputs and what structural maps make of them: values
+        no arithmetic has rounded, so differences of them carry no upstream rounding."""
 
     @property
     def dtype(self):
@@ -49,10 +52,19 @@ def rs(vals: Sequence[Any]) -> list[Any]:
     return [v.r if isinstance(v, Pair) else v for v in vals]
 
 
+STRUCTURAL = frozenset(
+    ("reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "rev", "slice",
+     "dynamic_slice", "gather", "concatenate", "pad", "copy", "copy_p", "neg", "split",
+     "tile", "device_put", "sharding_constraint", "optimization_barrier")
+)  # fmt: skip
+"""Primitives that move values without rounding them (names, as JAX prints them)."""
+
+
 def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
     """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff."""
     ox = prim.bind(*xs(vals), **params)
     orf = prim.bind(*rs(vals), **params)
+    exact = prim.name in STRUCTURAL and all(v.exact for v in vals if isinstance(v, Pair))
     if prim.multiple_results:
-        return [Pair(a, b) for a, b in zip(ox, orf, strict=True)]
-    return Pair(ox, orf)
+        return [Pair(a, b, exact=exact) for a, b in zip(ox, orf, strict=True)]
+    return Pair(ox, orf, exact=exact)

@@ -250,12 +250,9 @@ EXACT = [
     ),
 ]
 
-# Known limit, kept visible: a margin whose float32 change is mostly rounding of values
-# computed upstream (x0 + 1 at a reference 1e-6 away rounds to 8 ulps of 1) credits its jump
-# J with J / Δs for a Δs that differs from what the multipliers account for, e.g. -1.0486
-# where Δf = -1. A local guard (fall back to the input distance below 2^12 ulps of the
-# operands) fixed these but broke the exact per-element scores of kinks crossed by 1e-6 at
-# exactly representable inputs (tests/test_numerics.py), which look the same at that node.
+# near ties: a margin of computed values whose float32 change is mostly their rounding
+# (x0 + 1 at a reference 1e-6 away changes by 8 ulps of 1, not 1e-6) credits by input
+# distance; margins of the inputs themselves keep their local credit (last two cases)
 NEAR_TIES = [
     ("near_tie_gt", lambda x: jnp.where(x[0] + 1 > x[1] + 1, 1.0, 0.0), [0, 0], [1e-6, 0], [-1, 0]),
     ("near_tie_eq", lambda x: jnp.where(x[0] + x[1] == 1, 5.0, 0.0), [0, 1], [-1e-6, 1], [5, 0]),
@@ -273,7 +270,22 @@ NEAR_TIES = [
         [0, 1e-6, 2],
         [1, 1, 0],
     ),
+    (
+        "exact_margin",
+        lambda x: jnp.where(x[0] > 1.0, 1.0, 0.0) + x[1],
+        [1 - 2**-23, 3],
+        [1 + 2**-22, 2],
+        [-1, 1],
+    ),
+    (
+        "exact_argmax",
+        lambda x: jnp.where(jnp.argmax(x[:2]) == 0, x[2], 0.0) + x[3],
+        [1e-6, 0, 2, 1],
+        [0, 1e-6, 2, 0],
+        [1, 1, 0, 1],
+    ),
 ]
+EXACT += [(n, f, A(x, jnp.float32), A(r, jnp.float32), e) for n, f, x, r, e in NEAR_TIES]
 
 RAISES = [
     ("argmax_output", jnp.argmax, A([1.0, 2]), A([0.0, 0])),
@@ -309,15 +321,6 @@ def test_exact_or_error(case, mode):
     assert bool(jnp.all(jnp.where(x == r, c == 0, True))), (name, c)
     if expected is not None:
         np.testing.assert_allclose(np.ravel(c), expected, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.xfail(strict=True, reason="float32 rounding upstream of a near-tie margin")
-@pytest.mark.parametrize("case", NEAR_TIES, ids=[c[0] for c in NEAR_TIES])
-def test_near_tie_margins_are_exact(case):
-    name, f, x, r, expected = case
-    x, r = A(x, jnp.float32), A(r, jnp.float32)
-    c = dl.deeplift(f, r)(x)
-    np.testing.assert_allclose(np.ravel(c), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)
