@@ -291,31 +291,35 @@ def test_progress_rate_counts_computed_rows_only():
 # ---- kill -9 at random points -----------------------------------------------------------------
 
 KILL_SCRIPT = textwrap.dedent("""
-    import sys
+    import sys, time
     sys.path.insert(0, {tests!r})
     import numpy as np
     from test_jobs import MODEL, _x
     from deepliftjax._runner import attribute
+    def callback(c, _):
+        print("chunk", c, flush=True)
+        time.sleep(0.03)  # a job of seconds, not milliseconds: kills land inside it
+
     res = attribute(MODEL, _x({n}), np.zeros((2, 8, 4), np.float32), chunk_size=4,
-                    out_dir={out!r}, progress=False,
-                    callback=lambda c, _: print("chunk", c, flush=True))
+                    out_dir={out!r}, progress=False, conditioning_threshold=None,
+                    callback=callback)
     print("done", flush=True)
 """)
 
 
-@pytest.mark.slow  # ~25 kills, each after a new process has started and computed a little
+@pytest.mark.slow  # ~40 kills, each after a new process has started and computed a little
 def test_kill_9_at_random_points_never_loses_or_mixes_a_row(tmp_path):
-    n, out = 240, tmp_path / "job"  # 60 chunks
+    n, out = 320, tmp_path / "job"  # 80 chunks of 4
     script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), n=n, out=str(out))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    rng, kills = random.Random(0), 0
+    rng, kills, processes, resets = random.Random(0), 0, 0, 0
     while True:
         p = subprocess.Popen(
             [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
         )
-        wait_chunks = rng.randint(0, 3)
+        processes += 1
         line = ""
-        for _ in range(wait_chunks + 1):  # let it compute a few chunks, then kill it
+        for _ in range(rng.randint(1, 3)):  # let it compute a chunk or a few, then kill it
             line = p.stdout.readline()
             if not line.startswith("chunk"):
                 break
@@ -323,14 +327,16 @@ def test_kill_9_at_random_points_never_loses_or_mixes_a_row(tmp_path):
             p.wait()
             if kills >= 20:
                 break
-            shutil.rmtree(out)  # finished too soon: start a fresh job
+            shutil.rmtree(out)  # finished after too few kills: start the job over
+            kills, resets = 0, resets + 1
+            assert resets < 3, "the job keeps finishing before 20 kills"
             continue
-        time.sleep(rng.uniform(0, 0.05))  # anywhere: computing, writing, renaming
+        time.sleep(rng.uniform(0, 0.06))  # anywhere: computing, writing, renaming, waiting
         p.send_signal(signal.SIGKILL)
         p.wait()
         kills += 1
-    assert p.returncode == 0 and kills >= 20
-    print(f"{kills} kills with SIGKILL; the job finished in the next process")
+    assert p.returncode == 0 and kills >= 20  # >= 20 kills of this one job, then it finished
+    print(f"{kills} kills with SIGKILL over one job ({processes} processes in all)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         want = attribute(
