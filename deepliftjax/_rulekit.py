@@ -121,6 +121,10 @@ def secant(
     # derivative there (sqrt at 0) would turn the zero differences upstream into NaN
     still = dx == 0
     slope = jnp.where(still & ~jnp.isfinite(slope), jnp.zeros((), slope.dtype), slope)
+    # Simpson's rule needs h' at the ends, infinite at a boundary of h's domain (arccosh
+    # at 1): there the secant, exact for any non-zero Δx, is used as it is
+    exact = (y - yr) / jnp.where(still, jnp.ones_like(dx), dx)
+    slope = jnp.where(~still & ~jnp.isfinite(slope) & jnp.isfinite(exact), exact, slope)
     return jnp.where(tiny, slope, sec)
 
 

@@ -285,6 +285,17 @@ NEAR_TIES = [
         [1, 1, 0, 1],
     ),
 ]
+# an infinite derivative at one end of a tiny step (arccosh at 1): the secant, not Simpson's
+# mean derivative (found by the long fuzz run: inf)
+NEAR_TIES.append(
+    (
+        "arccosh_at_one",
+        lambda x: jnp.sum(jnp.arccosh(x)),
+        [1, 1 + 2**-20, 1],
+        [1 + 2**-20, 1, 1],
+        [-float(np.arccosh(1 + 2**-20)), float(np.arccosh(1 + 2**-20)), 0],
+    )
+)
 EXACT += [(n, f, A(x, jnp.float32), A(r, jnp.float32), e) for n, f, x, r, e in NEAR_TIES]
 
 RAISES = [
