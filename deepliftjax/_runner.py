@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
 
 from deepliftjax._checks import (
     CONDITIONING_THRESHOLD,
@@ -41,6 +40,7 @@ from deepliftjax._checks import (
 )
 from deepliftjax._distributed import Share, barrier, share
 from deepliftjax._jobs import chunk_key, job_id, job_identity
+from deepliftjax._progress import tqdm
 from deepliftjax._references import (
     ReferenceSpec,
     ShapScores,

@@ -181,16 +181,12 @@ def test_genomics_progress_bars_do_not_warn_in_a_kernel_without_ipywidgets() -> 
     out = _kernel_warnings(
         pre="import deepliftjax",
         imports="for m in ('tqdm.auto', 'tqdm.autonotebook'): sys.modules.pop(m, None)\n"
-        "    from deepliftjax.genomics import _progress; _progress.tqdm(total=1).close()\n"
+        "    from deepliftjax import _progress; _progress.tqdm(total=1).close()\n"
         "    import tqdm.std; assert _progress.pick_tqdm() is tqdm.std.tqdm",
     )
     assert "WARNINGS: []" in out, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deepliftjax/_runner.py still imports tqdm.auto (the lead's file; see issue 17)",
-)
 def test_first_notebook_cell_does_not_warn_without_ipywidgets() -> None:
     """The notebooks' first cell imports deepliftjax and deepliftjax.genomics: no
     'TqdmWarning: IProgress not found' in a kernel without ipywidgets."""

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._progress import tqdm
+from deepliftjax._progress import tqdm
 
 ScalarFn = Callable[[jax.Array], jax.Array]
 ScoreFn = Callable[[jax.Array], jax.Array]

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from deepliftjax._progress import tqdm
+
 from ._metrics import auroc
-from ._progress import tqdm
 
 Params = Any
 

@@ -1,4 +1,5 @@
-"""Progress bars that never warn: the notebook bar where ipywidgets is installed, else plain.
+"""Progress bars that never warn: the notebook bar where ipywidgets is installed, else plain
+(the batch runner and the genomics experiment).
 
 ``tqdm.auto`` inside a Jupyter kernel without ipywidgets warns ``TqdmWarning: IProgress not
 found`` and falls back to the text bar; choosing the text bar ourselves gives the same bar
