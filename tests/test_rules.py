@@ -18,6 +18,7 @@ from _helpers import primitives_in, rel_sum_error, rel_sum_errors_batch
 from jax import lax
 
 import deepliftjax as dl
+from deepliftjax import _precision
 from deepliftjax._compat import primitive as P
 
 TOL = 1e-5
@@ -196,6 +197,20 @@ CASES = [
         (P("conv_general_dilated_p"),),
         (2, 4, 5),
     ),
+    Case(
+        "split_dot_general",
+        lambda x: jnp.tanh(_as_split(lambda a, b: a @ b.T)(x[0], x[1])),
+        (_precision.SPLIT_PRIMS[lax.dot_general_p],),
+        (2, 3, 4),
+    ),
+    Case(
+        "split_conv",
+        lambda x: _as_split(
+            lambda a, b: lax.conv_general_dilated(a[None, None], b[None, None], (1, 1), "SAME")
+        )(x[0], x[1, :2, :2]),
+        (_precision.SPLIT_PRIMS[lax.conv_general_dilated_p],),
+        (2, 4, 5),
+    ),
     Case("max", lambda x: jnp.maximum(x[0], x[1]), (P("max_p"),), (2, 3, 4), smooth=False),
     Case("min", lambda x: jnp.minimum(x[0], x[1]), (P("min_p"),), (2, 3, 4), smooth=False),
     Case(
@@ -336,6 +351,26 @@ def _my_custom_vjp(x):
 # The custom rule is the true derivative, so the multipliers must tend to it; DeepLIFT
 # interprets the primal computation and never calls it.
 _my_custom_vjp.defvjp(lambda x: (_my_custom_vjp(x), x), lambda x, g: (g * 2 * jnp.cos(x),))
+
+
+def _as_split(fn):
+    """``fn`` (one product of its two arguments, after any reshapes) with the product bound
+    as its split twin (``precision="split_tf32"``'s primitive, TF32 passes not simulated)."""
+
+    def g(a, b):
+        closed = jax.make_jaxpr(fn)(a, b)
+        env = dict(zip(closed.jaxpr.invars, (a, b), strict=True))
+        for eqn in closed.jaxpr.eqns:
+            args = [env[v] if not hasattr(v, "val") else v.val for v in eqn.invars]
+            twin = _precision.SPLIT_PRIMS.get(eqn.primitive)
+            if twin is not None:
+                out = twin.bind(*args, **eqn.params, split="split_tf32", simulate=None)
+            else:
+                out = eqn.primitive.bind(*args, **eqn.params)
+            env[eqn.outvars[0]] = out
+        return env[closed.jaxpr.outvars[0]]
+
+    return g
 
 
 NOT_TESTED_HERE = {
