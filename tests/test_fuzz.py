@@ -63,8 +63,8 @@ The default run (CI) checks 240 + 384 = 624 models. The long runs::
 (2,000 architectures = 12,000 models; 500 programs = 12,000 models) print the counts, the
 largest error, the time and (programs) the counts by family, and list every failing model.
 Last long run of the programs (2026-12-02, jax 0.10.2, CPU, 564 s at load ~6):
-``DEEPLIFTJAX_FUZZ_PROGRAMS=128`` = 3,072 models: 504 DeepLiftError at trace time (all
-expected: sort, argsort, while, integer outputs), 1 failure: a near tie of an equality
+``DEEPLIFTJAX_FUZZ_PROGRAMS=128`` = 3,072 models, 1 failure; DeepLiftError at trace time where
+expected (all 240 of the unsupported family: sort, argsort, while). The failure: a near tie of an equality
 margin whose operand is a dot product that cancels (-1 + 1e-6 + 1 computed in float32
 rounds to 1.0013e-6), so the margin's float change is not what its multipliers account for
 and the jump's credit is off by 0.38% of Δf (float64: exact). That family (rounding upstream

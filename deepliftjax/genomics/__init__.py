@@ -5,6 +5,7 @@ Run it all with the console command ``deepliftjax-genomics`` (or
 ``python -m deepliftjax.genomics``).
 """
 
+from deepliftjax.genomics import targets
 from deepliftjax.genomics._attribute import (
     METHODS,
     MORE_METHODS,
@@ -22,6 +23,7 @@ from deepliftjax.genomics._metrics import (
     top_window_hit,
 )
 from deepliftjax.genomics._model import GenomicsCNN, PReLU, window_max
+from deepliftjax.genomics._motifs import DiscoveredPattern, discover_motifs, similarity
 from deepliftjax.genomics._report import format_table, plot_scores, write_report
 from deepliftjax.genomics._simulate import (
     BASES,
@@ -35,8 +37,24 @@ from deepliftjax.genomics._simulate import (
     split,
 )
 from deepliftjax.genomics._train import TrainResult, predict, train
+from deepliftjax.genomics.enformer import Enformer
+from deepliftjax.genomics.models import (
+    BPNet,
+    ChromBPNet,
+    bpnet_params_from_torch,
+    chrombpnet_params_from_torch,
+)
 
 __all__ = [
+    "BPNet",
+    "ChromBPNet",
+    "DiscoveredPattern",
+    "Enformer",
+    "bpnet_params_from_torch",
+    "chrombpnet_params_from_torch",
+    "discover_motifs",
+    "similarity",
+    "targets",
     "BASES",
     "GATA",
     "METHODS",
