@@ -193,7 +193,9 @@ def deeplift_vjp(
       >>> (m,) = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
     options = _options(rule, max_rule, fallback, precision, product_rule, stop_gradient)
-    out, out_ref, pullback, aux, _ = _vjp(f, ref, primals, {}, argnums, has_aux, options)
+    out, out_ref, pullback, aux, _ = _vjp(
+        f, ref, primals, {}, argnums, has_aux, options, any_output=True
+    )
 
     def multipliers(cotangent: Any) -> tuple[Any, ...]:
         (m,) = pullback(cotangent)
@@ -205,7 +207,7 @@ def deeplift_vjp(
 # ---- implementation ---------------------------------------------------------------------
 
 
-def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
+def _vjp(f, ref, args, kwargs, argnums, has_aux, options, any_output=False):
     """``(out, out_ref, pullback, aux, (diff, refs))`` of ``f`` over (input, reference)."""
     if not callable(f):
         raise DeepLiftError(f"deeplift expects a function; got {type(f).__name__}.")
@@ -218,7 +220,7 @@ def _vjp(f, ref, args, kwargs, argnums, has_aux, options):
     refs = _broadcast_ref(ref, diff, argnums)
     flat_f, diff_leaf_list = _flatten_attributed(f, args, kwargs, argnums_t)
     closed, out_shape = jax.make_jaxpr(flat_f, return_shape=True)(*diff_leaf_list)
-    out_tree = _output_tree(out_shape, has_aux, argnums)
+    out_tree = _output_tree(out_shape, has_aux, argnums, any_output)
     full_tree = jax.tree_util.tree_structure(out_shape)
     n_main = out_tree.num_leaves
     run = _pair_runner(closed, jax.tree_util.tree_leaves(refs), n_main, options)
@@ -265,7 +267,7 @@ def _flatten_attributed(f, args, kwargs, argnums_t):
     return flat_f, leaves
 
 
-def _output_tree(out_shape, has_aux, argnums):
+def _output_tree(out_shape, has_aux, argnums, any_output=False):
     """The tree of the attributed outputs, checked: float leaves, ``(out, aux)`` if
     ``has_aux``."""
     if has_aux:
@@ -275,7 +277,8 @@ def _output_tree(out_shape, has_aux, argnums):
             )
         out_shape = out_shape[0]
     elif (
-        isinstance(out_shape, tuple | list)
+        not any_output  # deeplift_vjp takes any pytree of outputs
+        and isinstance(out_shape, tuple | list)
         and not isinstance(argnums, Sequence)
         and _is_aux_like(out_shape)
     ):

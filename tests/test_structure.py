@@ -244,3 +244,15 @@ def test_error_text_has_no_terminal_colour_codes():
             return "a:\x1b[35mf32[3]\x1b[0m = sort[dimension=0] b"
 
     assert eqn_str(Coloured()) == "a:f32[3] = sort[dimension=0] b"
+
+
+def test_deeplift_vjp_takes_a_tuple_of_outputs():
+    f = lambda x: (jnp.tanh(x), jnp.sum(x**2))  # noqa: E731
+    x, r = jnp.array([1.0, 2.0]), jnp.zeros(2)
+    out, out_ref, pullback = dl.deeplift_vjp(f, r, x)
+    (m,) = pullback((jnp.zeros(2), jnp.ones(())))  # the second output: sum(x**2)
+    assert jnp.allclose(m * (x - r), x**2, atol=1e-6)
+    (m,) = pullback((jnp.array([1.0, 0.0]), jnp.zeros(())))
+    assert jnp.allclose(m * (x - r), jnp.array([jnp.tanh(1.0), 0.0]), atol=1e-6)
+    with pytest.raises(dl.DeepLiftError, match="has_aux=True"):
+        dl.deeplift(f, r)(x)  # deeplift attributes one scalar
