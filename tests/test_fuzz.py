@@ -63,14 +63,15 @@ The default run (CI) checks 240 + 384 = 624 models. The long runs::
 (2,000 architectures = 12,000 models; 500 programs = 12,000 models) print the counts, the
 largest error, the time and (programs) the counts by family, and list every failing model.
 Last long run of the programs (2026-12-02, jax 0.10.2, CPU, 564 s at load ~6):
-``DEEPLIFTJAX_FUZZ_PROGRAMS=128`` = 3,072 models, 1 failure; DeepLiftError at trace time where
-expected (all 240 of the unsupported family: sort, argsort, while). The failure: a near tie of an equality
-margin whose operand is a dot product that cancels (-1 + 1e-6 + 1 computed in float32
-rounds to 1.0013e-6), so the margin's float change is not what its multipliers account for
-and the jump's credit is off by 0.38% of Δf (float64: exact). That family (rounding upstream
-that dwarfs the margin's own operands) is the documented limit of the near-tie guard in
-``deepliftjax/_discrete.py``; the run before the guard and the arccosh fix had 5 failures
-(4 of them inf scores at arccosh's domain boundary, now fixed). Architectures, before the
+``DEEPLIFTJAX_FUZZ_PROGRAMS=128`` = 3,072 models, 1 failure; DeepLiftError at trace time
+where expected (all 240 of the unsupported family: sort, argsort, while). The failure: a
+near tie of an equality margin whose operand is a dot product that cancels (-1 + 1e-6 + 1
+computed in float32 rounds to 1.0013e-6), so the margin's float change is not what its
+multipliers account for and the jump's credit is off by 0.38% of Δf (float64: exact). That
+family (rounding upstream that dwarfs the margin's own operands) is the documented limit of
+the near-tie guard in ``deepliftjax/_discrete.py``; the run before the guard and the arccosh
+fix had 5 failures (4 of them inf scores at arccosh's domain boundary, now fixed).
+Architectures, before the
 core rewrite (architectures only, jax 0.10.2,
 2026-11-26): 0 failures; largest error 7.9e-4, all 52 models above 1e-4 within float32's own
 rounding; largest error outside that allowance 8.5e-5; 1,377 s.
