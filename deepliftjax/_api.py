@@ -323,17 +323,23 @@ def _pair_runner(closed, ref_leaves, n_main, options):
     return run
 
 
-def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
-    def one(mi, xi, ri):
-        if onehot_axis is not None:
-            mi = mi - jnp.mean(mi, axis=onehot_axis, keepdims=True)
-        if not multiply_by_inputs:
-            return mi
-        dx = xi - jnp.asarray(ri, xi.dtype)
-        # an input equal to its reference contributes exactly 0 (its multiplier may be the
-        # infinite derivative of sqrt at 0)
-        return jnp.where(dx == 0, jnp.zeros((), mi.dtype), mi * dx)
+def scores_of(m, x, ref, multiply_by_inputs=True, onehot_axis=None):
+    """One leaf's scores from its multipliers ``m``: mean-normalised over ``onehot_axis``,
+    then times ``x - ref`` unless ``multiply_by_inputs`` is False."""
+    if onehot_axis is not None:
+        m = m - jnp.mean(m, axis=onehot_axis, keepdims=True)
+    if not multiply_by_inputs:
+        return m
+    dx = x - jnp.asarray(ref, x.dtype)
+    # an input equal to its reference contributes exactly 0 (its multiplier may be the
+    # infinite derivative of sqrt at 0)
+    return jnp.where(dx == 0, jnp.zeros((), m.dtype), m * dx)
 
+
+def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
+    one = functools.partial(
+        scores_of, multiply_by_inputs=multiply_by_inputs, onehot_axis=onehot_axis
+    )
     return jax.tree_util.tree_map(one, m, diff, refs)
 
 

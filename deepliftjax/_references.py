@@ -10,6 +10,7 @@ multipliers, before any averaging or hypothetical projection.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from deepliftjax._api import deeplift_vjp, scores_of
 from deepliftjax._checks import floored_delta, ratio
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._hypothetical import hypothetical_from_multipliers
@@ -34,12 +36,6 @@ __all__ = [
 ]
 
 ReferenceGenerator = Callable[[jax.Array, jax.Array], Any]
-
-
-def _deeplift_vjp():
-    from deepliftjax._api import deeplift_vjp  # the core transform
-
-    return deeplift_vjp
 
 
 class ShapScores(NamedTuple):
@@ -264,7 +260,7 @@ def _per_reference(
     onehot_axis,
 ):  # fmt: skip
     """``ref -> (scores, hypothetical, residual, Σ|C|, floored Δf)`` for one reference."""
-    vjp = _deeplift_vjp()
+    vjp = deeplift_vjp
     x = args[argnums]
 
     def one_ref(ref):
@@ -277,7 +273,7 @@ def _per_reference(
         m = pullback(jnp.ones_like(out))
         if isinstance(m, tuple) and not isinstance(x, tuple) and len(m) == 1:
             m = m[0]
-        contrib = jax.tree_util.tree_map(lambda mi, xi, ri: mi * (xi - ri), m, x, ref)
+        contrib = jax.tree_util.tree_map(scores_of, m, x, ref)
         leaves = jax.tree_util.tree_leaves(contrib)
         dt = _acc_dtype(out, *leaves)  # the sums in at least float32
         total = sum((jnp.sum(c.astype(dt)) for c in leaves), jnp.zeros((), dt))
@@ -287,20 +283,13 @@ def _per_reference(
         if hypothetical:
             hyp = hypothetical_from_multipliers(m, ref, axis=alphabet_axis)
         if onehot_axis is not None or not multiply_by_inputs:
-            contrib = jax.tree_util.tree_map(
-                lambda mi, xi, ri: _scores(mi, xi, ri, multiply_by_inputs, onehot_axis), m, x, ref
+            score = functools.partial(
+                scores_of, multiply_by_inputs=multiply_by_inputs, onehot_axis=onehot_axis
             )
+            contrib = jax.tree_util.tree_map(score, m, x, ref)
         return contrib, hyp, resid, total_abs, floored_delta(out, out_ref)
 
     return one_ref
-
-
-def _scores(m, x, ref, multiply_by_inputs, onehot_axis):
-    """One reference's scores from its multipliers, as :func:`deepliftjax.deeplift` makes
-    them (mean-normalised over ``onehot_axis``; times ``x - ref`` unless asked not to)."""
-    if onehot_axis is not None:
-        m = m - jnp.mean(m, axis=onehot_axis, keepdims=True)
-    return m * (x - ref) if multiply_by_inputs else m
 
 
 def _over_references(one_ref, x, refs, chunk, hypothetical):
