@@ -31,6 +31,7 @@ __all__ = [
     "BASE_COLORS",
     "image_heatmap",
     "method_panels",
+    "present_base",
     "sequence_bars",
     "sequence_logo",
 ]
@@ -82,6 +83,61 @@ def _check_onehot(onehot: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarra
     if x.shape != shape:
         raise ValueError(f"onehot must have the scores' shape {shape}, got {x.shape}.")
     return x
+
+
+def present_base(
+    scores: ArrayLike, onehot: ArrayLike, *, hypothetical: bool | None = None
+) -> np.ndarray:
+    """The present-base projection of scores on one-hot sequences (tangermeme's default).
+
+    At each position the present base gets the position's total and the other bases 0:
+    for contributions ``sum_b scores[..., b] * onehot``, for hypothetical contributions
+    ``scores * onehot`` (the hypothetical score of the base present). Both are the same
+    array for the same references, and their sum over a sequence is the contributions'
+    sum, ``f(x) - mean f(ref)`` (summation to delta). ``contributions * onehot`` is not it:
+    against references that are not zero it keeps only the present base's own term
+    ``m_p (1 - r_p)`` and drops ``-sum_{b != p} m_b r_b``.
+
+    Args:
+      scores: (..., length, K) contributions or hypothetical contributions.
+      onehot: the one-hot sequences, same shape.
+      hypothetical: True: ``scores`` are hypothetical contributions; False: they are
+        contributions (any reference); None: only scores that are zero off the present
+        base (one-reference one-hot DeepLIFT, gradient×input), where both readings agree.
+
+    Returns:
+      (..., length, K) float64 array, nonzero only on the present base.
+
+    Raises:
+      DeepLiftError: shapes differ, or ``hypothetical=None`` with scores on absent bases.
+
+    Example:
+      >>> m, r = np.array([[1.0, 2.0, 3.0, 4.0]]), np.full((1, 4), 0.25)
+      >>> x = np.array([[0.0, 0.0, 1.0, 0.0]])
+      >>> contrib, hyp = m * (x - r), m - (m * r).sum(-1, keepdims=True)
+      >>> present_base(contrib, x, hypothetical=False).tolist()
+      [[0.0, 0.0, 0.5, 0.0]]
+      >>> present_base(hyp, x, hypothetical=True).tolist()
+      [[0.0, 0.0, 0.5, 0.0]]
+    """
+    from deepliftjax._errors import DeepLiftError
+
+    s = np.asarray(scores, dtype=np.float64)
+    x = np.asarray(onehot, dtype=np.float64)
+    if s.shape != x.shape or s.ndim < 1:
+        raise DeepLiftError(f"scores {s.shape} and onehot {x.shape} must have one shape.")
+    if hypothetical is None:
+        if np.any(s[x == 0] != 0):
+            raise DeepLiftError(
+                "the scores are nonzero on bases that are not present, so whether they are "
+                "contributions or hypothetical contributions changes the picture: pass "
+                "hypothetical=True (drawn: scores * onehot) or hypothetical=False (drawn: "
+                "scores summed over bases, on the present base)."
+            )
+        hypothetical = True
+    if hypothetical:
+        return s * x
+    return s.sum(-1, keepdims=True) * x
 
 
 def _spans(value: Any, length: int, name: str) -> list[tuple[float, float]]:
@@ -188,6 +244,7 @@ def sequence_logo(
     scores: ArrayLike,
     onehot: ArrayLike | None = None,
     *,
+    hypothetical: bool | None = None,
     ax: Axes | None = None,
     alphabet: str = "ACGT",
     colors: Mapping[str, str] | None = None,
@@ -202,13 +259,21 @@ def sequence_logo(
     equal to their score, positive scores stacked above the axis, negative ones below (the
     largest magnitudes farthest from it).
 
-    For ordinary contributions of one-hot DNA only the present base has a score, so one
-    letter per position shows; hypothetical contributions show all four.
+    With ``onehot``, the logo shows the present-base projection (:func:`present_base`,
+    tangermeme's default): one letter per position, the base present, its height the
+    position's total, ``sum_b contributions[i, b]`` = ``hypothetical[i, present]``; the
+    heights of a sequence sum to its contributions' sum (``f(x) - mean f(ref)``). Say which
+    kind the scores are with ``hypothetical`` when they are nonzero on absent bases
+    (DeepLIFT-SHAP against shuffled references); ``contributions * onehot`` would drop
+    ``-sum_{b != p} m_b r_b``. Without ``onehot`` the scores are drawn as given: every
+    letter of a hypothetical-contribution or CWM logo.
 
     Args:
       scores: (length, len(alphabet)) scores of one sequence.
-      onehot: optional one-hot sequence of the same shape; the scores are multiplied by it
-        (hypothetical scores -> the present base's score).
+      onehot: optional one-hot sequence of the same shape: draw the present-base projection.
+      hypothetical: with ``onehot``: True for hypothetical contributions, False for
+        contributions; None (default) for scores zero off the present base (one-reference
+        one-hot DeepLIFT, gradient×input), where both agree, and an error otherwise.
       ax: axes to draw on; a new (12 x 2 inch) figure when None.
       alphabet: the letters of the last axis.
       colors: letter -> colour (default :data:`BASE_COLORS`).
@@ -226,7 +291,15 @@ def sequence_logo(
 
     Raises:
       ValueError: scores not shaped (length, len(alphabet)), non-finite, or a mismatched
-        onehot or highlight.
+        onehot or highlight; ``DeepLiftError`` (a ValueError) for scores on absent bases
+        with ``onehot`` and ``hypothetical=None``.
+
+    Example:
+      >>> x = np.eye(4)[[2, 0, 3, 0]]  # GATA
+      >>> hyp = np.array([[0.1, 0.0, 0.9, -0.2]] * 4)  # hypothetical contributions
+      >>> ax = sequence_logo(hyp, x, hypothetical=True)  # one letter a position
+      >>> [round(float(p.get_path().get_extents().height), 2) for p in ax.patches]
+      [0.1, 0.9, 0.2]
     """
     _mpl()
     from matplotlib.patches import PathPatch
@@ -235,7 +308,7 @@ def sequence_logo(
     s = _as_scores(scores, alphabet)
     x = _check_onehot(onehot, s.shape)
     if x is not None:
-        s = s * x
+        s = present_base(s, x, hypothetical=hypothetical)
     length, k = s.shape
     ax = _new_ax(ax, (12, 2))
     glyphs = [_glyph(a) for a in alphabet]
@@ -275,6 +348,7 @@ def sequence_bars(
     scores: ArrayLike,
     onehot: ArrayLike | None = None,
     *,
+    hypothetical: bool | None = None,
     ax: Axes | None = None,
     alphabet: str = "ACGT",
     colors: Mapping[str, str] | None = None,
@@ -286,13 +360,14 @@ def sequence_bars(
 ) -> Axes:
     """Per-position scores as bars coloured by base (the paper's Fig. 3 style).
 
-    The bar at position i is ``sum_b scores[i, b] * onehot[i, b]`` coloured by the present
-    base; without ``onehot``, ``sum_b scores[i, b]`` coloured by the base of largest
-    ``|score|``.
+    With ``onehot`` the bar at position i is the present-base projection (see
+    :func:`sequence_logo`), coloured by the present base; without ``onehot``,
+    ``sum_b scores[i, b]`` coloured by the base of largest ``|score|``.
 
     Args:
       scores: (length, len(alphabet)) scores of one sequence.
       onehot: optional one-hot sequence of the same shape.
+      hypothetical: with ``onehot``, as in :func:`sequence_logo`.
       ax: axes to draw on; a new (12 x 2 inch) figure when None.
       alphabet: the letters of the last axis.
       colors: letter -> colour (default :data:`BASE_COLORS`).
@@ -307,7 +382,7 @@ def sequence_bars(
 
     Raises:
       ValueError: scores not shaped (length, len(alphabet)), non-finite, or a mismatched
-        onehot or highlight.
+        onehot or highlight; ``DeepLiftError`` as in :func:`sequence_logo`.
     """
     _mpl()
     from matplotlib.patches import Patch
@@ -315,7 +390,7 @@ def sequence_bars(
     s = _as_scores(scores, alphabet)
     x = _check_onehot(onehot, s.shape)
     if x is not None:
-        height, base = (s * x).sum(1), x.argmax(1)
+        height, base = present_base(s, x, hypothetical=hypothetical).sum(1), x.argmax(1)
     else:
         height, base = s.sum(1), np.abs(s).argmax(1)
     length = s.shape[0]
@@ -553,6 +628,7 @@ def _sequence_panels(
     panel_size: tuple[float, float] | None,
     shared_scale: bool,
     ylabel: str,
+    hypothetical: bool | None = None,
 ) -> Figure:
     """`method_panels` with ``kind="logo"`` or ``"bars"``: one row per method and example,
     sharing the position axis."""
@@ -578,6 +654,7 @@ def _sequence_panels(
             draw(
                 arrs[k][i],
                 None if inputs is None else inputs[i],
+                hypothetical=hypothetical,
                 ax=ax,
                 alphabet=alphabet,
                 highlight=hls[i],
@@ -613,6 +690,7 @@ def method_panels(
     colorbar: bool = True,
     colorbar_label: str = "score",
     ylabel: str = "score",
+    hypothetical: bool | None = None,
 ) -> Figure:
     """Side-by-side panels of several methods' attributions for the same examples.
 
@@ -626,8 +704,8 @@ def method_panels(
       attributions: method name -> scores of a batch: images (N, H, W) or (N, H, W, C),
         sequences (N, length, len(alphabet)); every method must have the same shape.
       inputs: the inputs, same leading shape: images (N, H, W[, C]) or one-hot sequences
-        (N, length, len(alphabet)), which multiply sequence scores (see
-        :func:`sequence_logo`).
+        (N, length, len(alphabet)): sequences are drawn as their present-base projection
+        (see :func:`sequence_logo`).
       kind: "image", "logo" or "bars".
       positive_only: images: show only positive scores, for all methods or per method name.
       channel_axis: images: the channel axis of one (H, W, C) example (summed).
@@ -641,6 +719,7 @@ def method_panels(
         panel).
       colorbar_label: images: the colour bars' label.
       ylabel: sequences: the y-axis quantity, shown under each method's name.
+      hypothetical: sequences with inputs: as in :func:`sequence_logo`, for every method.
 
     Returns:
       The matplotlib Figure.
@@ -675,4 +754,5 @@ def method_panels(
         panel_size=panel_size,
         shared_scale=shared_scale,
         ylabel=ylabel,
+        hypothetical=hypothetical,
     )

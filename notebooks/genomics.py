@@ -233,7 +233,7 @@ fig, axes = plt.subplots(2, len(windows), figsize=(4.5 * len(windows), 3.8), squ
 for c, (a, b) in enumerate(windows):
     for r, (k, v) in enumerate(scores.items()):
         sub = slice(a, b)
-        plot.sequence_logo(v[i][sub], pos.x[i][sub], ax=axes[r, c],
+        plot.sequence_logo(v[i][sub], pos.x[i][sub], hypothetical=False, ax=axes[r, c],
                            highlight={n: m[sub] for n, m in marks.items()},
                            ylabel=f"{k}\nscore" if c == 0 else None,
                            xlabel=f"position - {a}" if r == 1 else None)
@@ -269,8 +269,17 @@ print(f"{'Δ':15s} {'':15s} {delta.mean():13.2f}")
 # shuffles of the sequence itself that keep its dinucleotide counts. `deeplift_shap` takes
 # a reference generator `(key, x) -> (K, ...)`, and with `hypothetical=True` also returns
 # the hypothetical contributions: the score each base *would* get at each position (the
-# input of TF-MoDISco's motif discovery). Projected on the base present they give back the
-# contributions.
+# input of TF-MoDISco's motif discovery).
+#
+# **Which letter height to draw.** Against references that are not all zero, an absent base
+# has a contribution too: `C[i, b] = m[i, b] (x[i, b] - r[i, b])` is nonzero wherever a
+# shuffle puts base `b` at position `i`. The field's convention (tangermeme's default, and
+# `plot.sequence_logo`'s with a one-hot sequence) is the **present-base projection**: the
+# position's total `sum_b C[i, b]`, drawn as the base present; it equals the hypothetical
+# score of the base present, `hypothetical × one-hot`, and its heights sum to
+# `f(x) - mean f(ref)`. `contributions × one-hot` is not it: it keeps only the present
+# base's own term `m_p (1 - r_p)` and drops `-sum_{b≠p} m_b r_b`. Tell `sequence_logo` which
+# kind of scores it gets (`hypothetical=False` or `True`); both draw the same letters.
 
 # %%
 shuffles = functools.partial(dl.dinuc_shuffle, num_shuffles=10 if QUICK else 20)
@@ -281,15 +290,23 @@ assert np.allclose(dl.project_hypothetical(out.hypothetical, pos.x[i]),
                    out.contributions.sum(-1), atol=1e-4)
 print(f"max summation residual over references: {float(out.residuals):.2e}")
 
-# per position, the contributions summed over the four bases, drawn as the base present
-per_base = np.asarray(out.contributions).sum(-1, keepdims=True) * pos.x[i]
+contributions, hypothetical = np.asarray(out.contributions), np.asarray(out.hypothetical)
+projected = plot.present_base(hypothetical, pos.x[i], hypothetical=True)
+assert np.allclose(projected, plot.present_base(contributions, pos.x[i], hypothetical=False),
+                   atol=1e-4)
+own = contributions * pos.x[i]  # not the projection
+print(f"present-base projection: sum {projected.sum():.3f} (the contributions' sum "
+      f"{contributions.sum():.3f}); contributions × one-hot sums to {own.sum():.3f} and "
+      f"differs per position by up to {np.abs(own - projected).max():.3f}")
 fig, axes = plt.subplots(3, len(windows), figsize=(4.5 * len(windows), 5.4), squeeze=False)
 for c, (a, b) in enumerate(windows):
     sub = slice(a, b)
     hl = {n: m[sub] for n, m in marks.items()}
-    plot.sequence_logo(scores["DeepLIFT"][i][sub], pos.x[i][sub], ax=axes[0, c], highlight=hl,
+    plot.sequence_logo(scores["DeepLIFT"][i][sub], pos.x[i][sub], hypothetical=False,
+                       ax=axes[0, c], highlight=hl,
                        ylabel="DeepLIFT\n(uniform ref.)" if c == 0 else None, xlabel=None)
-    plot.sequence_logo(per_base[sub], ax=axes[1, c], highlight=hl, xlabel=None,
+    plot.sequence_logo(contributions[sub], pos.x[i][sub], hypothetical=False, ax=axes[1, c],
+                       highlight=hl, xlabel=None,
                        ylabel="DeepLIFT-SHAP\n(shuffles)" if c == 0 else None)
     plot.sequence_logo(out.hypothetical[sub], ax=axes[2, c], highlight=hl,
                        ylabel="hypothetical" if c == 0 else None, xlabel=f"position - {a}")
@@ -303,3 +320,11 @@ fig.savefig(os.path.join(FIGURES, "genomics_shap.png"), dpi=100)
 # For many sequences, `deepliftjax.attribute` runs this in jitted chunks with a progress
 # bar, and `deepliftjax.export_modisco` writes the one-hot sequences and hypothetical scores
 # in modisco-lite's layout.
+#
+# ## Motif discovery
+#
+# `deepliftjax-genomics --motifs` does this for all the correctly predicted positives (20
+# shuffles each), writes `contributions.npy`, `hypothetical.npy` and `projected.npy`, runs
+# modisco-lite on the hypothetical scores and reports which discovered patterns match
+# GATA_disc1 and TAL1_known1, with their CWM logos (`pip install modisco-lite`; numbers in
+# `docs/genomics/report.md`). From Python: `g.discover_motifs(onehot, hypothetical, motifs)`.

@@ -387,6 +387,117 @@ def test_single_seed_has_no_across_section(tmp_path):
     assert "Across" not in (tmp_path / "report.md").read_text()
 
 
+# ---------------------------------------------------------------- motif discovery (--motifs)
+
+
+def _stub_modisco(monkeypatch, calls):
+    """A modisco-lite stand-in returning three patterns: GATA_disc1 with flanks, the
+    reverse complement of TAL1_known1, and a flat one; records its arguments."""
+    import sys
+    import types
+
+    m = load_motifs()
+    flank = np.full((4, 4), 0.25)
+
+    def pattern(ppm, n):
+        p = types.SimpleNamespace(sequence=ppm, seqlets=[None] * n)
+        p.contrib_scores = p.hypothetical_contribs = ppm - 0.25
+        return p
+
+    def tfmodisco(one_hot, hypothetical_contribs, **options):
+        calls.append((one_hot, hypothetical_contribs, options))
+        return [
+            pattern(np.vstack([flank, m[GATA].pwm, flank]), 40),
+            pattern(m[TAL1].pwm[::-1, ::-1], 30),
+            pattern(np.full((12, 4), 0.25) + np.eye(4)[np.arange(12) % 4] * 0.01, 12),
+        ], None
+
+    pkg, sub = types.ModuleType("modiscolite"), types.ModuleType("modiscolite.tfmodisco")
+    sub.TFMoDISco = tfmodisco
+    monkeypatch.setitem(sys.modules, "modiscolite", pkg)
+    monkeypatch.setitem(sys.modules, "modiscolite.tfmodisco", sub)
+
+
+def test_motif_step_with_stubbed_modisco(tmp_path, capsys, monkeypatch):
+    """--motifs: DeepLIFT-SHAP on the scored positives, the three .npy files (projected =
+    hypothetical × one-hot, summing per position to the contributions' sum), modisco-lite
+    handed exactly those scores, the matches in metrics.json, report.md and the output."""
+    pytest.importorskip("matplotlib")
+    calls = []
+    _stub_modisco(monkeypatch, calls)
+    out = tmp_path / "run"
+    small = ["--tiny", "--n-train", "256", "--n-val", "64", "--n-test", "64", "--epochs", "1"]
+    assert main([*small, "--out", str(out), "--no-progress", "--motifs", "--shuffles", "3"]) == 0
+    r = json.loads((out / "metrics.json").read_text())
+    rec = r["motifs"]
+    contrib, hyp, proj = (
+        np.load(out / f"{k}.npy") for k in ("contributions", "hypothetical", "projected")
+    )
+    ((onehot, hyp_given, options),) = calls
+    assert contrib.shape == hyp.shape == proj.shape == onehot.shape == (r["n_scored"], 200, 4)
+    np.testing.assert_array_equal(hyp_given, hyp)
+    np.testing.assert_array_equal(proj, hyp * onehot)  # the present-base projection
+    np.testing.assert_allclose(proj.sum(-1), contrib.sum(-1), atol=1e-5)
+    assert np.abs(contrib * (1 - onehot)).max() > 1e-3  # scores on absent bases: shuffles
+    assert rec["projection_check"] < 1e-5 and rec["summation_residual"] < 1e-3
+    assert options["sliding_window_size"] == 11  # --tiny: the tiny modisco-lite settings
+    assert rec["n_sequences"] == r["n_scored"] and rec["shuffles"] == 3
+    assert rec["matches"]["GATA_disc1"]["patterns"] == ["pos_0"]
+    assert rec["matches"]["TAL1_known1"]["patterns"] == ["pos_1"]  # the reverse complement
+    assert rec["matches"]["GATA_disc1"]["similarity"] == pytest.approx(1.0)
+    assert rec["matches"]["TAL1_known1"]["similarity"] == pytest.approx(1.0)
+    assert rec["matches"]["TAL1_known1"]["num_seqlets"] == 30
+    sims = {p["name"]: p["similarity"] for p in rec["patterns"]}
+    assert max(sims["pos_2"].values()) < 0.8 and sims["pos_0"]["TAL1_known1"] < 0.8
+    assert 0 < rec["attribute_s"] + rec["modisco_s"] <= rec["time_s"] == r["timing"]["motifs_s"]
+    assert r["timing"]["motifs_s"] < r["timing"]["total_s"]
+    assert (out / "motifs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "## Motif discovery (modisco-lite)" in report and "![discovered patterns]" in report
+    assert "**GATA_disc1: found**, as pos_0 (40 seqlets)" in report
+    assert "| pos_1 | 30 | " in report and f"Motif step: {rec['time_s']:.0f} s" in report
+    printed = capsys.readouterr().out
+    assert "Motif discovery" in printed and "| pos_0 | 40 | 1.000 |" in printed
+
+
+def test_motifs_without_modisco_is_one_clear_line(capsys, monkeypatch):
+    import sys
+
+    from deepliftjax._errors import DeepLiftError
+    from deepliftjax.genomics import run_experiment
+
+    monkeypatch.setitem(sys.modules, "modiscolite", None)
+    monkeypatch.setitem(sys.modules, "modiscolite.tfmodisco", None)
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as e:
+        main(["--tiny", "--motifs"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--motifs" in err and "modisco-lite" in err and "deepliftjax[parity]" in err
+    t = time.perf_counter()
+    with pytest.raises(DeepLiftError, match="modisco-lite"):
+        run_experiment(Config(motifs=True), progress=False)
+    assert time.perf_counter() - t < 5  # refused before any training
+
+
+@pytest.mark.slow
+def test_motif_step_finds_gata_and_ebox(tmp_path):
+    """The real modisco-lite on a small setting that learns both motifs: each known motif
+    is matched by a discovered pattern (similarity >= 0.8)."""
+    pytest.importorskip("modiscolite")
+    pytest.importorskip("matplotlib")
+    from deepliftjax.genomics import run_experiment
+
+    cfg = Config(n_train=4000, n_val=500, n_test=500, epochs=10, motifs=True, shuffles=10)
+    r = run_experiment(cfg, tmp_path, progress=False, command="slow test")
+    rec = r["motifs"]
+    assert r["model"]["test_auroc"] > 0.9
+    for m in (GATA, TAL1):
+        assert rec["matches"][m]["patterns"], rec["patterns"]
+        assert rec["matches"][m]["similarity"] >= 0.8
+
+
 # ---------------------------------------------------------------- across seeds
 
 

@@ -33,7 +33,12 @@ def _png(fig) -> np.ndarray:
 
 def test_logo_present_base_and_hypothetical() -> None:
     ax = plot.sequence_logo(
-        S, X, highlight={"GATA": (10, 20), "E-box": X[:, 0] > 0}, title="t", ylabel="score"
+        S,
+        X,
+        hypothetical=True,
+        highlight={"GATA": (10, 20), "E-box": X[:, 0] > 0},
+        title="t",
+        ylabel="score",
     )
     assert ax.get_xlim() == (-0.5, 59.5)
     # one compound letter patch per base present
@@ -61,7 +66,9 @@ def test_logo_letter_heights_match_scores() -> None:
 
 def test_bars_and_existing_axes() -> None:
     fig, axes = plt.subplots(2, 1)
-    out = plot.sequence_bars(S, X, ax=axes[0], highlight={"m": [(3, 9), (30, 40)]})
+    out = plot.sequence_bars(
+        S, X, hypothetical=True, ax=axes[0], highlight={"m": [(3, 9), (30, 40)]}
+    )
     assert out is axes[0]
     heights = sorted(round(p.get_height(), 6) for p in axes[0].patches if p.get_width() == 1.0)
     assert heights == sorted(np.round((S * X).sum(1), 6).tolist())
@@ -96,6 +103,7 @@ def test_method_panels_images_and_sequences() -> None:
     fig = plot.method_panels(
         {"a": S[None], "b": -S[None]},
         X[None],
+        hypothetical=True,
         kind="logo",
         highlight={"m": (5, 15)},
         row_titles=["seq"],
@@ -105,6 +113,7 @@ def test_method_panels_images_and_sequences() -> None:
     fig = plot.method_panels(
         {"a": np.stack([S, S])},
         np.stack([X, X]),
+        hypothetical=True,
         kind="bars",
         highlight=[{"m": (1, 4)}, {"m": (7, 9)}],
     )
@@ -145,10 +154,12 @@ def test_bad_shapes(call, match: str) -> None:
 
 
 def test_sequence_axes_are_labelled() -> None:
-    ax = plot.sequence_logo(S, X)
+    ax = plot.sequence_logo(S, X, hypothetical=True)
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("position", "score")
     plt.close(ax.figure)
-    ax = plot.sequence_bars(S, X, ylabel="DeepLIFT score", xlabel=None, ylim=(-5.0, 5.0))
+    ax = plot.sequence_bars(
+        S, X, hypothetical=False, ylabel="DeepLIFT score", xlabel=None, ylim=(-5.0, 5.0)
+    )
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("", "DeepLIFT score")
     assert ax.get_ylim() == (-5.0, 5.0)
     plt.close(ax.figure)
@@ -158,7 +169,9 @@ def test_sequence_panels_share_one_y_scale_per_example() -> None:
     from matplotlib.patches import PathPatch
 
     big = {"a": np.stack([S, S]), "b": np.stack([10 * S, S])}
-    fig = plot.method_panels(big, np.stack([X, X]), kind="logo", highlight={"m": (5, 15)})
+    fig = plot.method_panels(
+        big, np.stack([X, X]), kind="logo", highlight={"m": (5, 15)}, hypothetical=True
+    )
     a0, b0, a1, b1 = fig.axes
     assert a0.get_ylim() == b0.get_ylim() and a1.get_ylim() == b1.get_ylim()
     assert b0.get_ylim()[1] >= (10 * S * X).sum(1).max()
@@ -167,7 +180,9 @@ def test_sequence_panels_share_one_y_scale_per_example() -> None:
     assert fig.axes[-1].get_xlabel() == "position"
     assert all(any(isinstance(p, PathPatch) for p in ax.patches) for ax in fig.axes)
     plt.close(fig)
-    fig = plot.method_panels(big, np.stack([X, X]), kind="bars", shared_scale=False)
+    fig = plot.method_panels(
+        big, np.stack([X, X]), kind="bars", shared_scale=False, hypothetical=True
+    )
     assert fig.axes[0].get_ylim() != fig.axes[1].get_ylim()
     plt.close(fig)
 
@@ -204,3 +219,90 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(__import__("sys").modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"deepliftjax\[plot\]"):
         plot.sequence_logo(S)
+
+
+# ---------------------------------------------------------------- present-base projection
+
+
+def _drawn_heights(ax, length: int) -> np.ndarray:
+    """Signed letter height per position of a logo with one letter a position."""
+    from matplotlib.colors import to_hex
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path
+
+    letter = {v.lower(): k for k, v in plot.BASE_COLORS.items()}
+    out = np.zeros(length)
+    for p in ax.patches:
+        if not isinstance(p, PathPatch):
+            continue
+        glyph = plot._glyph(letter[to_hex(p.get_facecolor())])
+        v = p.get_path().vertices
+        for k in range(0, len(v), len(glyph.vertices)):  # one piece per position
+            ext = Path(v[k : k + len(glyph.vertices)], glyph.codes).get_extents()
+            out[int(round((ext.x0 + ext.x1) / 2))] += ext.y0 + ext.y1  # 0 to h, or -h to 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def shap_scores():
+    """DeepLIFT-SHAP against dinucleotide shuffles: (x, contributions, hypothetical, delta)."""
+    import jax
+    import jax.numpy as jnp
+
+    import deepliftjax as dl
+
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    length = 24
+    x = jax.nn.one_hot(jax.random.randint(k1, (length,), 0, 4), 4)
+    w1 = jax.random.normal(k2, (length * 4, 16))
+    w2 = jax.random.normal(k3, (16,))
+
+    def f(s):
+        return jnp.tanh(s.reshape(-1) @ w1) @ w2
+
+    refs = dl.dinuc_shuffle(jax.random.key(5), x, num_shuffles=8)
+    out = dl.deeplift_shap(f, refs, hypothetical=True)(x)
+    delta = float(f(x) - jax.vmap(f)(refs).mean())
+    return (
+        np.asarray(x, np.float64),
+        np.asarray(out.contributions, np.float64),
+        np.asarray(out.hypothetical, np.float64),
+        delta,
+    )
+
+
+def test_present_base_projection_sums_to_delta(shap_scores) -> None:
+    x, contrib, hyp, delta = shap_scores
+    from_contrib = plot.present_base(contrib, x, hypothetical=False)
+    from_hyp = plot.present_base(hyp, x, hypothetical=True)
+    np.testing.assert_allclose(from_contrib, from_hyp, atol=1e-5)  # one projection
+    assert np.all(from_hyp[x == 0] == 0)  # only the present base
+    assert from_hyp.sum() == pytest.approx(delta, rel=1e-4)  # summation to delta
+    assert contrib.sum() == pytest.approx(delta, rel=1e-4)
+    own = contrib * x  # the present base's own term only: loses -sum_{b != p} m_b r_b
+    assert np.abs(own.sum(-1) - from_hyp.sum(-1)).max() > 0.05 * np.abs(from_hyp).max()
+    with pytest.raises(ValueError, match="hypothetical=True"):
+        plot.present_base(contrib, x)  # scores on absent bases: say which kind they are
+
+
+def test_logo_and_bars_draw_the_projection(shap_scores) -> None:
+    x, contrib, hyp, _ = shap_scores
+    want = plot.present_base(hyp, x, hypothetical=True).sum(-1)
+    own = (contrib * x).sum(-1)
+    for scores, kind in ((contrib, False), (hyp, True)):
+        ax = plot.sequence_logo(scores, x, hypothetical=kind)
+        got = _drawn_heights(ax, len(x))
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        assert np.abs(got - own).max() > 0.05 * np.abs(want).max()
+        plt.close(ax.figure)
+        ax = plot.sequence_bars(scores, x, hypothetical=kind)
+        bars = [p.get_height() for p in ax.patches if p.get_width() == 1.0]
+        np.testing.assert_allclose(bars, want, atol=1e-5)
+        plt.close(ax.figure)
+    with pytest.raises(ValueError, match="hypothetical=False"):
+        plot.sequence_logo(contrib, x)
+    plt.close("all")
+    # scores zero off the present base (one-reference one-hot DeepLIFT): no flag needed
+    ax = plot.sequence_logo(contrib * x, x)
+    np.testing.assert_allclose(_drawn_heights(ax, len(x)), own, atol=1e-4)
+    plt.close(ax.figure)

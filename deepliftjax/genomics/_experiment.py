@@ -18,10 +18,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepliftjax._errors import DeepLiftError
+
 from ._attribute import METHODS, MORE_METHODS, UNIFORM_REFERENCE, Method, attribute
 from ._metrics import auprc, auroc, motif_auprc, per_position, top_window_hit
 from ._model import GenomicsCNN
-from ._report import format_missed, format_seed_summary, format_table, plot_scores, write_report
+from ._motifs import MODISCO, TINY_MODISCO, motif_step, require_modisco
+from ._report import (
+    format_missed,
+    format_motif_matches,
+    format_seed_summary,
+    format_table,
+    plot_patterns,
+    plot_scores,
+    write_report,
+)
 from ._seeds import paired_comparison, seed_findings, summarize_seeds
 from ._simulate import GATA, TAL1, Motif, SimulatedData, load_motifs, simulate, split
 from ._train import TrainResult, predict, train
@@ -33,7 +44,9 @@ class Config:
 
     ``seed`` seeds the simulated data and the first training run; with ``seeds`` = N > 1,
     N models are trained on the same data with training seeds ``seed``, ``seed + 1``, ...
-    (the first of them is the single-seed run).
+    (the first of them is the single-seed run). ``motifs`` adds the motif-discovery step
+    (DeepLIFT-SHAP with ``shuffles`` dinucleotide shuffles on the first seed's correctly
+    predicted test positives, then modisco-lite; ``tiny_modisco``: its small settings).
     """
 
     n_train: int = 16000
@@ -49,6 +62,9 @@ class Config:
     n_plot: int = 4
     seed: int = 0
     seeds: int = 1
+    motifs: bool = False
+    shuffles: int = 20
+    tiny_modisco: bool = False
 
     def __post_init__(self) -> None:
         for k in (
@@ -60,6 +76,7 @@ class Config:
             "patience",
             "min_epochs",
             "seeds",
+            "shuffles",
         ):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
@@ -73,7 +90,7 @@ class Config:
             raise ValueError(f"n_plot must be >= 1, got {self.n_plot}")
 
 
-TINY = dict(n_train=1500, n_val=300, n_test=300, epochs=4, n_plot=2)
+TINY = dict(n_train=1500, n_val=300, n_test=300, epochs=4, n_plot=2, tiny_modisco=True)
 
 NAMES = (GATA, TAL1)
 A, B = "DeepLIFT", "gradient×input"
@@ -328,6 +345,7 @@ def _score_run(
                 }
             )
     return {
+        "logit_fn": logit_fn,
         "logits": logits,
         "correct": correct,
         "sel": sel,
@@ -423,6 +441,40 @@ def _write_figure(config: Config, out_dir: str | os.PathLike, first: Mapping[str
     }
 
 
+def _motif_discovery(
+    config: Config,
+    motifs: Mapping[str, Motif],
+    first: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    progress: bool,
+) -> dict[str, Any]:
+    """The ``--motifs`` step on the first seed's scored positives: DeepLIFT-SHAP, the
+    ``.npy`` files, modisco-lite, the matches and ``motifs.png``.
+
+    Returns:
+      The ``motifs`` entry of the results (see :func:`~deepliftjax.genomics._motifs.motif_step`),
+      with the figure and the step's wall time ``time_s``.
+    """
+    t = time.perf_counter()
+    known = {m: motifs[m] for m in NAMES}
+    patterns, rec = motif_step(
+        first["logit_fn"],
+        first["sel"].x,
+        known,
+        out_dir,
+        shuffles=config.shuffles,
+        seed=config.seed,
+        modisco_options=TINY_MODISCO if config.tiny_modisco else MODISCO,
+        progress=progress,
+    )
+    t_fig = time.perf_counter()
+    plot_patterns(os.path.join(out_dir, "motifs.png"), patterns, known)
+    rec["figure"] = "motifs.png"
+    rec["figure_s"] = time.perf_counter() - t_fig
+    rec["time_s"] = time.perf_counter() - t
+    return rec
+
+
 def _across_seeds(runs: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
     """The ``across_seeds`` entry: mean ± sd of every seed's table and, when both were
     scored, the paired DeepLIFT / gradient×input comparison and its findings."""
@@ -496,6 +548,9 @@ def run_experiment(
     training seed (``config.seed``); with more seeds, ``runs`` holds every seed's table and
     ``across_seeds`` the mean ± sd and the paired DeepLIFT / gradient×input comparison.
 
+    With ``config.motifs``, the motif step also writes contributions.npy, hypothetical.npy,
+    projected.npy and motifs.png and adds ``motifs`` to the results.
+
     Args:
       config: the settings.
       out_dir: output folder (created if missing).
@@ -505,10 +560,15 @@ def run_experiment(
 
     Returns:
       The results, as written to metrics.json.
+
+    Raises:
+      DeepLiftError: ``config.motifs`` without modisco-lite installed.
     """
     methods = dict(METHODS if methods is None else methods)
     if not methods:
         raise ValueError("methods must not be empty")
+    if config.motifs:
+        require_modisco()  # before training, not after
     os.makedirs(out_dir, exist_ok=True)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -521,9 +581,15 @@ def run_experiment(
     t = time.perf_counter()
     figure_examples = _write_figure(config, out_dir, first)
     timing["report_s"] = time.perf_counter() - t
+    motif_record = None
+    if config.motifs:
+        motif_record = _motif_discovery(config, data[0], first, out_dir, progress)
+        timing["motifs_s"] = motif_record["time_s"]
     timing["total_s"] = time.perf_counter() - t0
 
     results = _results(config, data, seeds, runs, first, figure_examples, timing, command)
+    if motif_record is not None:
+        results["motifs"] = motif_record
     write_report(os.path.join(out_dir, "report.md"), results)
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2, ensure_ascii=False)
@@ -583,6 +649,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
+        "--motifs",
+        action="store_true",
+        help="also discover motifs: DeepLIFT-SHAP with dinucleotide-shuffled references on "
+        "the correctly predicted test positives, modisco-lite on the hypothetical scores, "
+        "patterns matched to GATA_disc1 and TAL1_known1; writes contributions.npy, "
+        "hypothetical.npy, projected.npy and motifs.png (needs modisco-lite)",
+    )
+    p.add_argument(
+        "--shuffles",
+        type=int,
+        default=d.shuffles,
+        help="dinucleotide-shuffled references per sequence for --motifs (default: %(default)s)",
+    )
+    p.add_argument(
         "--all-methods",
         action="store_true",
         help="also score with RevealCancel, integrated gradients and guided "
@@ -599,7 +679,9 @@ def _config_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> C
         if getattr(args, k) is not None:
             kw[k] = getattr(args, k)
     try:
-        return Config(seed=args.seed, seeds=args.seeds, **kw)
+        return Config(
+            seed=args.seed, seeds=args.seeds, motifs=args.motifs, shuffles=args.shuffles, **kw
+        )
     except ValueError as e:
         p.error(str(e))
 
@@ -625,9 +707,17 @@ def _print_summary(r: Mapping[str, Any], out_dir: str) -> None:
         print()
         for line in s["findings"][2:]:
             print(line)
+    if "motifs" in r:
+        rec = r["motifs"]
+        print(
+            f"\nMotif discovery (DeepLIFT-SHAP, {rec['shuffles']} dinucleotide shuffles, "
+            f"modisco-lite) on {rec['n_sequences']} positives, {rec['time_s']:.0f} s:\n"
+        )
+        print(format_motif_matches(rec))
     out = os.path.abspath(out_dir)
+    extra = ", motifs.png, contributions.npy, hypothetical.npy, projected.npy" * ("motifs" in r)
     print(
-        f"\nWrote {os.path.join(out, 'report.md')}, fig3.png and metrics.json in {out} "
+        f"\nWrote {os.path.join(out, 'report.md')}, fig3.png{extra} and metrics.json in {out} "
         f"({r['timing']['total_s']:.0f} s)"
     )
 
@@ -642,6 +732,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"needs {' and '.join(missing)}: install the genomics extra, "
             "pip install 'deepliftjax[genomics]'"
         )
+    if args.motifs:
+        try:
+            require_modisco()
+        except DeepLiftError as e:
+            p.exit(2, f"{p.prog}: error: --motifs: {e}\n")
     config = _config_from_args(p, args)
     cmd = shlex.join(["deepliftjax-genomics", *(sys.argv[1:] if argv is None else argv)])
     methods = {**METHODS, **MORE_METHODS} if args.all_methods else None

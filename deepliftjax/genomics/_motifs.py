@@ -8,6 +8,10 @@ between the PWM and the pattern's position probability matrix over all alignment
 both strands (the motif may hang over the pattern's ends by up to ``1 - min_overlap`` of
 its length). modisco-lite is optional (the ``parity`` extra).
 
+:func:`motif_step` is the ``--motifs`` step of ``deepliftjax-genomics``: DeepLIFT-SHAP
+with dinucleotide-shuffled references, ``contributions.npy``, ``hypothetical.npy`` and
+``projected.npy`` written, modisco-lite run, and each known motif matched to the patterns.
+
 Example:
   >>> import numpy as np
   >>> pwm = np.eye(4)[[2, 0, 3, 0]] * 0.9 + 0.025
@@ -18,13 +22,35 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import os
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DiscoveredPattern", "discover_motifs", "similarity", "TINY_MODISCO"]
+from deepliftjax._errors import DeepLiftError
+
+__all__ = [
+    "DiscoveredPattern",
+    "MATCH_THRESHOLD",
+    "MODISCO",
+    "TINY_MODISCO",
+    "discover_motifs",
+    "match_motifs",
+    "motif_step",
+    "require_modisco",
+    "similarity",
+]
+
+MATCH_THRESHOLD = 0.8
+"""A pattern matches a known motif when that motif is its best match with at least this
+:func:`similarity`."""
+
+MODISCO: dict[str, Any] = dict(max_seqlets_per_metacluster=2000, n_leiden_runs=10)
+"""modisco-lite settings of the command's ``--motifs`` step (otherwise its defaults)."""
 
 TINY_MODISCO: dict[str, Any] = dict(
     sliding_window_size=11,
@@ -127,14 +153,15 @@ def discover_motifs(
       every motif.
 
     Raises:
-      ImportError: when modisco-lite is not installed.
+      DeepLiftError: when modisco-lite is not installed, or shapes differ.
     """
+    require_modisco()
     from modiscolite.tfmodisco import TFMoDISco
 
     x = np.asarray(onehot, np.float32)
     h = np.asarray(hypothetical, np.float32)
     if x.shape != h.shape or x.ndim != 3 or x.shape[-1] != 4:
-        raise ValueError(
+        raise DeepLiftError(
             f"onehot and hypothetical must both be (N, L, 4); got {x.shape} and {h.shape} "
             "(for modisco-lite's (N, 4, L) files, transpose with .transpose(0, 2, 1))"
         )
@@ -155,3 +182,149 @@ def discover_motifs(
                 )
             )
     return out
+
+
+def require_modisco() -> None:
+    """Raises a one-line error naming the extra to install when modisco-lite is missing.
+
+    Raises:
+      DeepLiftError: modisco-lite (``modiscolite``) does not import.
+    """
+    try:
+        import modiscolite.tfmodisco  # noqa: F401
+    except ImportError as e:
+        raise DeepLiftError(
+            f"motif discovery needs modisco-lite ({e}): pip install 'deepliftjax[parity]' "
+            "(or pip install 'modisco-lite>=3.0,<4')"
+        ) from None
+
+
+def match_motifs(
+    patterns: list[DiscoveredPattern], names: list[str], threshold: float = MATCH_THRESHOLD
+) -> dict[str, dict[str, Any]]:
+    """Which discovered patterns match each known motif.
+
+    Args:
+      patterns: :func:`discover_motifs`'s result.
+      names: the known motifs (keys of each pattern's ``similarity``).
+      threshold: least similarity of a match (:data:`MATCH_THRESHOLD`).
+
+    Returns:
+      motif name -> ``{"patterns": [names of the patterns whose best match it is, with
+      similarity >= threshold], "best": the pattern most similar to it (or None),
+      "similarity": that similarity, "num_seqlets": the seqlets of the matches}``.
+
+    Example:
+      >>> ppm = np.eye(4)[[2, 0, 3, 0]] * 0.9 + 0.025
+      >>> p = DiscoveredPattern("pos_0", 50, ppm, ppm, ppm, {"G": 0.99, "T": 0.2})
+      >>> match_motifs([p], ["G", "T"])["G"]["patterns"]
+      ['pos_0']
+    """
+    out = {}
+    for m in names:
+        hits = [p for p in patterns if p.best_match[0] == m and p.similarity[m] >= threshold]
+        best = max(patterns, key=lambda p: p.similarity.get(m, -1.0), default=None)
+        out[m] = {
+            "patterns": [p.name for p in hits],
+            "best": None if best is None else best.name,
+            "similarity": None if best is None else float(best.similarity[m]),
+            "num_seqlets": int(sum(p.num_seqlets for p in hits)),
+        }
+    return out
+
+
+def _shap_scores(
+    logit_fn: Callable[[Any], Any], x: np.ndarray, shuffles: int, seed: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """DeepLIFT-SHAP with ``shuffles`` dinucleotide shuffles of each sequence.
+
+    Returns:
+      (contributions, hypothetical, max summation residual).
+    """
+    import jax
+
+    from deepliftjax import attribute, dinuc_shuffle
+
+    res = attribute(
+        logit_fn,
+        x,
+        functools.partial(dinuc_shuffle, num_shuffles=shuffles),
+        key=jax.random.key(seed),
+        hypothetical=True,
+        chunk_size=256,
+        progress=progress,
+    )
+    c = np.asarray(res.contributions, np.float32)
+    return c, np.asarray(res.hypothetical, np.float32), float(np.max(res.residuals))
+
+
+def motif_step(
+    logit_fn: Callable[[Any], Any],
+    x: Any,
+    motifs: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    shuffles: int = 20,
+    seed: int = 0,
+    modisco_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[list[DiscoveredPattern], dict[str, Any]]:
+    """DeepLIFT-SHAP on sequences, then modisco-lite, matched against known motifs.
+
+    Writes ``contributions.npy``, ``hypothetical.npy`` and ``projected.npy`` (all
+    ``(N, L, 4)`` float32; ``projected = hypothetical * x``, the present-base projection,
+    whose sum over the last axis equals that of the contributions) to ``out_dir``.
+
+    Args:
+      logit_fn: the model on one ``(L, 4)`` sequence, returning a scalar.
+      x: one-hot sequences ``(N, L, 4)`` (e.g. the correctly predicted positives).
+      motifs: name -> PWM (or an object with ``.pwm``) to match the patterns against.
+      out_dir: folder for the ``.npy`` files (must exist).
+      shuffles: dinucleotide-shuffled references per sequence.
+      seed: key of the shuffles.
+      modisco_options: passed to modisco-lite (default :data:`MODISCO`).
+      progress: show a progress bar while scoring.
+
+    Returns:
+      (patterns, record): the record holds the settings, the matches
+      (:func:`match_motifs`), every pattern's seqlets and similarities, the summation
+      residual, the projection check and the times (``attribute_s``, ``modisco_s``).
+
+    Raises:
+      DeepLiftError: modisco-lite is not installed.
+    """
+    require_modisco()
+    x = np.asarray(x, np.float32)
+    opts = dict(MODISCO if modisco_options is None else modisco_options)
+    t = time.perf_counter()
+    contrib, hyp, residual = _shap_scores(logit_fn, x, shuffles, seed, progress)
+    projected = hyp * x
+    for name, arr in (("contributions", contrib), ("hypothetical", hyp), ("projected", projected)):
+        np.save(os.path.join(out_dir, f"{name}.npy"), arr)
+    attribute_s = time.perf_counter() - t
+    t = time.perf_counter()
+    patterns = discover_motifs(x, hyp, motifs, **opts)
+    modisco_s = time.perf_counter() - t
+    names = list(motifs)
+    record = {
+        "n_sequences": len(x),
+        "shuffles": shuffles,
+        "modisco_options": opts,
+        "match_threshold": MATCH_THRESHOLD,
+        "matches": match_motifs(patterns, names),
+        "patterns": [
+            {
+                "name": p.name,
+                "num_seqlets": p.num_seqlets,
+                "length": len(p.ppm),
+                "similarity": {k: float(v) for k, v in p.similarity.items()},
+            }
+            for p in patterns
+        ],
+        "summation_residual": residual,
+        "projection_check": float(np.abs(projected.sum(-1) - contrib.sum(-1)).max(initial=0)),
+        "files": ["contributions.npy", "hypothetical.npy", "projected.npy"],
+        "attribute_s": attribute_s,
+        "modisco_s": modisco_s,
+    }
+    return patterns, record

@@ -23,7 +23,8 @@ def plot_scores(
     titles: Sequence[str] | None = None,
 ) -> Figure | None:
     """Fig. 3 in the field's style: for each sequence, one letter logo per method (the letter
-    of the present base, height = its score), both methods on one y-scale, the motif
+    of the present base, height = the position's score: the present-base projection of
+    :func:`deepliftjax.plot.present_base`), both methods on one y-scale, the motif
     instances shaded.
 
     Args:
@@ -49,6 +50,7 @@ def plot_scores(
         {m: np.asarray(v) for m, v in scores.items()},
         x,
         kind="logo",
+        hypothetical=False,  # contributions: each position's sum, on the present base
         highlight=highlight,
         row_titles=list(titles) if titles is not None else None,
         panel_size=(12.0, 1.35),
@@ -83,6 +85,87 @@ def plot_scores(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+def _bits(ppm: np.ndarray) -> np.ndarray:
+    """A PPM scaled by information content per position (a motif logo's letter heights)."""
+    p = np.clip(np.asarray(ppm, float), 1e-9, 1.0)
+    p = p / p.sum(1, keepdims=True)
+    return p * (2.0 + (p * np.log2(p)).sum(1, keepdims=True))
+
+
+def plot_patterns(
+    path: str | os.PathLike | None,
+    patterns: Sequence[Any],
+    motifs: Mapping[str, Any],
+    *,
+    max_patterns: int = 8,
+) -> Figure | None:
+    """The motif step's figure: the known motifs' logos, then per discovered pattern its CWM
+    (mean present-base contributions of its seqlets) and its sequence logo (bits).
+
+    Args:
+      path: output PNG path; None returns the figure instead.
+      patterns: :class:`~deepliftjax.genomics.DiscoveredPattern` list (the first
+        ``max_patterns`` are drawn).
+      motifs: name -> motif with ``.pwm`` (or a PWM), the ground truth.
+      max_patterns: most patterns drawn.
+
+    Returns:
+      None after writing ``path``; the Figure when ``path`` is None.
+    """
+    import matplotlib.pyplot as plt
+
+    from deepliftjax import plot
+
+    shown = list(patterns)[:max_patterns]
+    rows = 1 + max(len(shown), 1)
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 1.7 * rows), squeeze=False)
+    for ax, (name, m) in zip(axes[0], motifs.items(), strict=False):
+        plot.sequence_logo(_bits(getattr(m, "pwm", m)), ax=ax, ylabel="bits", xlabel=None)
+        ax.set_title(f"ground truth: {name}", fontsize=9, loc="left")
+    for r, p in enumerate(shown, start=1):
+        best, sim = p.best_match
+        sims = ", ".join(f"{k} {v:.2f}" for k, v in p.similarity.items())
+        plot.sequence_logo(p.cwm, ax=axes[r, 0], ylabel="CWM", xlabel=None)
+        axes[r, 0].set_title(
+            f"{p.name}: {p.num_seqlets} seqlets; similarity {sims}", fontsize=9, loc="left"
+        )
+        plot.sequence_logo(_bits(p.ppm), ax=axes[r, 1], ylabel="bits", xlabel=None)
+        axes[r, 1].set_title(f"{p.name} sequence logo (best match {best})", fontsize=9, loc="left")
+    if not shown:
+        axes[1, 0].set_title("modisco-lite found no pattern", fontsize=9, loc="left")
+        axes[1, 1].set_axis_off()
+    fig.tight_layout()
+    if path is None:
+        return fig
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def format_motif_matches(record: Mapping[str, Any]) -> str:
+    """Formats the motif step's patterns as a Markdown table: seqlets, similarity to each
+    known motif, and the motif matched (if any).
+
+    Args:
+      record: the ``motifs`` entry of metrics.json.
+
+    Returns:
+      The table as Markdown text.
+    """
+    names = list(record["matches"])
+    matched = {p: m for m, v in record["matches"].items() for p in v["patterns"]}
+    lines = [
+        "| pattern | seqlets | " + " | ".join(f"similarity to {m}" for m in names) + " | matches |",
+        "|---|---:|" + "---:|" * len(names) + "---|",
+    ]
+    for p in record["patterns"]:
+        sims = " | ".join(f"{p['similarity'][m]:.3f}" for m in names)
+        lines.append(
+            f"| {p['name']} | {p['num_seqlets']} | {sims} | {matched.get(p['name'], '-')} |"
+        )
+    return "\n".join(lines)
 
 
 def format_table(table: Sequence[Mapping[str, Any]]) -> str:
@@ -326,6 +409,52 @@ def _across_seeds_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> lis
     return lines + across.get("findings", [])
 
 
+def _motif_lines(results: Mapping[str, Any]) -> list[str]:
+    """The motif-discovery section (``--motifs``; none without it)."""
+    rec = results.get("motifs")
+    if not rec:
+        return []
+    lines = [
+        "",
+        "## Motif discovery (modisco-lite)",
+        "",
+        f"DeepLIFT-SHAP of the logit with {rec['shuffles']} dinucleotide-shuffled references "
+        f"per sequence, on {rec['n_sequences']} correctly predicted test positives (training "
+        f"seed {results['seeds']['train_seeds'][0]}); the hypothetical contributions and the "
+        "one-hot sequences go to modisco-lite ("
+        + ", ".join(f"{k}={v}" for k, v in rec["modisco_options"].items())
+        + "; otherwise its defaults). Max summation residual over sequences and references "
+        f"{rec['summation_residual']:.1e}; the present-base projection (`projected.npy` = "
+        "hypothetical × one-hot) sums per position to the contributions' sum within "
+        f"{rec['projection_check']:.1e}. Similarity: the best-alignment Pearson correlation "
+        "of a pattern's position probability matrix with the motif's PWM, both strands "
+        f"(a match: best match with similarity >= {rec['match_threshold']}).",
+        "",
+    ]
+    for m, v in rec["matches"].items():
+        if v["patterns"]:
+            lines.append(
+                f"- **{m}: found**, as {', '.join(v['patterns'])} ({v['num_seqlets']} "
+                f"seqlets); best similarity {v['similarity']:.3f} ({v['best']})."
+            )
+        else:
+            best = "no pattern" if v["best"] is None else f"{v['best']}, {v['similarity']:.3f}"
+            lines.append(f"- **{m}: not found** (most similar: {best}).")
+    lines += [
+        "",
+        format_motif_matches(rec),
+        "",
+        f"![discovered patterns]({rec['figure']})",
+        "",
+        "Top row: the ground-truth PWMs (bits). Then per pattern: its CWM (mean present-base "
+        "contributions of its seqlets, drawn with `plot.sequence_logo`) and its sequence logo.",
+        "",
+        f"Motif step: {rec['time_s']:.0f} s (DeepLIFT-SHAP {rec['attribute_s']:.0f} s, "
+        f"modisco-lite {rec['modisco_s']:.0f} s, figure {rec['figure_s']:.0f} s).",
+    ]
+    return lines
+
+
 def _figure_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[str]:
     """The figure, its caption and the wall time."""
     ex = results.get("figure_examples", {})
@@ -371,6 +500,7 @@ def write_report(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
         *_intro_lines(results, seeds),
         *_recovery_lines(results, seeds),
         *_across_seeds_lines(results, seeds),
+        *_motif_lines(results),
         *_figure_lines(results, seeds),
     ]
     with open(path, "w", encoding="utf-8") as fh:
