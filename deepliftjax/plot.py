@@ -135,9 +135,8 @@ def present_base(
                 "scores summed over bases, on the present base)."
             )
         hypothetical = True
-    if hypothetical:
-        return s * x
-    return s.sum(-1, keepdims=True) * x
+    out = s * x if hypothetical else s.sum(-1, keepdims=True) * x
+    return out + 0.0  # no negative zeros
 
 
 def _spans(value: Any, length: int, name: str) -> list[tuple[float, float]]:

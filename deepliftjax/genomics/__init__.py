@@ -2,7 +2,8 @@
 paper's CNN, DeepLIFT vs gradient×input, and motif-recovery metrics.
 
 Run it all with the console command ``deepliftjax-genomics`` (or
-``python -m deepliftjax.genomics``).
+``python -m deepliftjax.genomics``); ``--motifs`` adds motif discovery with modisco-lite
+(:func:`motif_step`).
 """
 
 from deepliftjax.genomics import targets
@@ -23,8 +24,16 @@ from deepliftjax.genomics._metrics import (
     top_window_hit,
 )
 from deepliftjax.genomics._model import GenomicsCNN, PReLU, window_max
-from deepliftjax.genomics._motifs import DiscoveredPattern, discover_motifs, similarity
-from deepliftjax.genomics._report import format_table, plot_scores, write_report
+from deepliftjax.genomics._motifs import (
+    MODISCO,
+    TINY_MODISCO,
+    DiscoveredPattern,
+    discover_motifs,
+    match_motifs,
+    motif_step,
+    similarity,
+)
+from deepliftjax.genomics._report import format_table, plot_patterns, plot_scores, write_report
 from deepliftjax.genomics._simulate import (
     BASES,
     GATA,
@@ -53,6 +62,11 @@ __all__ = [
     "bpnet_params_from_torch",
     "chrombpnet_params_from_torch",
     "discover_motifs",
+    "match_motifs",
+    "motif_step",
+    "MODISCO",
+    "TINY_MODISCO",
+    "plot_patterns",
     "similarity",
     "targets",
     "BASES",

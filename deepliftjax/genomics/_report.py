@@ -450,7 +450,10 @@ def _motif_lines(results: Mapping[str, Any]) -> list[str]:
         "contributions of its seqlets, drawn with `plot.sequence_logo`) and its sequence logo.",
         "",
         f"Motif step: {rec['time_s']:.0f} s (DeepLIFT-SHAP {rec['attribute_s']:.0f} s, "
-        f"modisco-lite {rec['modisco_s']:.0f} s, figure {rec['figure_s']:.0f} s).",
+        f"modisco-lite {rec['modisco_s']:.0f} s including its numba compilation, figure "
+        f"{rec['figure_s']:.0f} s). Written beside this report: "
+        + ", ".join(f"`{f}`" for f in rec["files"])
+        + " (`(N, L, 4)` float32) and `motifs.png`.",
     ]
     return lines
 
@@ -467,8 +470,9 @@ def _figure_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[str]
         f"Fig. 3 (training seed {seeds[0]}): for each of "
         f"{len(ex.get('test_index', [])) or 'the first'} correctly predicted test positives, "
         "letter logos of the scores of DeepLIFT (top) and gradient×input (bottom): at each "
-        "position the letter of the base present, its height the base's score (contribution "
-        "to the logit; below the axis when negative). Both methods of a sequence share one "
+        "position the letter of the base present, its height the position's score (its "
+        "contribution to the logit, the present-base projection; below the axis when "
+        "negative). Both methods of a sequence share one "
         "y-scale; shaded: the motif instances.",
     ]
     if ex.get("disagreement") is not None:
