@@ -5,6 +5,7 @@ Calls are interpreted inline (a custom derivative is ignored: DeepLIFT replaces 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -30,9 +31,77 @@ def defcall(prim: Any, param: str) -> None:
         CALLS.add(prim)
 
 
-def _remat_rule(ctx: Context, *vals: Any, jaxpr: Any, **params: Any) -> list[Any]:
+def _slot_names(cls: type) -> list[str]:
+    return [n for c in reversed(cls.__mro__) for n in getattr(c, "__slots__", ())]
+
+
+def _flatten_value(v: Any, leaves: list[Any]) -> Any:
+    """Append ``v``'s arrays to ``leaves``; return what rebuilds it. Pairs of any subclass
+    (RevealCancel's split pairs) keep every slot, switch scores included."""
+    if not isinstance(v, Pair):
+        leaves.append(v)
+        return None
+    spec = []
+    for name in _slot_names(type(v)):
+        val = getattr(v, name)
+        if name == "exact":
+            spec.append((name, "static", val))
+        elif name == "s" or isinstance(val, Pair):
+            spec.append((name, "pair", None if val is None else _flatten_value(val, leaves)))
+        else:
+            leaves.append(val)
+            spec.append((name, "leaf", None))
+    return (type(v), spec)
+
+
+def _rebuild_value(spec: Any, it: Any) -> Any:
+    if spec is None:
+        return next(it)
+    cls, fields = spec
+    v = object.__new__(cls)
+    for name, kind, sub in fields:
+        if kind == "static":
+            setattr(v, name, sub)
+        elif kind == "pair":
+            setattr(v, name, None if sub is None else _rebuild_value(sub, it))
+        else:
+            setattr(v, name, next(it))
+    return v
+
+
+def _flatten_pairs(vals: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """``vals`` (pairs and plain values) as a flat list of arrays and the spec to rebuild them."""
+    leaves: list[Any] = []
+    return leaves, [_flatten_value(v, leaves) for v in vals]
+
+
+def _unflatten_pairs(leaves: Sequence[Any], spec: Sequence[Any]) -> list[Any]:
+    it = iter(leaves)
+    return [_rebuild_value(entry, it) for entry in spec]
+
+
+def _remat_rule(
+    ctx: Context,
+    *vals: Any,
+    jaxpr: Any,
+    prevent_cse: bool = True,
+    policy: Any = None,
+    **params: Any,
+) -> list[Any]:
+    """The body is interpreted inside ``jax.checkpoint`` with the same policy, so the
+    DeepLIFT pass keeps the model's rematerialisation: the backward pass recomputes the
+    body's pairs (both sides and their switch scores) instead of storing them."""
     inner, consts = _compat.open_jaxpr(jaxpr)
-    return eval_jaxpr(inner, consts, vals, ctx.options)
+    leaves, spec = _flatten_pairs(vals)
+    out_spec: list[Any] = []
+
+    def body(*leaves: Any) -> list[Any]:
+        outs = eval_jaxpr(inner, consts, _unflatten_pairs(leaves, spec), ctx.options)
+        flat, out_spec[:] = _flatten_pairs(outs)
+        return [jnp.asarray(v) for v in flat]
+
+    flat = jax.checkpoint(body, prevent_cse=prevent_cse, policy=policy)(*leaves)
+    return _unflatten_pairs(flat, out_spec)
 
 
 # ---- cond / switch ----------------------------------------------------------------------
