@@ -74,7 +74,7 @@ def _xs_refs(batch=3, seed=0):
 def _sum_errors(c, f, xs, refs):
     """|sum(C) − Δf| / |Δf| per example, Δf in float64."""
     with jax.enable_x64(True):
-        g = jax.vmap(f)
+        g = jax.jit(jax.vmap(f))  # compiled once, not op by op
         d = np.asarray(g(jnp.asarray(xs, jnp.float64))) - np.asarray(
             g(jnp.asarray(refs, jnp.float64))
         )
@@ -88,9 +88,12 @@ def test_every_rule_is_exact_plain_jit_vmap(name, rule):
     f = PRODUCTS[name]
     xs, refs = _xs_refs()
     attr = lambda x, r: dl.deeplift(f, r, product_rule=rule)(x)
-    batched = np.asarray(jax.jit(jax.vmap(attr))(xs, refs))
+    # jit of one example and jit of vmap over all: one compiled program
+    jitted, batched = jax.jit(lambda x, r, xs, rs: (attr(x, r), jax.vmap(attr)(xs, rs)))(
+        xs[1], refs[1], xs, refs
+    )
+    jitted, batched = np.asarray(jitted)[None], np.asarray(batched)
     plain = np.asarray(attr(xs[0], refs[0]))[None]
-    jitted = np.asarray(jax.jit(attr)(xs[1], refs[1]))[None]
     assert np.isfinite(batched).all()
     assert (_sum_errors(batched, f, xs, refs) <= TOL).all()
     assert (_sum_errors(plain, f, xs[:1], refs[:1]) <= TOL).all()
@@ -269,8 +272,10 @@ def norm_conditioning(kind, ref_name, eps, rule, xs=NORM_XS):
     c = np.asarray(jax.jit(jax.vmap(dl.deeplift(f, ref, product_rule=rule)))(xs), np.float64)
     with jax.enable_x64(True):
         x64, r64 = jnp.asarray(xs, jnp.float64), jnp.asarray(ref, jnp.float64)
-        d = np.asarray(jax.vmap(f)(x64)) - float(f(r64))
-        dy = np.asarray(jax.vmap(y)(x64)) - np.asarray(y(r64))
+        fy = jax.jit(jax.vmap(lambda v: (f(v), y(v))))  # compiled once, not op by op
+        (fx, yx), (fr, yr) = fy(x64), fy(r64[None])
+        d = np.asarray(fx) - float(fr[0])
+        dy = np.asarray(yx) - np.asarray(yr[0])
     residual = np.abs(c.sum(1) - d) / np.abs(d)
     cond = np.abs(c).sum(1) / np.abs(d)
     readout = np.abs(dy * READOUT).sum(1) / np.abs(d)
@@ -362,7 +367,7 @@ def _planted_data(rng, n):
 @pytest.fixture(scope="module")
 def planted():
     model = PlantedTransformer()
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((T, E)))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((T, E)))
     opt = optax.adam(1e-2)
     state = opt.init(params)
 
@@ -382,7 +387,7 @@ def planted():
         params, state = step(params, state, x, y)
     x, y, pos = _planted_data(np.random.default_rng(1), 64)
     f = lambda e: model.apply(params, e)
-    accuracy = float(((np.asarray(jax.vmap(f)(x)) > 0) == y).mean())
+    accuracy = float(((np.asarray(jax.jit(jax.vmap(f))(x)) > 0) == y).mean())
     p64 = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), params)
     f.f64 = lambda e: model.apply(p64, e)
     return f, x[y == 1], pos[y == 1], accuracy
@@ -395,8 +400,9 @@ def test_planted_token_in_a_transformer_zero_baseline(planted, rule):
     ref = jnp.zeros((T, E))
     c = np.asarray(jax.jit(jax.vmap(dl.deeplift(f, ref, product_rule=rule)))(xs), np.float64)
     with jax.enable_x64(True):
-        d = np.asarray(jax.vmap(f.f64)(jnp.asarray(xs, jnp.float64))) - float(
-            f.f64(jnp.zeros((T, E), jnp.float64))
+        g = jax.jit(jax.vmap(f.f64))
+        d = np.asarray(g(jnp.asarray(xs, jnp.float64))) - float(
+            g(jnp.zeros((1, T, E), jnp.float64))[0]
         )
     residual = np.abs(c.reshape(len(xs), -1).sum(1) - d) / np.abs(d)
     cond = np.abs(c).reshape(len(xs), -1).sum(1) / np.abs(d)
