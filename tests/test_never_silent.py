@@ -31,7 +31,12 @@ def _f64(f, x):
 
 
 def _delta(f, x, r):
-    return _f64(f, x) - _f64(f, r)
+    """f(x) - f(r) in float64, f compiled once (not op by op)."""
+    with jax.enable_x64(True):
+        g = jax.jit(f)
+        return float(g(jnp.asarray(np.asarray(x, np.float64)))) - float(
+            g(jnp.asarray(np.asarray(r, np.float64)))
+        )
 
 
 A = jnp.array
@@ -311,10 +316,19 @@ def _run(mode, f, x, r):
     if mode == "jit":
         return jax.jit(t)(x)
     xs = jnp.stack([x, x])
-    return jax.vmap(t)(xs)[1]
+    return jax.jit(jax.vmap(t))(xs)[1]  # vmap, compiled
 
 
 MODES = ("plain", "jit", "vmap")
+
+
+def _in_mode(t, mode):
+    """t eager, jitted, or vmapped over a batch of one (compiled)."""
+    if mode == "jit":
+        return jax.jit(t)
+    if mode == "vmap":
+        return lambda v: jax.jit(jax.vmap(t))(v[None])[0]
+    return t
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -356,7 +370,7 @@ def test_argnums_out_of_order(mode):
     if mode == "jit":
         t = jax.jit(t)
     if mode == "vmap":
-        cb, ca = jax.vmap(t)(jnp.stack([a, a]), jnp.stack([b, b]))
+        cb, ca = jax.jit(jax.vmap(t))(jnp.stack([a, a]), jnp.stack([b, b]))
         cb, ca = cb[0], ca[0]
     else:
         cb, ca = t(a, b)
@@ -457,7 +471,7 @@ def test_reveal_cancel_min_and_max_of_two_varying_operands(mode):
 
     def run(f):
         t = dl.deeplift(f, r, rule="reveal_cancel")
-        return {"plain": t, "jit": jax.jit(t), "vmap": lambda v: jax.vmap(t)(v[None])[0]}[mode](x)
+        return _in_mode(t, mode)(x)
 
     np.testing.assert_allclose(run(lambda v: jnp.minimum(v[0], v[1])), [0.5, 0.5], atol=1e-6)
     np.testing.assert_allclose(
@@ -473,7 +487,7 @@ def test_guided_backprop_treats_a_where_relu_as_a_relu(mode):
 
     def run(f):
         t = dl.guided_backprop(f)
-        return {"plain": t, "jit": jax.jit(t), "vmap": lambda u: jax.vmap(t)(u[None])[0]}[mode](v)
+        return _in_mode(t, mode)(v)
 
     by_where = run(lambda u: jnp.sum(jnp.where(u > 0, u, 0.0) * w))
     by_max = run(lambda u: jnp.sum(jnp.maximum(u, 0.0) * w))
@@ -515,7 +529,7 @@ def test_a_users_defrescale_reaches_every_rule_set(mode, softsign):
     expected = [1.0 * (h(2.0) - h(0.5)), 2.0 * (h(-3.0) - h(1.0))]
 
     def run(t):
-        return {"plain": t, "jit": jax.jit(t), "vmap": lambda u: jax.vmap(t)(u[None])[0]}[mode](x)
+        return _in_mode(t, mode)(x)
 
     np.testing.assert_allclose(run(dl.deeplift(f, r)), expected, rtol=1e-6)
     np.testing.assert_allclose(run(dl.deeplift(f, r, rule="reveal_cancel")), expected, rtol=1e-6)
@@ -548,8 +562,8 @@ def test_non_attributed_arguments_stay_static(mode):
         cf = jax.jit(tf, static_argnums=1)(x, 2)
         cg = jax.jit(tg, static_argnames="train")(x, train=True)
     else:
-        cf = jax.vmap(lambda u: tf(u, 2))(x[None])[0]
-        cg = jax.vmap(lambda u: tg(u, train=True))(x[None])[0]
+        cf = jax.jit(jax.vmap(lambda u: tf(u, 2)))(x[None])[0]
+        cg = jax.jit(jax.vmap(lambda u: tg(u, train=True)))(x[None])[0]
     np.testing.assert_allclose(cf, [1.0, 4.0, 0.0])
     np.testing.assert_allclose(cg, [1.0, 2.0, 3.0])
     np.testing.assert_allclose(tg(x), [-1.0, -2.0, -3.0])
