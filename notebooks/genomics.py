@@ -50,7 +50,7 @@ from deepliftjax import genomics as g
 from deepliftjax import plot
 
 QUICK = os.environ.get("DEEPLIFTJAX_QUICK", "0") == "1"
-config = g.Config(n_train=512, n_val=128, n_test=128, epochs=1) if QUICK else g.Config()
+config = g.Config(n_train=1000, n_val=200, n_test=200, epochs=2) if QUICK else g.Config()
 FIGURES = os.environ.get("DEEPLIFTJAX_FIGURES") or tempfile.mkdtemp(prefix="deepliftjax_")
 os.makedirs(FIGURES, exist_ok=True)
 print("figures go to", FIGURES, "| quick" if QUICK else "")
