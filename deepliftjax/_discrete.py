@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from deepliftjax._compat import primitive
-from deepliftjax._pair import Pair, bind_both
+from deepliftjax._pair import MOVES_ALL, MOVES_FIRST, Pair, bind_both
 from deepliftjax._rulekit import custom_multiplier, safe_div, times
 
 # ---- the score of last resort -----------------------------------------------------------
@@ -213,9 +213,9 @@ def _convert(ctx, prim, invals, params, outs):
 
 
 def _data_positions(prim: Any, n: int) -> Sequence[int] | None:
-    if prim in _DATA_ALL:
+    if prim in MOVES_ALL:
         return range(n)
-    if prim in _DATA_FIRST:
+    if prim in MOVES_FIRST:
         return (0,)
     if prim is select_n_p:
         return range(1, n)
@@ -377,30 +377,6 @@ def discrete_operand_rule(
 select_n_p = primitive("select_n_p")
 dynamic_update_slice_p = primitive("dynamic_update_slice_p")
 scatter_p = primitive("scatter_p")
-_DATA_ALL = {primitive(n) for n in ("concatenate_p", "pad_p", "optimization_barrier_p")}
-_DATA_FIRST = {
-    p
-    for p in map(
-        primitive,
-        (
-            "reshape_p",
-            "squeeze_p",
-            "broadcast_in_dim_p",
-            "transpose_p",
-            "rev_p",
-            "slice_p",
-            "copy_p",
-            "copy_p",
-            "dynamic_slice_p",
-            "gather_p",
-            "split_p",
-            "device_put_p",
-            "sharding_constraint_p",
-            "tile_p",
-        ),  # fmt: skip
-    )
-    if p is not None
-}
 _CUMULATIVE = {
     primitive(n) for n in ("cumsum_p", "cummax_p", "cummin_p", "cumprod_p", "cumlogsumexp_p")
 }

@@ -7,6 +7,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from deepliftjax._compat import primitive
+
 
 class Pair:
     """A value that depends on the attributed input: ``x`` (actual) and ``r`` (reference).
@@ -52,19 +54,32 @@ def rs(vals: Sequence[Any]) -> list[Any]:
     return [v.r if isinstance(v, Pair) else v for v in vals]
 
 
-STRUCTURAL = frozenset(
-    ("reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "rev", "slice",
-     "dynamic_slice", "gather", "concatenate", "pad", "copy", "copy_p", "neg", "split",
-     "tile", "device_put", "sharding_constraint", "optimization_barrier")
+def _prims(*names: str) -> frozenset:
+    return frozenset(p for p in map(primitive, names) if p is not None)
+
+
+MOVES_FIRST = _prims(
+    "reshape_p", "squeeze_p", "expand_dims_p", "broadcast_in_dim_p", "transpose_p", "rev_p",
+    "slice_p", "dynamic_slice_p", "gather_p", "copy_p", "split_p", "tile_p", "device_put_p",
+    "sharding_constraint_p",
 )  # fmt: skip
-"""Primitives that move values without rounding them (names, as JAX prints them)."""
+"""Maps that move the values of their first operand without rounding them (the other
+operands, if any, are indices)."""
+MOVES_ALL = _prims("concatenate_p", "pad_p", "optimization_barrier_p")
+"""Maps that move the values of every operand without rounding them."""
+EXACT = MOVES_FIRST | MOVES_ALL | _prims("neg_p")
+"""Primitives whose outputs are exact when their pair operands are (:attr:`Pair.exact`).
+
+The one list of structural primitives: ``_discrete`` moves switch scores with
+:data:`MOVES_FIRST`/:data:`MOVES_ALL`, and RevealCancel maps the parts of a split
+difference through them (plus the linear maps with coefficients +1)."""
 
 
 def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
     """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff."""
     ox = prim.bind(*xs(vals), **params)
     orf = prim.bind(*rs(vals), **params)
-    exact = prim.name in STRUCTURAL and all(v.exact for v in vals if isinstance(v, Pair))
+    exact = prim in EXACT and all(v.exact for v in vals if isinstance(v, Pair))
     if prim.multiple_results:
         return [Pair(a, b, exact=exact) for a, b in zip(ox, orf, strict=True)]
     return Pair(ox, orf, exact=exact)

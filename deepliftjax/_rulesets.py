@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from deepliftjax import _precision, _rules_control, _rules_linear, _rules_reduce  # noqa: F401
 from deepliftjax._compat import primitive
 from deepliftjax._interpreter import METHODS, RULES
-from deepliftjax._pair import Pair, bind_both, rs
+from deepliftjax._pair import MOVES_ALL, MOVES_FIRST, Pair, bind_both, rs
 from deepliftjax._rulekit import bind_varying, custom_multiplier, float_pair_positions, secant
 from deepliftjax._rules_elementwise import RESCALE_PRIMS
 
@@ -185,19 +185,15 @@ def _reveal_cancel(h: Callable, smooth: bool) -> Callable:
 
 mul_p = primitive("mul_p")
 div_p = primitive("div_p")
-_STRUCTURAL = [
-    "add_p", "add_jaxvals_p", "reshape_p", "squeeze_p", "expand_dims_p", "broadcast_in_dim_p",
-    "transpose_p", "rev_p", "concatenate_p", "pad_p", "split_p", "tile_p", "stack_p",
-    "unstack_p", "slice_p", "dynamic_slice_p", "dynamic_update_slice_p", "gather_p",
-    "scatter_p", "scatter_add_p", "reduce_sum_p", "reduce_window_sum_p", "cumsum_p", "copy_p",
-    "device_put_p", "sharding_constraint_p", "optimization_barrier_p",
+_LINEAR_PLUS_ONE = [
+    "add_p", "add_jaxvals_p", "stack_p", "unstack_p", "dynamic_update_slice_p", "scatter_p",
+    "scatter_add_p", "reduce_sum_p", "reduce_window_sum_p", "cumsum_p",
 ]  # fmt: skip
 _RECURSIVE = ["jit_p", "custom_jvp_call_p", "custom_vjp_call_p", "remat_p"]
 
 REVEAL_CANCEL: dict[Any, Callable] = {}
-for _name in _STRUCTURAL:
-    if (_p := primitive(_name)) is not None:
-        REVEAL_CANCEL[_p] = _rc_structural(_p)
+for _p in MOVES_FIRST | MOVES_ALL | ({primitive(n) for n in _LINEAR_PLUS_ONE} - {None}):
+    REVEAL_CANCEL[_p] = _rc_structural(_p)
 for _name in _RECURSIVE:
     if (_p := primitive(_name)) is not None:
         REVEAL_CANCEL[_p] = RULES[_p]
