@@ -81,11 +81,10 @@ def test_counts_sum_to_delta_jit_vmap(bpnet, seqs):
     t = targets.counts_target(model)
     f = jax.jit(jax.vmap(deeplift(t, refs[0, 0])))
     c = f(x, ctl)
-    _close(c.sum((1, 2)), jax.vmap(t)(x, ctl) - jax.vmap(t, (None, 0))(refs[0, 0], ctl))
+    delta = jax.jit(lambda r: jax.vmap(t)(x, ctl) - jax.vmap(t, (None, 0))(r, ctl))
+    _close(c.sum((1, 2)), delta(refs[0, 0]))
     shap = jax.jit(jax.vmap(targets.counts_shap(model, refs[0], return_residuals=True)))(x, ctl)
-    want = jnp.mean(
-        jax.vmap(lambda r: jax.vmap(t)(x, ctl) - jax.vmap(t, (None, 0))(r, ctl))(refs[0]), 0
-    )
+    want = jnp.mean(jax.jit(jax.vmap(delta))(refs[0]), 0)
     _close(shap.contributions.sum((1, 2)), want)
 
 
@@ -105,9 +104,9 @@ def test_profile_weightings_sum_jit_vmap(bpnet, seqs, weighting):
 
     fn = jax.jit(jax.vmap(targets.profile_shap(model, refs[0], weighting=weighting)))
     c = fn(x, ctl)
-    want = jax.vmap(lambda xi, ci: jnp.mean(jax.vmap(lambda r: expected(xi, ci, r))(refs[0])))(
-        x, ctl
-    )
+    want = jax.jit(
+        jax.vmap(lambda xi, ci: jnp.mean(jax.vmap(lambda r: expected(xi, ci, r))(refs[0])))
+    )(x, ctl)
     _close(c.sum((1, 2)), want)
 
 
@@ -134,7 +133,7 @@ def test_chrombpnet_targets_sum_to_delta(chrombpnet, seqs):
         targets.profile_target(chrombpnet, stop_gradient=False),
     ):
         c = jax.jit(jax.vmap(deeplift(t, refs[1, 0])))(x)
-        _close(c.sum((1, 2)), jax.vmap(t)(x) - t(refs[1, 0]))
+        _close(c.sum((1, 2)), jax.jit(jax.vmap(t))(x) - jax.jit(t)(refs[1, 0]))
     c = jax.vmap(targets.profile_shap(chrombpnet, refs[1], weighting="bpnet-lite"))(x)
     t = targets.profile_target(chrombpnet)
     want = jnp.mean(jax.vmap(lambda r: jax.vmap(t)(x) - t(r))(refs[1]), 0)

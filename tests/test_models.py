@@ -125,8 +125,14 @@ def test_flax_cnn_with_every_layer(mode):
         c = dl.deeplift(f, refs[0])(xs[0])
         assert rel_sum_error(c, f(xs[0]), f(refs[0])) <= TOL
     else:
-        c = jax.jit(jax.vmap(lambda x, r: dl.deeplift(f, r)(x)))(xs, refs)
-        errs = rel_sum_errors_batch(c, jax.vmap(f)(xs), jax.vmap(f)(refs))
+        c, fx, fr = jax.jit(
+            lambda xs, rs: (
+                jax.vmap(lambda x, r: dl.deeplift(f, r)(x))(xs, rs),
+                jax.vmap(f)(xs),
+                jax.vmap(f)(rs),
+            )
+        )(xs, refs)
+        errs = rel_sum_errors_batch(c, fx, fr)
         assert errs.max() <= TOL, errs
 
 

@@ -25,11 +25,13 @@ def _check_batch(f, xs, refs):
     c = jax.jit(jax.vmap(lambda x, r: dl.deeplift(f, r)(x)))(xs, refs)
     assert c.shape == xs.shape
     assert np.isfinite(np.asarray(c)).all()
-    errs32 = rel_sum_errors_batch(c, jax.vmap(f)(xs), jax.vmap(f)(refs))
+    fv = jax.jit(jax.vmap(f))  # f's float32 values, compiled once (not op by op)
+    fx, fr = fv(xs), fv(refs)
+    errs32 = rel_sum_errors_batch(c, fx, fr)
     errs64 = rel_sum_errors_f64(c, f, xs, refs)
     # Against the true Δf (float64). Where float32's own rounding of f is larger than 1e-5
     # of Δf (long recurrences), the scores must be within 4x that rounding instead.
-    f32_noise = rel_sum_errors_f64(jax.vmap(f)(xs) - jax.vmap(f)(refs), f, xs, refs)
+    f32_noise = rel_sum_errors_f64(fx - fr, f, xs, refs)
     allowed = np.maximum(TOL, 4 * f32_noise)
     assert (errs64 <= allowed).all(), (errs64, allowed, errs32)
     return c

@@ -83,7 +83,7 @@ def test_reference_and_target_forms():
     )
     zeros = attribute(model, xs, None, target=lambda y: y.sum(), chunk_size=4, progress=False)
     f = lambda x: model(x).sum()
-    want = jax.vmap(lambda x: deeplift_shap(f, jnp.zeros((1, L, 4)))(x))(xs)
+    want = jax.jit(jax.vmap(lambda x: deeplift_shap(f, jnp.zeros((1, L, 4)))(x)))(xs)
     np.testing.assert_allclose(zeros.contributions, want, rtol=1e-5, atol=1e-6)
     # generated references are keyed per example: same result whatever the chunking,
     # and for batches streamed from an iterator
