@@ -66,7 +66,9 @@ def _compiled(name):
         y = g(x).reshape(-1)
         return jnp.sum(y * jnp.resize(jnp.asarray(W), y.shape))
 
-    return f, jax.jit(lambda x, r: dl.deeplift(f, r)(x))
+    # f compiled too: sum_error_vs_float_noise evaluates it four times per example, and
+    # op by op a lax.cond would be traced and compiled again at every call
+    return jax.jit(f), jax.jit(lambda x, r: dl.deeplift(f, r)(x))
 
 
 values = st.one_of(
