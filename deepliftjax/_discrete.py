@@ -74,10 +74,46 @@ def _moved(v: Any, shape: tuple[int, ...]) -> jax.Array:
 
 
 def _score_of(v: Any) -> Pair | None:
-    """The score an operand lends to what is computed from it (None: a constant)."""
+    """The score an operand lends to what is computed from it (None: a constant).
+
+    A float operand lends itself; where its difference is not finite (``log`` of a
+    reference at 0), the difference of the value it was computed from elementwise
+    (:func:`with_provenance`)."""
     if not isinstance(v, Pair):
         return None
-    return v if v.is_float else v.s
+    return with_provenance(v) if v.is_float else v.s
+
+
+PROVENANCE_DEPTH = 8
+"""How many elementwise steps back :func:`with_provenance` looks for a finite difference."""
+
+
+def with_provenance(v: Pair) -> Pair:
+    """``v`` as a score, with each element whose difference is not finite replaced by the
+    same element of the value ``v`` was computed from elementwise (``v.s``, set by the
+    interpreter for one-operand elementwise rules), and so on back.
+
+    That value moved wherever ``v`` did, so its difference is a valid score there, and its
+    multipliers credit the jump to the inputs ``v`` depends on (not to every input, as the
+    input distance does). Ancestors whose change is a near tie of computed values
+    (:data:`NEAR_TIE`) are not used.
+    """
+    sx, sr, cur = v.x, v.r, v
+    for _ in range(PROVENANCE_DEPTH):
+        anc = cur.s
+        if not isinstance(anc, Pair) or not anc.is_float or jnp.shape(anc.x) != jnp.shape(sx):
+            break
+        dt = jnp.result_type(sx)
+        good = _reliable(anc.x, anc.r, (anc,))
+        d_anc = good.x - good.r
+        use = ~jnp.isfinite(sx - sr) & jnp.isfinite(d_anc) & (d_anc != 0)
+        use = lax.stop_gradient(use)
+        sx = jnp.where(use, jnp.asarray(anc.x, dt), sx)
+        sr = jnp.where(use, jnp.asarray(anc.r, dt), sr)
+        cur = anc
+    if cur is v:
+        return v
+    return Pair(sx, sr)
 
 
 def _as_score(s: Pair | None, shape: tuple[int, ...], dt: Any) -> Pair:
@@ -148,7 +184,8 @@ def _reliable(sx: Any, sr: Any, operands: Sequence[Any], sides: Sequence[Any] = 
     if not sides:
         sides = [u for v in operands for u in ((v.x, v.r) if isinstance(v, Pair) else (v,))]
     mag = sum(jnp.abs(jnp.asarray(u, dt)) for u in sides)
-    near = lax.stop_gradient(~(jnp.abs(sx - sr) > NEAR_TIE * jnp.finfo(dt).eps * mag))
+    d = sx - sr  # a non-finite margin stays one (its operands' scores may serve)
+    near = lax.stop_gradient(jnp.isfinite(d) & ~(jnp.abs(d) > NEAR_TIE * jnp.finfo(dt).eps * mag))
     return Pair(jnp.where(near, 0, sx), jnp.where(near, 0, sr))
 
 
@@ -160,9 +197,27 @@ def _margin(sign: float) -> Builder:
         if not any(isinstance(v, Pair) and v.is_float for v in (a, b)):
             return _generic(ctx, prim, invals, params, outs)
         dx, dr = _differences(a, b)
-        return [_reliable(sign * dx, sign * dr, (a, b))]
+        return [_or_operands(ctx, _reliable(sign * dx, sign * dr, (a, b)), (a, b), outs)]
 
     return build
+
+
+def _or_operands(ctx: Any, cand: Pair, operands: Sequence[Any], outs: Sequence[Any]) -> Pair:
+    """``cand`` where its difference is finite, else the mean of the moved operands' scores
+    (elementwise comparisons: the result moved only where an operand did)."""
+    shape = jnp.shape(outs[0].x)
+    pairs = [v for v in operands if isinstance(v, Pair) and v.is_float]
+    try:
+        ok_shape = jnp.broadcast_shapes(shape, *[jnp.shape(v.x) for v in pairs]) == shape
+    except ValueError:
+        ok_shape = False
+    if not ok_shape:
+        return cand
+    dt = _score_dtype(ctx)
+    alt = _mean_of_moved(pairs, shape, dt)
+    c = _as_score(cand, shape, dt)
+    inf = lax.stop_gradient(~jnp.isfinite(c.x - c.r))
+    return Pair(jnp.where(inf, alt.x, c.x), jnp.where(inf, alt.r, c.r))
 
 
 def _equality(sign: float) -> Builder:
@@ -175,8 +230,9 @@ def _equality(sign: float) -> Builder:
             return _generic(ctx, prim, invals, params, outs)
         dx, dr = _differences(a, b)
         side = jnp.where(dr != 0, -jnp.sign(dr), -jnp.sign(dx))
-        side = lax.stop_gradient(jnp.where(jnp.isfinite(side), side, 0))  # NaN: no candidate
-        return [_reliable(sign * side * dx, sign * side * dr, (a, b))]
+        side = lax.stop_gradient(jnp.where(jnp.isfinite(side), side, 1))  # NaN: operands
+        cand = _reliable(sign * side * dx, sign * side * dr, (a, b))
+        return [_or_operands(ctx, cand, (a, b), outs)]
 
     return build
 
@@ -208,7 +264,7 @@ def _convert(ctx, prim, invals, params, outs):
     if v.is_float and jnp.dtype(params["new_dtype"]) == jnp.bool_:  # bool(v) is v != 0
         return _equality(-1.0)(ctx, prim, [v, jnp.zeros((), v.dtype)], params, outs)
     if v.is_float:  # int(v) jumps where v crosses an integer: v is the score
-        return [_reliable(v.x, v.r, (v,))]
+        return [_or_operands(ctx, _reliable(v.x, v.r, (v,)), (v,), outs)]
     return [_score_of(v)]  # int -> int keeps the score
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _compat, _discrete, _precision
 from deepliftjax._errors import DeepLiftError, at_user_line, eqn_str, unsupported_primitive
-from deepliftjax._pair import Pair, bind_both, is_pair, rs, xs  # noqa: F401  (re-exported)
+from deepliftjax._pair import ELEMENTWISE, Pair, bind_both, is_pair, rs, xs  # noqa: F401
 from deepliftjax._rules_products import PRODUCT_RULES
 
 MAX_RULES = ("cross", "paper", "gradient")
@@ -229,7 +229,17 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
             )
             return bind_both(prim, invals, params)
         raise unsupported_primitive(ctx.eqn)
-    return rule(ctx, *invals, **params)
+    out = rule(ctx, *invals, **params)
+    if exact and prim in ELEMENTWISE and isinstance(out, Pair) and out.s is None:
+        _record_provenance(out, invals)
+    return out
+
+
+def _record_provenance(out: Pair, invals: Sequence[Any]) -> None:
+    """``out.s``: the single float pair operand ``out`` was computed from elementwise."""
+    pairs = [v for v in invals if isinstance(v, Pair)]
+    if len(pairs) == 1 and pairs[0].is_float and jnp.shape(pairs[0].x) == jnp.shape(out.x):
+        out.s = pairs[0]
 
 
 def _is_float_output(eqn: Any) -> bool:

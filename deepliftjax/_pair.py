@@ -75,6 +75,13 @@ The one list of structural primitives: ``_discrete`` moves switch scores with
 difference through them (plus the linear maps with coefficients +1)."""
 
 
+ELEMENTWISE: set = set()
+"""Elementwise primitives (filled where their rules are registered). When one of them has a
+single float pair operand of the output's shape, the interpreter records that operand as
+the output's provenance (``out.s``): where the output's difference is not finite, a switch
+score falls back to the operand's (``_discrete.with_provenance``)."""
+
+
 def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
     """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff."""
     ox = prim.bind(*xs(vals), **params)

@@ -37,7 +37,8 @@ def _slot_names(cls: type) -> list[str]:
 
 def _flatten_value(v: Any, leaves: list[Any]) -> Any:
     """Append ``v``'s arrays to ``leaves``; return what rebuilds it. Pairs of any subclass
-    (RevealCancel's split pairs) keep every slot, switch scores included."""
+    (RevealCancel's split pairs) keep every slot, switch scores included; a float pair's
+    provenance (``_discrete.with_provenance``) is not carried out of the body."""
     if not isinstance(v, Pair):
         leaves.append(v)
         return None
@@ -46,6 +47,8 @@ def _flatten_value(v: Any, leaves: list[Any]) -> Any:
         val = getattr(v, name)
         if name == "exact":
             spec.append((name, "static", val))
+        elif name == "s" and v.is_float:  # a float pair's provenance stays inside
+            spec.append((name, "pair", None))
         elif name == "s" or isinstance(val, Pair):
             spec.append((name, "pair", None if val is None else _flatten_value(val, leaves)))
         else:

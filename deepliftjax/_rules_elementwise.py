@@ -16,7 +16,7 @@ from deepliftjax import _precision
 from deepliftjax._compat import primitive
 from deepliftjax._discrete import discrete_output_rule
 from deepliftjax._interpreter import Context, register_rule
-from deepliftjax._pair import Pair
+from deepliftjax._pair import ELEMENTWISE, Pair
 from deepliftjax._rulekit import (
     custom_multiplier,
     float_pair_positions,
@@ -37,6 +37,7 @@ def defrescale(prim: Any, *, smooth: bool = True) -> None:
     """Register Rescale for a unary elementwise ``prim`` (or one with constant extras)."""
     if prim is not None:
         RESCALE_PRIMS[prim] = smooth
+        ELEMENTWISE.add(prim)
 
     register_rule(prim, partial(rescale_or_shapley_rule, prim, smooth))
 
@@ -90,6 +91,8 @@ def shapley_rule(prim: Any, smooth: bool, ctx: Context, a: Any, b: Any, **params
 def defshapley(prim: Any, *, smooth: bool = True) -> None:
     """Register the two-player Shapley rule (Rescale when only one operand varies)."""
     register_rule(prim, partial(shapley_rule, prim, smooth))
+    if prim is not None:
+        ELEMENTWISE.add(prim)
 
 
 # ---- products: the midpoint rule (§2.3.5) -----------------------------------------------
@@ -166,6 +169,7 @@ def maxmin_rule(prim: Any, sign: float, ctx: Context, a: Any, b: Any, **params: 
 def defmaxmin(prim: Any, sign: float) -> None:
     """Register the path-fraction rule for ``max`` (sign 1) or ``min`` (sign -1)."""
     register_rule(prim, partial(maxmin_rule, prim, sign))
+    ELEMENTWISE.add(prim)
 
 
 def _clamp_rule(ctx: Context, lo: Any, x: Any, hi: Any, **params: Any) -> Any:
@@ -266,6 +270,7 @@ defmaxmin(min_p, -1.0)
 register_rule(primitive("clamp_p"), _clamp_rule)
 register_rule(select_n_p, partial(linear_rule, select_n_p))  # a moving predicate: _discrete
 register_rule(div_p, _div_rule)
+ELEMENTWISE.update((mul_p, div_p, primitive("clamp_p")))
 defshapley(primitive("pow_p"))
 defshapley(primitive("atan2_p"))
 defshapley(primitive("rem_p"), smooth=False)

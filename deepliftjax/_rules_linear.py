@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
 from deepliftjax._interpreter import Context, register_rule
-from deepliftjax._pair import Pair
+from deepliftjax._pair import ELEMENTWISE, Pair
 from deepliftjax._rulekit import linear_rule, rescale_rule
 
 
@@ -46,9 +46,12 @@ deflinear(primitive("add_p"))
 deflinear(primitive("sub_p"))
 deflinear(primitive("add_jaxvals_p"))
 
+ELEMENTWISE.update(primitive(n) for n in ("neg_p", "add_p", "sub_p", "add_jaxvals_p"))
+
 # ---- type and copies --------------------------------------------------------------------
 register_rule(primitive("convert_element_type_p"), _convert_rule)
 deflinear(primitive("copy_p"))
+ELEMENTWISE.update((convert_element_type_p, primitive("copy_p")))
 deflinear(primitive("device_put_p"))
 deflinear(primitive("sharding_constraint_p"))
 deflinear(primitive("optimization_barrier_p"))
