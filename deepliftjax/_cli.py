@@ -32,7 +32,8 @@ or an array from which --target picks one value. For a Flax model, write a small
 loads the parameters and defines: def predict(x): return model.apply(params, x[None])[0]
 
 Writes contributions.npy, residuals.npy, conditioning.npy (sum|C| / |delta f| per example)
-and, with --hypothetical, hypothetical.npy into --out-dir (with --modisco also ohe.npy and
+and, with --hypothetical, hypothetical.npy and projected.npy (hypothetical x one-hot: the
+present base's score) into --out-dir (with --modisco also ohe.npy and
 shap.npy shaped (N, 4, L), for: modisco motifs -s ohe.npy -a shap.npy).
 
 A job is identified by its content (the model's computation and weights, the options, the
@@ -305,7 +306,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         conditioning_threshold=args.conditioning_threshold,
     )
     written = ["contributions.npy", "residuals.npy", "conditioning.npy"]
-    written += ["hypothetical.npy"] if hypothetical else []
+    written += ["hypothetical.npy", "projected.npy"] if hypothetical else []
     if args.modisco:
         try:
             export_modisco(args.out_dir, inputs, res.hypothetical, alphabet_axis=args.alphabet_axis)

@@ -65,12 +65,17 @@ class Attribution(NamedTuple):
       conditioning: ``(N,)`` ``sum_k sum|C_k| / sum_k |Δf_k|`` over the references (floored
         as in :func:`deepliftjax.summation_check`; see :class:`ShapScores`): large values
         mean exact scores that cancel.
+      projected: with ``hypothetical``, the present-base projection ``hypothetical * x``
+        (one-hot ``x``): the hypothetical score of the base present, which equals the
+        contributions summed over the alphabet (tangermeme's convention for logos and
+        motif discovery); else ``None``.
     """
 
     contributions: Any
     hypothetical: Any
     residuals: Any
     conditioning: Any = None
+    projected: Any = None
 
 
 class JobInterrupted(KeyboardInterrupt):
@@ -397,10 +402,11 @@ def attribute(
       chunk_size: examples per compiled call (rounded up to a multiple of the number of
         devices). Memory grows with ``chunk_size * reference_chunk_size``.
       reference_chunk_size: references per step of the scan over references.
-      hypothetical: also compute hypothetical contributions (one-hot inputs).
+      hypothetical: also compute hypothetical contributions (one-hot inputs) and their
+        present-base projection.
       alphabet_axis: the one-hot axis of an example, for ``hypothetical``.
       out_dir: write ``chunks/chunk_XXXXXX.npz`` as chunks finish (each with its key and
-        a checksum), then ``contributions.npy`` (+ ``hypothetical.npy``),
+        a checksum), then ``contributions.npy`` (+ ``hypothetical.npy``, ``projected.npy``),
         ``residuals.npy`` and ``conditioning.npy``, and a ``manifest.json`` holding the
         job's identity. ``None`` keeps results in memory.
       resume: reuse the chunks in ``out_dir`` whose key matches (same job, same rows):
@@ -465,7 +471,7 @@ def attribute(
         )
     job, me = job_id(identity), share()
     names = ["contributions", "residuals", "conditioning"] + (
-        ["hypothetical"] if hypothetical else []
+        ["hypothetical", "projected"] if hypothetical else []
     )
     store = _open_store(out_dir, identity, names, resume, me, job)
     run = chunk_function(
@@ -491,6 +497,7 @@ def attribute(
         arrays.get("hypothetical"),
         arrays["residuals"],
         arrays["conditioning"],
+        arrays.get("projected"),
     )
 
 
@@ -545,8 +552,13 @@ def _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callba
     pending, done = None, 0
     total = None if spec.num is None else len(range(me.index, -(-spec.num // chunk_size), me.count))
 
-    def finish(c: int, key: str, lo: int, valid: int, out: ShapScores) -> None:
-        arrays = {k: np.asarray(getattr(out, k))[:valid] for k in store.names}
+    def finish(c: int, key: str, lo: int, xs: np.ndarray, out: ShapScores) -> None:
+        valid = xs.shape[0]
+        arrays = {k: np.asarray(getattr(out, k))[:valid] for k in store.names if k != "projected"}
+        if "projected" in store.names:  # the present base's hypothetical score
+            arrays["projected"] = arrays["hypothetical"] * np.asarray(
+                xs, arrays["hypothetical"].dtype
+            )
         store.put(c, key, arrays)
         checks.add(arrays, lo)
         bar.done(valid)
@@ -567,7 +579,7 @@ def _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callba
                 bar.skip(valid)
                 done += 1
                 continue
-            launched = (c, keys[-1], lo, valid, run(c, xs, *extra))  # async dispatch
+            launched = (c, keys[-1], lo, xs, run(c, xs, *extra))  # async dispatch
             if pending is not None:
                 finish(*pending)
                 done += 1

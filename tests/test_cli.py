@@ -81,6 +81,11 @@ def test_shuffles_hypothetical_and_modisco_files(files):
     np.testing.assert_array_equal(shap, hyp.transpose(0, 2, 1))
     np.testing.assert_allclose((hyp * x).sum(-1), contrib.sum(-1), rtol=1e-5, atol=1e-6)
     assert float(np.abs(contrib).max()) > 1e-3
+    # the present-base projection: hypothetical x one-hot, summing like the contributions
+    projected = np.load(out / "projected.npy")
+    np.testing.assert_array_equal(projected, hyp * x)
+    np.testing.assert_allclose(projected.sum(-1), contrib.sum(-1), rtol=1e-5, atol=1e-6)
+    assert float(np.abs(contrib - projected).max()) > 1e-3  # they differ off the sum
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,7 @@ def test_matches_direct_and_compiles_once_across_chunks():
     np.testing.assert_allclose(
         (res.hypothetical * xs).sum(-1), res.contributions.sum(-1), rtol=1e-5, atol=1e-6
     )
+    np.testing.assert_array_equal(res.projected, res.hypothetical * xs)
 
 
 @pytest.mark.slow  # ~45 s: every reference/target form compiles its own job
