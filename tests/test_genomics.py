@@ -469,7 +469,7 @@ def test_motifs_without_modisco_is_one_clear_line(capsys, monkeypatch):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert "--motifs" in err and "modisco-lite" in err and "deepliftjax[parity]" in err
+    assert "--motifs" in err and "modisco-lite" in err and "deepliftjax[motifs]" in err
     t = time.perf_counter()
     with pytest.raises(DeepLiftError, match="modisco-lite"):
         run_experiment(Config(motifs=True), progress=False)

@@ -199,7 +199,7 @@ def require_modisco() -> None:
         import modiscolite.tfmodisco  # noqa: F401
     except ImportError as e:
         raise DeepLiftError(
-            f"motif discovery needs modisco-lite ({e}): pip install 'deepliftjax[parity]' "
+            f"motif discovery needs modisco-lite ({e}): pip install 'deepliftjax[motifs]' "
             "(or pip install 'modisco-lite>=3.0,<4')"
         ) from None
 
