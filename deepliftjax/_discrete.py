@@ -207,6 +207,8 @@ def _or_operands(ctx: Any, cand: Pair, operands: Sequence[Any], outs: Sequence[A
     (elementwise comparisons: the result moved only where an operand did)."""
     shape = jnp.shape(outs[0].x)
     pairs = [v for v in operands if isinstance(v, Pair) and v.is_float]
+    if not any(v.s is not None for v in pairs):  # no provenance: the operands fail as it does
+        return cand
     try:
         ok_shape = jnp.broadcast_shapes(shape, *[jnp.shape(v.x) for v in pairs]) == shape
     except ValueError:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _compat, _discrete, _precision
 from deepliftjax._errors import DeepLiftError, at_user_line, eqn_str, unsupported_primitive
-from deepliftjax._pair import ELEMENTWISE, Pair, bind_both, is_pair, rs, xs  # noqa: F401
+from deepliftjax._pair import DOMAIN_EDGE, ELEMENTWISE, Pair, bind_both, is_pair, rs, xs  # noqa: F401
 from deepliftjax._rules_products import PRODUCT_RULES
 
 MAX_RULES = ("cross", "paper", "gradient")
@@ -231,14 +231,16 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
         raise unsupported_primitive(ctx.eqn)
     out = rule(ctx, *invals, **params)
     if exact and prim in ELEMENTWISE and isinstance(out, Pair) and out.s is None:
-        _record_provenance(out, invals)
+        _record_provenance(prim, out, invals)
     return out
 
 
-def _record_provenance(out: Pair, invals: Sequence[Any]) -> None:
+def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any]) -> None:
     """``out.s``: the single float pair operand ``out`` was computed from elementwise."""
     pairs = [v for v in invals if isinstance(v, Pair)]
-    if len(pairs) == 1 and pairs[0].is_float and jnp.shape(pairs[0].x) == jnp.shape(out.x):
+    if len(pairs) != 1 or not pairs[0].is_float or jnp.shape(pairs[0].x) != jnp.shape(out.x):
+        return
+    if prim in DOMAIN_EDGE or pairs[0].s is not None:
         out.s = pairs[0]
 
 

@@ -77,9 +77,18 @@ difference through them (plus the linear maps with coefficients +1)."""
 
 ELEMENTWISE: set = set()
 """Elementwise primitives (filled where their rules are registered). When one of them has a
-single float pair operand of the output's shape, the interpreter records that operand as
-the output's provenance (``out.s``): where the output's difference is not finite, a switch
-score falls back to the operand's (``_discrete.with_provenance``)."""
+single float pair operand of the output's shape, and is in :data:`DOMAIN_EDGE` or its
+operand already has a provenance, the interpreter records that operand as the output's
+provenance (``out.s``): where the output's difference is not finite, a switch score falls
+back to the operand's (``_discrete.with_provenance``)."""
+DOMAIN_EDGE = _prims(
+    "log_p", "log1p_p", "div_p", "sqrt_p", "rsqrt_p", "pow_p", "integer_pow_p", "acosh_p",
+    "atanh_p", "asin_p", "acos_p", "lgamma_p", "digamma_p", "erf_inv_p", "exp_p", "exp2_p",
+    "expm1_p", "tan_p", "sinh_p", "cosh_p",
+)  # fmt: skip
+"""Elementwise primitives whose value can be infinite or NaN at a finite operand (the edge of
+their domain, a pole, overflow): where provenance starts. Chains without them carry none,
+so models without such values pay nothing for it."""
 
 
 def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
