@@ -240,11 +240,11 @@ def match_motifs(
 
 def _shap_scores(
     logit_fn: Callable[[Any], Any], x: np.ndarray, shuffles: int, seed: int, progress: bool
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """DeepLIFT-SHAP with ``shuffles`` dinucleotide shuffles of each sequence.
 
     Returns:
-      (contributions, hypothetical, max summation residual).
+      (contributions, hypothetical, present-base projection, max summation residual).
     """
     import jax
 
@@ -259,8 +259,10 @@ def _shap_scores(
         chunk_size=max(1, min(256, len(x))),
         progress=progress,
     )
-    c = np.asarray(res.contributions, np.float32)
-    return c, np.asarray(res.hypothetical, np.float32), float(np.max(res.residuals))
+    c, hyp, proj = (
+        np.asarray(a, np.float32) for a in (res.contributions, res.hypothetical, res.projected)
+    )
+    return c, hyp, proj, float(np.max(res.residuals))
 
 
 def motif_step(
@@ -302,8 +304,7 @@ def motif_step(
     x = np.asarray(x, np.float32)
     opts = dict(MODISCO if modisco_options is None else modisco_options)
     t = time.perf_counter()
-    contrib, hyp, residual = _shap_scores(logit_fn, x, shuffles, seed, progress)
-    projected = hyp * x
+    contrib, hyp, projected, residual = _shap_scores(logit_fn, x, shuffles, seed, progress)
     for name, arr in (("contributions", contrib), ("hypothetical", hyp), ("projected", projected)):
         np.save(os.path.join(out_dir, f"{name}.npy"), arr)
     attribute_s = time.perf_counter() - t
