@@ -209,11 +209,7 @@ def _or_operands(ctx: Any, cand: Pair, operands: Sequence[Any], outs: Sequence[A
     pairs = [v for v in operands if isinstance(v, Pair) and v.is_float]
     if not any(v.s is not None for v in pairs):  # no provenance: the operands fail as it does
         return cand
-    try:
-        ok_shape = jnp.broadcast_shapes(shape, *[jnp.shape(v.x) for v in pairs]) == shape
-    except ValueError:
-        ok_shape = False
-    if not ok_shape:
+    if not _broadcast_to_shape(pairs, shape):
         return cand
     dt = _score_dtype(ctx)
     alt = _mean_of_moved(pairs, shape, dt)
@@ -321,13 +317,17 @@ def _generic(ctx, prim, invals, params, outs):
             red = lambda u: jnp.sum(u, axis=tuple(params["axes"]))  # noqa: E731
         cand = Pair(red(w * s.x), red(w * s.r))
         return [cand if jnp.shape(cand.x) == shape else None]
-    try:
-        bshape = jnp.broadcast_shapes(shape, *[jnp.shape(v.x) for v in pairs])
-    except ValueError:
-        bshape = None
-    if bshape != shape:
+    if not _broadcast_to_shape(pairs, shape):
         return [None]
     return [_mean_of_moved(pairs, shape, dt)]
+
+
+def _broadcast_to_shape(pairs: Sequence[Pair], shape: tuple[int, ...]) -> bool:
+    """Whether the pairs broadcast elementwise to ``shape`` (an elementwise result)."""
+    try:
+        return jnp.broadcast_shapes(shape, *[jnp.shape(v.x) for v in pairs]) == shape
+    except ValueError:
+        return False
 
 
 def _mean_of_moved(vals: Sequence[Any], shape: tuple[int, ...], dt: Any) -> Pair:
