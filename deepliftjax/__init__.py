@@ -23,6 +23,7 @@ from deepliftjax._checks import (
     summation_residual,
 )
 from deepliftjax._errors import DeepLiftError
+from deepliftjax._guard import SummationWarning
 from deepliftjax._hypothetical import (
     export_modisco,
     hypothetical_from_multipliers,
@@ -58,6 +59,7 @@ __all__ = [
     "summation_residual",
     "SummationCheck",
     "ConditioningWarning",
+    "SummationWarning",
     "check_finite",
     "check_residuals",
     "dinuc_shuffle",

@@ -23,6 +23,7 @@ from deepliftjax import (  # noqa: F401, I001
 )
 from deepliftjax._discrete import input_distance
 from deepliftjax._errors import DeepLiftError
+from deepliftjax._guard import check_options, guard
 from deepliftjax._interpreter import EXACT_METHODS, Options, Pair, eval_jaxpr
 
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, bool, complex)
@@ -42,6 +43,8 @@ def deeplift(
     precision: str | jax.lax.Precision | None = "highest",
     product_rule: str = "guarded",
     stop_gradient: str = "pass",
+    check: str | None = "warn",
+    check_tolerance: float | None = None,
 ) -> Callable[..., Any]:
     """DeepLIFT contribution scores of a scalar function, as a transform like ``jax.grad``.
 
@@ -133,13 +136,21 @@ def deeplift(
       Array([-0.13333334, -0.26666668], dtype=float32)
     """
     options = _options(rule, max_rule, fallback, precision, product_rule, stop_gradient)
-    return _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options)
+    check_options(check, check_tolerance)
+    guarded = functools.partial(guard, check=check, tolerance=check_tolerance, what="deeplift")
+    return _transform(
+        f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options, guard=guarded
+    )
 
 
-def _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options, post=None):
+def _transform(
+    f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, options, post=None, guard=None
+):
     @functools.wraps(f)
     def scores(*args: Any, **kwargs: Any) -> Any:
-        out, _, pullback, aux, (diff, refs) = _vjp(f, ref, args, kwargs, argnums, has_aux, options)
+        out, out_ref, pullback, aux, (diff, refs) = _vjp(
+            f, ref, args, kwargs, argnums, has_aux, options
+        )
         if not (hasattr(out, "shape") and jnp.shape(out) == ()):
             raise DeepLiftError(
                 f"deeplift needs f to return a scalar, like jax.grad; got "
@@ -148,6 +159,8 @@ def _transform(f, ref, argnums, multiply_by_inputs, has_aux, onehot_axis, option
                 "deeplift_vjp(f, ref, x) to attribute any combination of a vector output."
             )
         (m,) = pullback(jnp.ones_like(out))
+        if guard is not None:
+            guard(_raw_contributions(m, diff, refs), [out], [out_ref], None)
         if post is not None:
             m = jax.tree_util.tree_map(post, m, diff)
         m = _finish(m, diff, refs, multiply_by_inputs, onehot_axis)
@@ -168,6 +181,8 @@ def deeplift_vjp(
     precision: str | jax.lax.Precision | None = "highest",
     product_rule: str = "guarded",
     stop_gradient: str = "pass",
+    check: str | None = "warn",
+    check_tolerance: float | None = None,
 ) -> tuple[Any, ...]:
     """DeepLIFT's analogue of ``jax.vjp``: attribute any linear combination of the outputs.
 
@@ -193,12 +208,23 @@ def deeplift_vjp(
       >>> (m,) = pullback(jnp.array([1.0, -1.0]))  # attribute out[0] - out[1]
     """
     options = _options(rule, max_rule, fallback, precision, product_rule, stop_gradient)
-    out, out_ref, pullback, aux, _ = _vjp(
+    check_options(check, check_tolerance)
+    out, out_ref, pullback, aux, (diff, refs) = _vjp(
         f, ref, primals, {}, argnums, has_aux, options, any_output=True
     )
 
     def multipliers(cotangent: Any) -> tuple[Any, ...]:
         (m,) = pullback(cotangent)
+        if check is not None:
+            guard(
+                _raw_contributions(m, diff, refs),
+                jax.tree_util.tree_leaves(out),
+                jax.tree_util.tree_leaves(out_ref),
+                jax.tree_util.tree_leaves(cotangent),
+                check=check,
+                tolerance=check_tolerance,
+                what="deeplift_vjp",
+            )
         return m if isinstance(argnums, Sequence) else (m,)
 
     return (out, out_ref, multipliers, aux) if has_aux else (out, out_ref, multipliers)
@@ -301,8 +327,40 @@ def _output_tree(out_shape, has_aux, argnums, any_output=False):
 
 def _pair_runner(closed, ref_leaves, n_main, options):
     """``run(*xs) -> (outs at x, (outs at ref, aux))``: the jaxpr over (input, reference)
-    pairs, whose VJP gives the multipliers."""
+    pairs, whose VJP gives the multipliers.
+
+    The reference is not stop-gradiented: it is constant for the VJP in ``xs`` anyway, and
+    a reference traced by an outer transform (``jax.grad`` with respect to the reference)
+    then gets the true derivative of the scores, since every rule's backward pass is
+    ordinary JAX code in the reference-side values it keeps as residuals.
+    """
+    from deepliftjax._rulekit import custom_multiplier
+
     jaxpr, consts = _compat.open_jaxpr(closed)
+
+    def distance(xs, rs_):
+        # The switch score of last resort (_discrete.input_distance): ΔT = ‖Δx‖ with
+        # multipliers Δx/‖Δx‖. The multipliers are computed in the backward pass from both
+        # sides instead of being held constant with stop_gradient, which would also hide
+        # their dependence on x and ref from an outer jax.grad.
+        n = len(xs)
+        dt = jnp.result_type(jnp.float32, *[jnp.result_type(x) for x in xs])
+
+        def unit(args):
+            ds = [(jnp.asarray(x, dt) - jnp.asarray(r, dt)) for x, r in zip(args[:n], args[n:])]
+            top = jnp.max(jnp.stack([jnp.max(jnp.abs(d), initial=0) for d in ds]))
+            still = top == 0  # no input moved: T does not move, and has no multiplier
+            top_ = jnp.where(still, jnp.ones((), dt), top)
+            norm = top_ * jnp.sqrt(sum(jnp.sum(jnp.square(d / top_)) for d in ds))
+            return ds, jnp.where(still, jnp.zeros((), dt), norm), still, norm
+
+        def backward(args, out, g):
+            ds, _, still, norm = unit(args)
+            scale = jnp.where(still, jnp.zeros((), dt), g / norm)
+            return [scale * d for d in ds] + [None] * n
+
+        tx = custom_multiplier(lambda *args: unit(args)[1], backward)(*xs, *rs_)
+        return Pair(tx, jnp.zeros((), dt))
 
     def run(*xs):
         # Values known at trace time (a closed-over reference and weights: the whole
@@ -310,10 +368,10 @@ def _pair_runner(closed, ref_leaves, n_main, options):
         # constant-fold, which interprets them slowly at compile time.
         with jax.ensure_compile_time_eval():
             rs_ = [
-                jax.lax.stop_gradient(jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x)))
+                jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x))
                 for x, r in zip(xs, ref_leaves, strict=True)
             ]
-            opts = dataclasses.replace(options, distance=input_distance(xs, rs_))
+            opts = dataclasses.replace(options, distance=distance(xs, rs_))
             vals = [Pair(x, r, exact=True) for x, r in zip(xs, rs_, strict=True)]
             outs = eval_jaxpr(jaxpr, consts, vals, opts)
         ox = [o.x if isinstance(o, Pair) else o for o in outs]
@@ -334,6 +392,11 @@ def scores_of(m, x, ref, multiply_by_inputs=True, onehot_axis=None):
     # an input equal to its reference contributes exactly 0 (its multiplier may be the
     # infinite derivative of sqrt at 0)
     return jnp.where(dx == 0, jnp.zeros((), m.dtype), m * dx)
+
+
+def _raw_contributions(m, diff, refs):
+    """The leaves of ``m * (x - ref)``, before any normalisation: what eq. 1 constrains."""
+    return jax.tree_util.tree_leaves(jax.tree_util.tree_map(scores_of, m, diff, refs))
 
 
 def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):

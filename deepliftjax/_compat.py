@@ -168,6 +168,51 @@ def dot_algorithm_supported(preset: str) -> bool:
     return _DOT_ALGORITHM_SUPPORT[key]
 
 
+# ---- the summation guard's primitive (deepliftjax._guard) -------------------------------
+
+
+def define_report_primitive(name: str, impl: Any, lowered: Any) -> Primitive:
+    """A primitive with no outputs and JAX's debug effect, for a report to the host.
+
+    ``impl(*args, **params)`` runs on concrete values (eager calls); ``lowered(*args,
+    **params)`` is traced at lowering time (under ``jit``) and may call
+    ``jax.debug.callback``. The debug effect keeps the equation alive through dead-code
+    elimination and is allowed in ``scan``, ``cond``, ``checkpoint`` and custom
+    derivatives, as for ``jax.debug.callback`` itself. Under ``vmap`` the primitive is
+    bound once with the mapped axis moved to the front (``jax.debug.callback`` unrolls its
+    callback once per example instead); under differentiation it reports on the primal
+    values and has no tangent.
+
+    jax 0.10 and 0.11: the debug effect object is only in ``jax._src.debugging``;
+    ``jax.interpreters.{ad,batching,mlir}`` hold the registries.
+    """
+    from jax._src.debugging import debug_effect
+    from jax.interpreters import ad, batching, mlir
+
+    prim = Primitive(name)
+    prim.multiple_results = True
+    prim.def_impl(lambda *args, **params: impl(*args, **params) or [])
+    prim.def_effectful_abstract_eval(lambda *avals, **params: ([], {debug_effect}))
+
+    def batch(args, dims, **params):
+        size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+        moved = [
+            jax.numpy.broadcast_to(a, (size, *a.shape))
+            if d is None
+            else jax.numpy.moveaxis(a, d, 0)
+            for a, d in zip(args, dims, strict=True)
+        ]
+        return prim.bind(*moved, **params), []
+
+    def jvp(primals, tangents, **params):
+        return prim.bind(*primals, **params), []
+
+    batching.primitive_batchers[prim] = batch
+    ad.primitive_jvps[prim] = jvp
+    mlir.register_lowering(prim, mlir.lower_fun(lowered, multiple_results=True), cacheable=False)
+    return prim
+
+
 # ---- source locations (jax 0.10-0.11: only jax._src.source_info_util offers them) --------
 
 
@@ -216,3 +261,19 @@ def user_location(eqn: Any) -> str | None:
     if frame is None:
         return None
     return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"
+
+
+# ---- job identity (deepliftjax._jobs): jaxprs held in equation parameters ---------------
+
+
+def is_jaxpr(value: Any) -> bool:
+    """Whether an equation parameter's value is a jaxpr (to walk into for a job's identity).
+
+    jax <= 0.10: ``ClosedJaxpr`` (``jit``, ``scan``, ``cond``, ``while``, custom
+    derivatives) or a bare ``Jaxpr`` (``checkpoint``/remat, ``shard_map``, scatter's
+    ``update_jaxpr``). jax >= 0.11: the two merged into ``Jaxpr``, which carries its consts.
+    """
+    kinds = tuple(
+        k for k in (getattr(jex_core, "ClosedJaxpr", None), getattr(jex_core, "Jaxpr", None)) if k
+    )
+    return isinstance(value, kinds)
