@@ -254,15 +254,33 @@ def _check_one(name, f, ref, x, contributions, floor, deeplift, kwargs):
     )
 
 
-def conditioning_message(count: int, worst: float, where: int, threshold: float) -> str:
-    """The warning about ill-conditioned scores, shared by the runner's code paths."""
+def conditioning_message(
+    count: int, worst: float, where: int, threshold: float, small_delta: int = 0
+) -> str:
+    """The warning about ill-conditioned scores, shared by the runner's code paths.
+
+    ``small_delta``: how many of the reported examples have ``|Δf|`` below a thousandth of
+    ``max(|f(x)|, |f(ref)|, 1)`` (little to explain): for those the ratio is large whatever
+    the model, and the message says so first.
+    """
+    if small_delta:
+        cause = (
+            f"{small_delta} of them have f(x) within a thousandth of f(ref): there is "
+            "little to explain, so any scores are large relative to it; the rest (if any) "
+            "are typical of a reference at which a normalisation layer (LayerNorm, RMSNorm) "
+            "sees zero variance, such as an all-zero reference."
+        )
+    else:
+        cause = (
+            "Typical of a reference at which a normalisation layer (LayerNorm, RMSNorm) sees "
+            "zero variance, such as an all-zero reference, or of an example whose f(x) is "
+            "close to f(ref)."
+        )
     return (
         f"{count} example(s) have ill-conditioned DeepLIFT scores: sum(|C|) / |Δf| above "
         f"{threshold:g} (worst: example {where}, {worst:.3g}). The scores still sum to Δf, "
         "but large scores of opposite signs cancel, so single scores say little and float "
-        "rounding is amplified as much; typical of a reference at which a normalisation "
-        "layer (LayerNorm, RMSNorm) sees zero variance, such as an all-zero reference (or "
-        "of an example whose f(x) happens to be close to f(ref), leaving little to explain).\n"
+        f"rounding is amplified as much. {cause}\n"
         "Hint: use a reference with non-zero variance at the norm layers, e.g. a small "
         "random reference or shuffled inputs (references=functools.partial(dinuc_shuffle, "
         "num_shuffles=K) for DNA), or deeplift's product_rule='balanced' (also taken by "

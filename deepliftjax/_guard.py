@@ -118,7 +118,9 @@ def guard(
         # an output that does not move contributes nothing, even where it is infinite
         d = jnp.where(o == r, jnp.zeros((), acc), o - r)
         delta = delta + jnp.sum(jnp.where(w == 0, 0, w * d))
-        big = jnp.maximum(jnp.abs(jnp.where(jnp.isfinite(o), o, 0)), jnp.abs(jnp.where(jnp.isfinite(r), r, 0)))
+        big = jnp.maximum(
+            jnp.abs(jnp.where(jnp.isfinite(o), o, 0)), jnp.abs(jnp.where(jnp.isfinite(r), r, 0))
+        )
         scale = scale + jnp.sum(jnp.abs(w) * big)
     stats = jax.lax.stop_gradient(jnp.stack([total, delta, scale, sum_abs]))
     params = dict(
@@ -128,6 +130,10 @@ def guard(
         _checkify(stats, **params)
     else:
         _report_p.bind(stats, **params)
+
+
+def _finite_abs(v: Any) -> Any:
+    return jnp.abs(jnp.where(jnp.isfinite(v), v, jnp.zeros((), v.dtype)))
 
 
 def _failing(stats: Any, tol: float, eps: float, xp: Any = jnp) -> Any:
@@ -200,9 +206,14 @@ def report_message(stats, bad, *, tol, eps, dtype, what) -> str:
         f"{tol:g}. Worst{at}: sum of scores {t:.7g} where f(x) - f(ref) = {d:.7g} "
         f"(relative residual {r:.3g}; sum|C| = {sa:.4g})."
     )
-    return head + "\n" + _cause(t, d, sc, sa, eps) + (
-        "\nHint: check='raise' makes this an error, check=None turns the guard off, "
-        "check_tolerance=... sets the relative tolerance."
+    return (
+        head
+        + "\n"
+        + _cause(t, d, sc, sa, eps)
+        + (
+            "\nHint: check='raise' makes this an error, check=None turns the guard off, "
+            "check_tolerance=... sets the relative tolerance."
+        )
     )
 
 

@@ -114,7 +114,9 @@ def test_names_the_worst_example_with_its_numbers():
     msg = str(w.message)
     total = float(scores[2].sum())
     delta = float(f_wrong(XS[2]) - f_wrong(REF))
-    nums = [float(v) for v in re.findall(r"sum of scores (\S+) where f\(x\) - f\(ref\) = (\S+)", msg)[0]]
+    nums = [
+        float(v) for v in re.findall(r"sum of scores (\S+) where f\(x\) - f\(ref\) = (\S+)", msg)[0]
+    ]
     assert nums[0] == pytest.approx(total, rel=1e-5)
     assert nums[1] == pytest.approx(delta, rel=1e-5)
     rel = float(re.search(r"relative residual (\S+);", msg).group(1))
