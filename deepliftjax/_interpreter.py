@@ -19,9 +19,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from deepliftjax import _compat, _discrete, _precision
+from deepliftjax import _compat, _discrete, _precision, _rulekit
 from deepliftjax._errors import DeepLiftError, at_user_line, eqn_str, unsupported_primitive
-from deepliftjax._pair import DOMAIN_EDGE, ELEMENTWISE, Pair, bind_both, is_pair, rs, xs  # noqa: F401
+from deepliftjax._pair import (  # noqa: F401
+    DOMAIN_EDGE,
+    ELEMENTWISE,
+    Accounts,
+    Pair,
+    accounted,
+    bind_both,
+    is_pair,
+    rs,
+    xs,
+)
 from deepliftjax._rules_products import PRODUCT_RULES
 
 MAX_RULES = ("cross", "paper", "gradient")
@@ -56,6 +66,8 @@ class Options:
     """``"pass"`` or ``"constant"``: what ``stop_gradient`` means (``_rules_stop``)."""
     distance: Any = dataclasses.field(default=None, compare=False, repr=False)
     """Set per call: the input distance, the switch score of last resort (``_discrete``)."""
+    accounts: Any = dataclasses.field(default=None, compare=False, repr=False)
+    """Set per call by :func:`eval_jaxpr`: the accounted differences (``_pair.Accounts``)."""
 
     def __post_init__(self):
         from deepliftjax._rules_stop import STOP_GRADIENT_MODES
@@ -108,6 +120,8 @@ class Context:
 
     options: Options
     eqn: Any = None
+    account: bool = False
+    """Whether this equation's float results get accounted differences (``_pair.Accounts``)."""
 
     def error(self, what: str, hint: str) -> DeepLiftError:
         return DeepLiftError(
@@ -140,6 +154,11 @@ def eval_jaxpr(
     jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], options: Options
 ) -> list[Any]:
     """Evaluate an open jaxpr on arguments that may be :class:`Pair` values."""
+    if options.accounts is None:  # the outermost call decides for the nested ones
+        rescale = options.method == "rescale"
+        eqns = _discrete.accounted_equations(jaxpr) if rescale else frozenset()
+        options = dataclasses.replace(options, accounts=Accounts(eqns))
+    acc = options.accounts
     env: dict[Any, Any] = {}
 
     def read(v: Any) -> Any:
@@ -152,11 +171,12 @@ def eval_jaxpr(
 
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
+        account = acc.on and id(eqn) in acc.equations
         if options.precision is not None and eqn.primitive in _PRECISION_PRIMS:
             eqn = _with_precision(eqn, options.precision)
         with _compat.equation_context(eqn):
             if any(isinstance(v, Pair) for v in invals):
-                outs = apply_rule(eqn, invals, options)
+                outs = apply_rule(eqn, invals, options, account)
             else:
                 outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
         if not eqn.primitive.multiple_results:
@@ -189,8 +209,8 @@ def eval_closed(closed: Any, args: Sequence[Any], options: Options) -> list[Any]
     return eval_jaxpr(jaxpr, consts, args, options)
 
 
-def apply_rule(eqn: Any, invals: list[Any], options: Options) -> Any:
-    ctx = Context(options, eqn)
+def apply_rule(eqn: Any, invals: list[Any], options: Options, account: bool = False) -> Any:
+    ctx = Context(options, eqn, account)
     params = eqn.params
     if eqn.primitive not in CALLS:
         params = _compat.bind_params(eqn)
@@ -232,6 +252,8 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
     out = rule(ctx, *invals, **params)
     if exact and prim in ELEMENTWISE and isinstance(out, Pair) and out.s is None:
         _record_provenance(prim, out, invals)
+    if ctx.account and not options.accounts.paused and prim not in CALLS:
+        _account(ctx, prim, rule, invals, params, out)
     return out
 
 
@@ -242,6 +264,105 @@ def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any]) -> None:
         return
     if prim in DOMAIN_EDGE or pairs[0].s is not None:
         out.s = pairs[0]
+
+
+# ---- accounted differences, carried forward ---------------------------------------------
+
+
+def _account(ctx: Context, prim: Any, rule: Rule, invals: list[Any], params: dict, out: Any):
+    """Record the accounted difference ``Σ_k M_k D_k`` of each float result that is not
+    exact, ``M_k`` being the rule's multipliers for operand k and ``D_k`` the operand's
+    accounted difference: the derivative's tangent for linear rules, the multipliers times
+    the differences for elementwise rules and reductions. Elsewhere (products of two
+    varying matrices, pooling windows, sorting) it stays unknown and switch scores fall
+    back to the float difference, guarded against near ties (``_discrete.NEAR_TIE``)."""
+    acc = ctx.options.accounts
+    outs = list(out) if isinstance(out, list | tuple) else [out]
+    targets = [k for k, o in enumerate(outs) if isinstance(o, Pair) and o.is_float and not o.exact]
+    pos = [i for i, v in enumerate(invals) if isinstance(v, Pair) and v.is_float]
+    if not targets or not pos:
+        return
+    diffs = []
+    for i in pos:
+        d, known = accounted(invals[i], acc)
+        if not known:
+            return
+        diffs.append(d)
+    if _linear(prim, rule, pos):
+        found = _tangents(prim, invals, params, pos, diffs)
+    elif prim in ELEMENTWISE or prim in _PASS or (len(outs) == 1 and "axes" in params):
+        found = [_through_multipliers(ctx, rule, invals, params, pos, diffs)]
+    else:
+        return
+    for k in targets:
+        d, o = found[k], outs[k]
+        if d is not None and jnp.shape(d) == jnp.shape(o.x):
+            acc.put(o, jnp.asarray(d, jnp.result_type(o.x)))
+
+
+_PASS = {_compat.primitive("stop_gradient_p")}
+"""Primitives whose rules pass (or zero) the multipliers of their one operand elementwise."""
+
+
+def _linear(prim: Any, rule: Rule, pos: Sequence[int]) -> bool:
+    """Whether the rule's multipliers are the primitive's derivative (a linear map of the
+    varying operands): ``linear_rule``, and products and quotients with one varying
+    operand (the numerator)."""
+    from deepliftjax import _rules_elementwise as elementwise
+
+    func = getattr(rule, "func", rule)
+    if func is _rulekit.linear_rule:
+        return True
+    if func is elementwise.bilinear_rule:
+        return len(pos) == 1
+    return func is elementwise._div_rule and list(pos) == [0]
+
+
+def _tangents(prim: Any, invals: list[Any], params: dict, pos: Sequence[int], diffs: list):
+    """The derivative of ``prim`` in its varying operands applied to their differences."""
+    base = [v.x if isinstance(v, Pair) else v for v in invals]
+
+    def f(*us: Any) -> Any:
+        args = list(base)
+        for i, u in zip(pos, us, strict=True):
+            args[i] = u
+        return prim.bind(*args, **params)
+
+    primals = [jax.lax.stop_gradient(invals[i].x) for i in pos]
+    tangents = [jnp.asarray(d, jnp.result_type(p)) for d, p in zip(diffs, primals, strict=True)]
+    _, out = jax.jvp(f, primals, tangents)
+    return list(out) if prim.multiple_results else [out]
+
+
+def _through_multipliers(
+    ctx: Context, rule: Rule, invals: list[Any], params: dict, pos: Sequence[int], diffs: list
+) -> Any:
+    """``Σ_k m_k D_k`` for an elementwise rule (or a reduction over ``axes``, summed there):
+    the multipliers ``m_k`` are the rule's VJP of ones at the same operands."""
+    acc = ctx.options.accounts
+
+    def fx(*us: Any) -> Any:
+        vals = list(invals)
+        for i, u in zip(pos, us, strict=True):
+            v = invals[i]
+            vals[i] = Pair(u, v.r, v.s, v.exact)
+        return rule(ctx, *vals, **params).x
+
+    acc.paused += 1  # the rule traced again: its inner results are not recorded
+    try:
+        y, pull = jax.vjp(fx, *[jax.lax.stop_gradient(invals[i].x) for i in pos])
+        ms = pull(jnp.ones_like(y))
+    finally:
+        acc.paused -= 1
+    total = None
+    for m, d in zip(ms, diffs, strict=True):
+        if jnp.shape(m) != jnp.shape(d):
+            return None
+        term = jnp.where(d == 0, jnp.zeros((), m.dtype), m * d)  # a still operand: nothing
+        total = term if total is None else total + term
+    if "axes" in params and jnp.shape(total) != jnp.shape(y):
+        total = jnp.sum(total, axis=tuple(params["axes"]))
+    return total if jnp.shape(total) == jnp.shape(y) else None
 
 
 def _is_float_output(eqn: Any) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
+from jax import lax
 
 from deepliftjax._compat import primitive
 
@@ -40,6 +41,52 @@ class Pair:
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Pair(x={self.x!r}, r={self.r!r})"
+
+
+class Accounts:
+    """Per call: the *accounted difference* of each computed float pair, ``Σ_i m_i Δx_i``
+    with ``m`` its DeepLIFT multipliers (what the scores upstream of it actually credit),
+    carried forward beside ``x - r``.
+
+    The two differ by the rounding of every value upstream: ``-1 + 1e-6 + 1`` rounds to
+    1.0013e-6 in float32, while its multipliers account for exactly the 1e-6 its inputs
+    moved. A jump divided by the float change of such a margin would be off by that ratio,
+    so switch scores use the accounted difference. Kept only for the results of
+    ``equations``, those upstream of a jump that could amplify it (found by the
+    interpreter); pairs are keyed by identity (a pair the
+    table does not know, e.g. one rebuilt by a scan, has no accounted difference).
+    """
+
+    __slots__ = ("equations", "on", "table", "paused")
+
+    def __init__(self, equations: frozenset[int] = frozenset()):
+        self.equations = equations
+        """Ids of the equations whose results are recorded (``_discrete.accounted_equations``)."""
+        self.on = bool(equations)
+        self.table: dict[int, tuple[Pair, Any]] = {}
+        self.paused = 0
+
+    def get(self, v: Pair) -> Any:
+        entry = self.table.get(id(v))
+        return entry[1] if entry is not None and entry[0] is v else None
+
+    def put(self, v: Pair, d: Any) -> None:
+        self.table[id(v)] = (v, lax.stop_gradient(d))  # the pair is held: ids stay unique
+
+
+def accounted(v: Any, accounts: Accounts | None) -> tuple[Any, bool]:
+    """``(D, known)``: ``v``'s accounted difference and whether it is known exactly.
+
+    Exact pairs (inputs and structural maps of them) account for ``x - r`` itself, rounded
+    as the scores round ``Δx``; constants for 0; a pair in ``accounts`` for its entry. Any
+    other pair gives ``x - r`` with ``known`` False: its rounding upstream is unknown.
+    """
+    if not isinstance(v, Pair):
+        return jnp.zeros((), jnp.result_type(v)), True
+    d = accounts.get(v) if accounts is not None else None
+    if d is not None:
+        return d, True
+    return lax.stop_gradient(v.x) - v.r, v.exact
 
 
 def is_pair(v: Any) -> bool:
