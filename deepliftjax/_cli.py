@@ -31,15 +31,24 @@ path/to/file.py:function. The function takes ONE example (inputs[i]) and returns
 or an array from which --target picks one value. For a Flax model, write a small file that
 loads the parameters and defines: def predict(x): return model.apply(params, x[None])[0]
 
-Writes contributions.npy, residuals.npy, conditioning.npy (sum|C| / |delta f| per example)
+References: without --references or --shuffles, every example is attributed against ONE
+ALL-ZERO reference (an input of zeros, the same shape as an example). For one-hot DNA the
+usual choice is --shuffles K (dinucleotide-shuffled copies of each sequence).
+
+Writes contributions.npy, residuals.npy (the ABSOLUTE summation residual per example,
+|sum(C) - delta f|, max over references; summation_residual() in Python reports the
+RELATIVE one, divided by |delta f|), conditioning.npy (sum|C| / |delta f| per example)
 and, with --hypothetical, hypothetical.npy and projected.npy (hypothetical x one-hot: the
 present base's score) into --out-dir (with --modisco also ohe.npy and
 shap.npy shaped (N, 4, L), for: modisco motifs -s ohe.npy -a shap.npy).
 
-A job is identified by its content (the model's computation and weights, the options, the
-references, the versions) and each chunk by its rows: rerunning the same command resumes an
-interrupted job, an edited input row recomputes only its chunk, and a different job in the
-same --out-dir is refused (--no-resume starts over). Exit status: 0 done, 2 error, 130
+A job is identified by its content (the model's traced computation and every weight in it,
+inside jax.jit, checkpoint, scan or Flax transforms too; the options; the references; the
+versions) and each chunk by its rows: rerunning the same command resumes an interrupted
+job, an edited input row recomputes only its chunk, and a different job in the same
+--out-dir is refused (--no-resume starts over). A running job locks --out-dir: the same
+command started again waits for it and reuses its chunks; a different job stops at once,
+naming the process (host and pid) that holds the lock. Exit status: 0 done, 2 error, 130
 interrupted (Ctrl-C).
 
 Example:
@@ -140,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     refs.add_argument(
         "-r",
         "--references",
-        help=".npy references: (...) one, (K, ...) shared, (N, ...) or (N, K, ...) per example",
+        help=".npy references: (...) one, (K, ...) shared, (N, ...) or (N, K, ...) per example "
+        "(default, without --references or --shuffles: one all-zero reference)",
     )
     refs.add_argument(
         "--shuffles",
@@ -192,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
         "--residual-threshold",
         type=float,
         default=1e-3,
-        help="warn about examples whose summation residual exceeds this (default 1e-3)",
+        help="warn about examples whose absolute summation residual |sum(C) - delta f| "
+        "exceeds this (default 1e-3)",
     )
     add(
         "--conditioning-threshold",
@@ -200,6 +211,13 @@ def _parser() -> argparse.ArgumentParser:
         default=100.0,
         help="warn about examples whose scores cancel, sum|C| / |delta f| above this "
         "(default 100; inf: no check)",
+    )
+    add(
+        "--check",
+        choices=["warn", "raise", "none"],
+        default="warn",
+        help="summation guard of every DeepLIFT call: warn (default) or raise when scores miss "
+        "summation to delta, or none; it never changes the scores",
     )
     add("--no-resume", action="store_true", help="delete a previous run's results and start over")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -304,6 +322,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
         residual_threshold=args.residual_threshold,
         conditioning_threshold=args.conditioning_threshold,
+        check=None if args.check == "none" else args.check,
     )
     written = ["contributions.npy", "residuals.npy", "conditioning.npy"]
     written += ["hypothetical.npy", "projected.npy"] if hypothetical else []
@@ -313,7 +332,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             raise CliError(f"--modisco: {e}") from e
         written += ["ohe.npy", "shap.npy"]
-    stats = f"max summation residual {float(np.max(res.residuals)):.2g}, max conditioning "
+    stats = "max absolute summation residual |sum(C) - delta f| "
+    stats += f"{float(np.max(res.residuals)):.2g}, max conditioning "
     stats += f"{float(np.max(res.conditioning)):.3g}"
     print(f"{PROG}: wrote {', '.join(written)} to {args.out_dir} ({stats})", file=sys.stderr)
     return 0

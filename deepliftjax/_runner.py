@@ -9,20 +9,28 @@ references are), :func:`deepliftjax._jobs.job_identity` (what determines the num
 :func:`chunk_function` (the compiled chunk), :mod:`deepliftjax._store` (chunks in memory
 or on disk) and :class:`deepliftjax._references.Tally` (residual and conditioning checks).
 
-Resume is content-addressed: a job's identity is its traced computation (jaxpr text and
-the hash of its constants, so weights count), options, references and library versions,
-and every chunk carries a key of its rows, so a rerun reuses exactly the chunks whose
-inputs and settings are unchanged and never returns another job's scores.
+Resume is content-addressed: a job's identity is its traced computation (every equation,
+parameter, literal and constant, through every nested jaxpr: weights inside ``jax.jit``,
+``checkpoint``, ``scan`` or Flax's lifted transforms count), options, references and
+library versions, and every chunk carries a key of its rows, so a rerun reuses exactly the
+chunks whose inputs and settings are unchanged and never returns another job's scores.
+
+One ``out_dir``, many callers: a job holds ``out_dir``'s lock (:class:`DirLock`) from
+opening its store to returning its files; another call of the same job waits for it and
+reuses its chunks, a call of another job stops at once with an error naming the holder.
 
 Many processes: under :func:`jax.distributed.initialize`, :func:`attribute` runs
-unchanged in every process; process ``p`` of ``P`` computes chunks ``c % P == p`` on its
-local devices, all write to the shared ``out_dir``, and process 0 assembles the final
-files (see :mod:`deepliftjax._distributed`).
+unchanged in every process; the processes first check that they hold the same job
+(identities compared, a mismatch stops all of them with one error), then process ``p`` of
+``P`` computes chunks ``c % P == p`` on its local devices, all write to the shared
+``out_dir``, and process 0 (holding the lock) assembles the final files once the rows of
+every process are found to agree (see :mod:`deepliftjax._distributed`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -38,7 +46,16 @@ from deepliftjax._checks import (
     ConditioningWarning,
     conditioning_message,
 )
-from deepliftjax._distributed import Share, barrier, share
+from deepliftjax._distributed import (
+    Share,
+    agree,
+    agree_rows,
+    barrier,
+    raise_if_any,
+    share,
+)
+from deepliftjax._errors import DeepLiftError
+from deepliftjax._guard import check_options
 from deepliftjax._jobs import chunk_key, job_id, job_identity
 from deepliftjax._progress import tqdm
 from deepliftjax._references import (
@@ -50,9 +67,11 @@ from deepliftjax._references import (
     classify_references,
     deeplift_shap,
 )
-from deepliftjax._store import DiskStore, MemoryStore
+from deepliftjax._store import DirLock, DiskStore, MemoryStore
 
 __all__ = ["attribute", "Attribution", "JobInterrupted"]
+
+_GUARD_OPTIONS = ("check", "check_tolerance")  # settings of the summation guard
 
 
 class Attribution(NamedTuple):
@@ -61,7 +80,10 @@ class Attribution(NamedTuple):
     Attributes:
       contributions: ``(N, *example_shape)`` mean contributions over references.
       hypothetical: ``(N, *example_shape)`` hypothetical contributions, or ``None``.
-      residuals: ``(N,)`` max over references of the absolute summation residual.
+      residuals: ``(N,)`` the absolute summation residual ``|sum(C) - Δf|`` (max over
+        references), in the units of ``f``: not the relative residual of
+        :func:`deepliftjax.summation_residual` and :func:`deepliftjax.summation_check`,
+        which divides it by ``max(|Δf|, floor)``.
       conditioning: ``(N,)`` ``sum_k sum|C_k| / sum_k |Δf_k|`` over the references (floored
         as in :func:`deepliftjax.summation_check`; see :class:`ShapScores`): large values
         mean exact scores that cancel.
@@ -378,6 +400,7 @@ def attribute(
     residual_threshold: float | None = 1e-3,
     conditioning_threshold: float | None = CONDITIONING_THRESHOLD,
     callback: Callable[[int, Attribution], None] | None = None,
+    check: str | None = "warn",
     **deeplift_options: Any,
 ) -> Attribution:
     """Attribute many examples in chunks, on all local devices, to memory or disk.
@@ -408,28 +431,37 @@ def attribute(
       out_dir: write ``chunks/chunk_XXXXXX.npz`` as chunks finish (each with its key and
         a checksum), then ``contributions.npy`` (+ ``hypothetical.npy``, ``projected.npy``),
         ``residuals.npy`` and ``conditioning.npy``, and a ``manifest.json`` holding the
-        job's identity. ``None`` keeps results in memory.
+        job's identity. ``None`` keeps results in memory. While the job runs it holds
+        ``out_dir/lock``: another call of the same job waits and then reuses the chunks,
+        a call of a different job raises at once naming the holder's host and pid.
       resume: reuse the chunks in ``out_dir`` whose key matches (same job, same rows):
-        an edited row recomputes its chunk only, a damaged chunk is recomputed with a
-        warning, and a different job (model, weights, options, references, versions) is
-        refused. ``False`` deletes ``out_dir``'s results and starts over.
+        an edited row recomputes its chunk only, a damaged chunk is recomputed with one
+        warning, and a different job (model structure, weights anywhere in the traced
+        computation, options, references, versions) is refused. ``False`` deletes
+        ``out_dir``'s results and starts over.
       keep_chunks: keep the per-chunk files after the final files are written.
       devices: devices to shard each chunk over (default ``jax.local_devices()``).
       progress: show a tqdm progress bar (its rate counts computed chunks only).
-      residual_threshold: warn about examples whose summation residual exceeds it
-        (``None``: no check).
+      residual_threshold: warn about examples whose absolute summation residual
+        ``|sum(C) - Δf|`` exceeds it (``None``: no check).
       conditioning_threshold: warn (:class:`~deepliftjax._checks.ConditioningWarning`)
         about examples whose conditioning ``sum|C| / |Δf|`` exceeds it: exact scores
         that cancel, as at a reference where a normalisation layer sees zero variance
         (``None``: no check).
       callback: ``callback(chunk_index, Attribution)`` after each computed chunk is stored
         (for monitoring; an exception stops the job, finished chunks stay on disk).
+      check: the summation guard of every DeepLIFT call (see :func:`deepliftjax.deeplift`):
+        ``"warn"`` (default), ``"raise"`` (the job stops at the first chunk that misses
+        summation to delta; finished chunks stay on disk) or ``None``. It never changes the
+        scores, so it is not part of the job's identity.
       **deeplift_options: passed to :func:`deepliftjax.deeplift_vjp`.
 
     Under :func:`jax.distributed.initialize` with ``P`` processes, call it unchanged in
-    every process with the same arguments and an ``out_dir`` they share: process ``p``
-    computes chunks ``c % P == p``, process 0 assembles the final files, and every
-    process returns them. A rerun of all processes recomputes only missing chunks.
+    every process with the same arguments and an ``out_dir`` they share: the processes
+    first compare their job identities (a difference stops every process with the same
+    error), process ``p`` computes chunks ``c % P == p``, process 0 assembles the final
+    files once every process's rows agree, and every process returns them. A rerun of all
+    processes recomputes only missing chunks.
 
     Returns:
       An :class:`Attribution`; arrays are memory-mapped from ``out_dir`` when given.
@@ -438,8 +470,9 @@ def attribute(
       DeepLiftError: (a ``ValueError``) inputs, references or target of the wrong shape
         or dtype, ambiguous references, no inputs or no references, ``chunk_size`` or
         ``reference_chunk_size`` below 1, no devices, a model output the target does not
-        fit, an ``out_dir`` holding a different job or that is a file, or several
-        processes without ``out_dir``.
+        fit, an ``out_dir`` holding a different job, locked by a different job, or that is
+        a file, several processes without ``out_dir`` or holding different jobs, or a model
+        parameter whose content cannot be identified (then pass ``out_dir=None``).
       JobInterrupted: Ctrl-C (a ``KeyboardInterrupt`` saying how many chunks finished).
 
     Example:
@@ -451,6 +484,7 @@ def attribute(
       ((10, 4), (10,), (10,))
     """
     devices, chunk_size = _devices(devices, chunk_size, reference_chunk_size)
+    check_options(check, deeplift_options.get("check_tolerance"))
     spec = describe_inputs(inputs)
     refs = classify_references(
         references, spec.example_shape, spec.num, spec.x_dtype, reference_layout
@@ -465,33 +499,43 @@ def attribute(
     )
     example = jax.ShapeDtypeStruct(spec.example_shape, spec.x_dtype)
     identity = {}  # in memory nothing is resumed: no identity, no chunk keys
-    if out_dir is not None:
+    if out_dir is not None:  # the guard's settings never change the scores
+        numbers = {k: v for k, v in shap_options.items() if k not in _GUARD_OPTIONS}
         identity = job_identity(
-            scalar, example, spec.dtype, targets is not None, refs, key, chunk_size, shap_options
+            scalar, example, spec.dtype, targets is not None, refs, key, chunk_size, numbers
         )
+    shap_options["check"] = check
     job, me = job_id(identity), share()
+    if out_dir is not None and me.count > 1:
+        agree(identity)  # every process, before anything is written
     names = ["contributions", "residuals", "conditioning"] + (
         ["hypothetical", "projected"] if hypothetical else []
     )
-    store = _open_store(out_dir, identity, names, resume, me, job)
-    run = chunk_function(
-        scalar, refs, key, targets is not None, spec.x_dtype, devices, chunk_size, shap_options
-    )
-    checks = _Checks(
-        residual_threshold, conditioning_threshold, "" if out_dir is None else f"in {out_dir}: "
-    )
-
-    def rows(lo: int, hi: int) -> tuple[Any, Any]:
-        ref_rows = refs.rows(lo, hi) if refs.kind == "per_example" else None
-        return ref_rows, None if targets is None else targets[lo:hi]
-
-    bar = _Progress(spec.num, progress)
+    store, lock = _open_store(out_dir, identity, names, resume, me, job, progress)
     try:
-        keys = _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callback)
+        run = chunk_function(
+            scalar, refs, key, targets is not None, spec.x_dtype, devices, chunk_size, shap_options
+        )
+        checks = _Checks(
+            residual_threshold,
+            conditioning_threshold,
+            "" if out_dir is None else f"in {out_dir}: ",
+        )
+
+        def rows(lo: int, hi: int) -> tuple[Any, Any]:
+            ref_rows = refs.rows(lo, hi) if refs.kind == "per_example" else None
+            return ref_rows, None if targets is None else targets[lo:hi]
+
+        bar = _Progress(spec.num, progress)
+        try:
+            keys = _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callback)
+        finally:
+            bar.close()
+        checks.warn()
+        arrays = _finish(store, keys, me, job, keep_chunks, lock, chunk_size)
     finally:
-        bar.close()
-    checks.warn()
-    arrays = _finish(store, keys, me, job, keep_chunks)
+        if lock is not None:
+            lock.release()
     return Attribution(
         arrays["contributions"],
         arrays.get("hypothetical"),
@@ -528,21 +572,63 @@ def _target(fn: Callable, target: Any, spec: Inputs) -> tuple[np.ndarray | None,
     return targets, _scalar_fn(fn, None if per_target else target, out_size)
 
 
-def _open_store(out_dir, identity: dict, names: list[str], resume: bool, me: Share, job: str):
-    """The job's chunk store; in a distributed job, after every process has opened it."""
+def _notify(progress: bool) -> Callable[[str], None] | None:
+    """Where a job says it waits for ``out_dir`` (stderr, with the progress bar)."""
+    if not progress:
+        return None
+    return lambda message: print(f"deeplift: {message}", file=sys.stderr, flush=True)
+
+
+def _open_store(
+    out_dir, identity: dict, names: list[str], resume: bool, me: Share, job: str, progress: bool
+) -> tuple[MemoryStore | DiskStore, DirLock | None]:
+    """The job's chunk store and ``out_dir``'s lock (held by the first process).
+
+    The first process takes the lock (waiting while the same job holds it), checks the
+    manifest and writes its own; the others open the store after it, and every process
+    raises the first process's error, if it had one.
+    """
     if out_dir is None:
         if me.count > 1:
             raise _error(
                 f"{me.count} processes (jax.distributed) need an out_dir they all share.",
                 "pass out_dir= a directory on a file system every process can reach.",
             )
-        return MemoryStore(names)
-    try:
-        store = DiskStore(out_dir, identity, names, resume=resume, writer=me.writer)
-    except OSError as e:
-        raise _error(f"cannot use out_dir {out_dir}: {e}.", "pass a writable directory.") from e
-    barrier(job, "opened")  # the first process has cleared (resume=False) and written
-    return store
+        return MemoryStore(names), None
+    out_dir = os.fspath(out_dir)
+    lock, store, error = None, None, None
+    if me.writer:
+        try:
+            if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+                raise _error(
+                    f"out_dir {out_dir} is a file, not a directory.",
+                    "pass the path of a directory (it is created if missing).",
+                )
+            try:
+                os.makedirs(out_dir, exist_ok=True)
+                lock = DirLock(out_dir, job, _notify(progress)).acquire()
+                store = DiskStore(out_dir, identity, names, resume=resume, writer=True)
+            except OSError as e:
+                raise _error(
+                    f"cannot use out_dir {out_dir}: {e}.", "pass a writable directory."
+                ) from e
+        except BaseException as e:
+            if lock is not None:
+                lock.release()
+                lock = None
+            if me.count == 1 or not isinstance(e, DeepLiftError):
+                raise
+            error = str(e)
+    if me.count > 1:
+        try:
+            raise_if_any("opened", error)  # the first process has cleared and written
+            if not me.writer:
+                store = DiskStore(out_dir, identity, names, resume=resume, writer=False)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+    return store, lock
 
 
 def _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callback) -> list[str]:
@@ -596,12 +682,19 @@ def _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callba
     return keys
 
 
-def _finish(store, keys: list[str], me: Share, job: str, keep_chunks: bool) -> dict:
-    """The final arrays: assembled by the first process once every process is done."""
+def _finish(
+    store, keys: list[str], me: Share, job: str, keep_chunks: bool, lock, chunk_size: int
+) -> dict:
+    """The final arrays: assembled by the first process once every process is done and
+    holds the same rows."""
     if isinstance(store, MemoryStore):
         return store.finish(keys)
-    barrier(job, "computed")
+    agree_rows(keys, chunk_size)  # and a barrier: every process has stored its chunks
     if me.writer:
+        lock.verify()
         arrays = store.finish(keys, keep_chunks=keep_chunks)
     barrier(job, "assembled")
-    return arrays if me.writer else store.load()
+    if not me.writer:
+        arrays = store.load()
+    barrier(job, "loaded")  # the first process keeps the lock until every process has its files
+    return arrays

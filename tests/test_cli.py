@@ -1,5 +1,6 @@
 """The deepliftjax-attribute command on array files."""
 
+import json
 import os
 import subprocess
 import sys
@@ -231,3 +232,91 @@ def test_ctrl_c_and_file_model_resume_in_new_processes(files):
     want = jax.vmap(lambda v: deeplift_shap(lambda u: ns["predict"](u)[1], jnp.zeros((1, L, 4)))(v))
     got = np.load(tmp_path / "out" / "contributions.npy")
     np.testing.assert_allclose(got, want(x), rtol=1e-5, atol=1e-6)
+
+
+JITTED_MODELS = textwrap.dedent(f"""
+    import os
+    import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+    from jax import lax
+    W = np.load(os.path.join(os.path.dirname(__file__), "w.npy"))  # ({L}, 4, 3), read per run
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return jnp.tanh(nn.Dense(3)(x.reshape(-1)))
+
+    PARAMS = {{"params": {{"Dense_0": {{"kernel": W.reshape(-1, 3), "bias": np.zeros(3)}}}}}}
+    _apply = jax.jit(Net().apply)
+    _net = nn.jit(Net)()
+
+    @jax.jit
+    def jit_closure(x):
+        return jnp.tanh(jnp.einsum("la,lao->o", x, W))
+
+    def flax_jit_apply(x):
+        return _apply(PARAMS, x)
+
+    def flax_nn_jit(x):
+        return _net.apply(PARAMS, x)
+
+    @jax.jit
+    def scan_checkpoint(x):
+        step = jax.checkpoint(lambda c, xw: (c + jnp.tanh(jnp.einsum("a,ao->o", *xw)), None))
+        return lax.scan(step, jnp.zeros(3), (x, W))[0]
+""")
+KINDS = ["jit_closure", "flax_jit_apply", "flax_nn_jit", "scan_checkpoint"]
+
+RERUN_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    from deepliftjax._cli import main
+    tmp, kinds = sys.argv[1], sys.argv[2:]
+    w = np.load(os.path.join(tmp, "w.npy"))
+    edited = w.copy()
+    edited[0, 0, 0] += 0.5  # one weight edited
+    report = {}
+    for kind in kinds:
+        argv = [os.path.join(tmp, "jmodels.py") + ":" + kind, os.path.join(tmp, "x.npy"),
+                "-t", "1", "-o", os.path.join(tmp, kind), "--chunk-size", "4", "--no-progress"]
+        final = os.path.join(tmp, kind, "contributions.npy")
+        np.save(os.path.join(tmp, "w.npy"), edited)
+        changed = main(argv)
+        np.save(os.path.join(tmp, "w.npy"), w)
+        inode = os.stat(final).st_ino
+        same = main(argv)  # the old weights again: resumed, nothing rewritten
+        report[kind] = [changed, same, os.stat(final).st_ino == inode]
+    print("report", json.dumps(report), flush=True)
+""")
+
+
+def test_jitted_models_with_new_weights_in_a_new_process(files, capsys):
+    """Jitted closures, Flax apply under jax.jit, nn.jit and a checkpointed scan read their
+    weights from w.npy: after one weight is edited, a new process refuses the job (exit 2,
+    'differs: weights') instead of returning the old scores; with the old weights back it
+    resumes and rewrites nothing."""
+    tmp_path, x = files
+    (tmp_path / "jmodels.py").write_text(JITTED_MODELS)
+    w = np.random.default_rng(3).normal(size=(L, 4, 3)).astype(np.float32) * 0.3
+    np.save(tmp_path / "w.npy", w)
+    first = {}
+    for kind in KINDS:  # the first runs, in this process
+        argv = [str(tmp_path / "jmodels.py") + f":{kind}", str(tmp_path / "x.npy"), "-t", "1"]
+        argv += ["-o", str(tmp_path / kind), "--chunk-size", "4", "--no-progress"]
+        assert main(argv) == 0, capsys.readouterr().err
+        first[kind] = np.load(tmp_path / kind / "contributions.npy")
+    capsys.readouterr()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    p = subprocess.run(
+        [sys.executable, "-c", RERUN_SCRIPT, str(tmp_path), *KINDS],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout.split("report ", 1)[1])
+    errors = [line for line in p.stderr.splitlines() if "error:" in line]
+    assert len(errors) == len(KINDS), p.stderr[-3000:]
+    for kind, line in zip(KINDS, errors, strict=True):
+        assert report[kind] == [2, 0, True], (kind, p.stderr[-3000:])
+        assert "differs: weights" in line and str(tmp_path / kind) in line
+        np.testing.assert_array_equal(np.load(tmp_path / kind / "contributions.npy"), first[kind])

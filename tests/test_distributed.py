@@ -3,7 +3,9 @@
 Each process computes only its share of the chunks (chunk c goes to process c % 2, counted
 through the per-chunk callback), the scores assembled in the shared out_dir equal a
 one-process run, and a job whose second process is killed mid-run resumes, when both are
-rerun, without recomputing any finished chunk.
+rerun, without recomputing any finished chunk. Processes that hold different jobs (other
+weights in a jitted model; other input rows) stop together with one error and write
+nothing to the final files.
 """
 
 import json
@@ -28,9 +30,15 @@ SCRIPT = textwrap.dedent("""
     jax.distributed.initialize(f"127.0.0.1:{{port}}", num_processes=2, process_id=pid)
     assert jax.local_device_count() == 2 and jax.device_count() == 4
     sys.path.insert(0, {tests!r})
+    import jax.numpy as jnp
     import numpy as np
-    from test_runner import model, _x
+    from test_runner import W, model, _x
+    from deepliftjax._errors import DeepLiftError
     from deepliftjax._runner import attribute
+    xs = _x({n}, seed=2 if mode == "rows" and pid == 1 else 1)  # process 1: other rows
+    if mode == "weights":  # a jitted model; process 1 holds other weights
+        w = jnp.asarray(W * (3.0 if pid == 1 else 1.0))
+        model = jax.jit(lambda x: jnp.tanh(jnp.einsum("la,lao->o", x, w) + 0.1))
     computed = []
     marker = os.path.join(out, "process0_done")
 
@@ -44,8 +52,12 @@ SCRIPT = textwrap.dedent("""
                 time.sleep(0.05)
             os._exit(9)  # process 1 dies with 3 of its 5 chunks to go
 
-    res = attribute(model, _x({n}), np.zeros((2, 10, 4), np.float32), target=1,
-                    chunk_size={chunk}, out_dir=out, progress=False, callback=callback)
+    try:
+        res = attribute(model, xs, np.zeros((2, 10, 4), np.float32), target=1,
+                        chunk_size={chunk}, out_dir=out, progress=False, callback=callback)
+    except DeepLiftError as e:
+        print("error", json.dumps({{"message": str(e), "computed": computed}}), flush=True)
+        sys.exit(3)
     print("result", json.dumps({{"computed": computed, "shape": list(res.contributions.shape),
           "sum": float(np.asarray(res.contributions, np.float64).sum())}}), flush=True)
 """)
@@ -75,6 +87,11 @@ def _start(out, mode):
         )
         for pid in (0, 1)
     ]
+
+
+def _computed(stdout: str) -> list[int]:
+    """The chunks a process reported (its other lines: the runtime's own, e.g. Gloo's)."""
+    return [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("computed")]
 
 
 def _finish(procs, timeout=300):
@@ -108,8 +125,7 @@ def test_two_processes_share_the_chunks_and_resume_after_a_kill(tmp_path):
     procs[1].wait(timeout=300)
     assert procs[1].returncode == 9, procs[1].stderr.read()[-3000:]
     procs[0].kill()  # it waits for process 1 at the barrier before assembly
-    first0 = [int(line.split()[1]) for line in procs[0].communicate()[0].splitlines()]
-    first1 = [int(line.split()[1]) for line in procs[1].stdout.read().splitlines()]
+    first0, first1 = _computed(procs[0].communicate()[0]), _computed(procs[1].stdout.read())
     assert sorted(first0) == [0, 2, 4, 6, 8] and sorted(first1) == [1, 3]  # shares only
     on_disk = {int(f[6:12]) for f in os.listdir(out / "chunks") if f.endswith(".npz")}
     assert on_disk == {0, 1, 2, 3, 4, 6, 8}
@@ -137,3 +153,31 @@ def test_two_processes_clean_run(tmp_path):
         np.load(out / "contributions.npy"), _one_process(tmp_path), rtol=1e-6, atol=1e-6
     )
     assert json.loads((out / "manifest.json").read_text())["complete"]
+
+
+def test_processes_holding_different_jobs_stop_together(tmp_path):
+    """Process 1 has other weights in a jitted model (found before anything is written), or
+    other input rows (found before the final files are written): both processes raise the
+    same error, naming what differs."""
+    runs = {mode: _start(tmp_path / mode, mode) for mode in ("weights", "rows")}
+    errors = {}
+    for mode, procs in runs.items():
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (_, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 3, err[-3000:]
+        found = [json.loads(out.split("error ", 1)[1]) for out, _ in outs]
+        assert found[0]["message"] == found[1]["message"]  # one error, the same everywhere
+        assert "Hint:" in found[0]["message"]
+        errors[mode] = found
+        out_dir = tmp_path / mode
+        assert not (out_dir / "contributions.npy").exists()  # nothing in the final files
+        assert not (out_dir / "residuals.npy").exists()
+    message = errors["weights"][0]["message"]
+    assert "hold different jobs" in message and "weights (the model's constants)" in message
+    assert "process(es) 1 differ from process 0" in message
+    assert not (tmp_path / "weights").exists()  # found before anything was written
+    assert all(f["computed"] == [] for f in errors["weights"])
+    message = errors["rows"][0]["message"]
+    assert "hold different inputs" in message and "row digests" in message
+    assert "from chunk 0 on" in message  # every row of process 1 differs
+    assert not json.loads((tmp_path / "rows" / "manifest.json").read_text())["complete"]

@@ -17,13 +17,15 @@ import textwrap
 import time
 import warnings
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import classify_references
+from deepliftjax._references import classify_references, deeplift_shap
 from deepliftjax._runner import _Progress, attribute
 from deepliftjax._shuffle import dinuc_shuffle, shuffle
 
@@ -77,7 +79,7 @@ def test_unchanged_rerun_computes_nothing_and_rewrites_nothing(tmp_path):
 def test_other_weights_same_function_name_are_refused(tmp_path):
     out = tmp_path / "job"
     old = np.asarray(run(out, _x())[0].contributions)
-    with pytest.raises(DeepLiftError, match=r"different job \(differs: model\)") as e:
+    with pytest.raises(DeepLiftError, match=r"different job \(differs: weights\)") as e:
         run(out, _x(), fn=make_model(W2))
     assert "resume=False" in str(e.value) and "--no-resume" in str(e.value)
     res, computed, _ = run(out, _x(), fn=make_model(W2), resume=False)
@@ -135,6 +137,85 @@ def test_edited_references(tmp_path):
     res, computed, files2 = run(out, _x(), per2)
     assert computed == [2] and rewritten(files, files2) == [2]
     np.testing.assert_array_equal(res.contributions, fresh(tmp_path, _x(), per2))
+
+
+# ---- weights hidden from the top-level jaxpr: jit, Flax, checkpoint, scan ------------------
+
+
+class _Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return jnp.tanh(nn.Dense(3)(x.reshape(-1)))[1]
+
+
+def _flax_params(seed=0, edit=False):
+    params = _Net().init(jax.random.key(seed), jnp.zeros((L, 4)))
+    if edit:  # one weight edited
+        params = jax.tree_util.tree_map(lambda p: p.at[(0,) * p.ndim].add(0.5), params)
+    return params
+
+
+def _jit_closure(w):
+    return jax.jit(lambda x: make_model(w)(x))
+
+
+def _flax_apply_jit(params):
+    apply = jax.jit(_Net().apply)
+    return lambda x: apply(params, x)
+
+
+def _nn_jit(params):
+    net = nn.jit(_Net)()
+    return lambda x: net.apply(params, x)
+
+
+def _checkpoint_scan(w):
+    step = jax.checkpoint(lambda c, xw: (c + jnp.tanh(jnp.sum(xw[0] * xw[1])), None))
+    return jax.jit(lambda x: lax.scan(step, 0.0, (x, jnp.asarray(w)))[0])
+
+
+JITTED = {  # (model of weights, weights of the first run, of the second): built lazily
+    "jit closure, weights x3": (_jit_closure, lambda: W1, lambda: W1 * 3),
+    "Flax apply under jax.jit, one weight edited": (
+        _flax_apply_jit,
+        _flax_params,
+        lambda: _flax_params(edit=True),
+    ),
+    "Flax nn.jit, new params": (_nn_jit, _flax_params, lambda: _flax_params(1)),
+    "checkpoint inside scan, under jit": (_checkpoint_scan, lambda: W1, lambda: W2),
+}
+
+
+@pytest.mark.parametrize("kind", list(JITTED))
+def test_jitted_models_with_new_weights_are_refused(tmp_path, kind):
+    make, old, new = JITTED[kind]
+    out, kw = tmp_path / "job", {"conditioning_threshold": None}
+    run(out, _x(), fn=make(old()), **kw)
+    with pytest.raises(DeepLiftError, match=r"different job \(differs: weights\)"):
+        run(out, _x(), fn=make(new()), **kw)
+    _, computed, _ = run(out, _x(), fn=make(old()), **kw)  # the same weights, re-created
+    assert computed == []
+
+
+def test_jitted_model_recomputed_with_new_weights(tmp_path):
+    out = tmp_path / "job"
+    old = np.asarray(run(out, _x(), fn=_jit_closure(W1))[0].contributions)
+    res, computed, _ = run(out, _x(), fn=_jit_closure(W1 * 3), resume=False)
+    assert computed == [0, 1, 2]
+    f = make_model(W1 * 3)
+    want = jax.jit(jax.vmap(lambda x: deeplift_shap(f, jnp.zeros((1, L, 4)))(x)))(_x())
+    np.testing.assert_allclose(res.contributions, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(res.contributions, old, atol=1e-3)  # never the old scores
+
+
+def test_jitted_reference_generator_with_new_weights_is_refused(tmp_path):
+    def generator(w):  # references around a weight: a jitted closure over it
+        return jax.jit(lambda key, x: w * 0.1 + 0.01 * jax.random.normal(key, (2, L, 4)))
+
+    out = tmp_path / "job"
+    run(out, _x(), generator(W1))
+    with pytest.raises(DeepLiftError, match=r"differs: references"):
+        run(out, _x(), generator(W2))
 
 
 @pytest.mark.parametrize(
