@@ -114,6 +114,21 @@ def deeplift(
         profile target ``sum(stop_gradient(softmax(z)) * z)``: ``sum(softmax(z(x)) *
         (z(x) - z(ref)))``, the softmax weights held fixed per example). Shift-only uses
         such as the max shift in ``jax.nn.softmax`` keep ``f~ = f``.
+      check: the summation guard. Every call compares the sum of each example's scores
+        with ``f(x) - f(ref)`` (the reference side of ``stop_gradient="constant"``) and
+        reports the examples whose residual exceeds ``check_tolerance * |Δf|`` plus the
+        rounding of ``f`` itself (64 eps ``max(|f(x)|, |f(ref)|)``), or whose scores are not
+        finite. ``"warn"`` (default): a :class:`deepliftjax.SummationWarning` naming the
+        worst example (its index in the vmapped batch), its numbers and the likely cause;
+        ``"raise"``: a :class:`DeepLiftError` outside ``jit`` (inside, the call fails with
+        the same message); ``"checkify"``: a ``jax.experimental.checkify`` check, for
+        ``checkify.checkify(...)`` to functionalise; ``None``: off. The guard works under
+        ``jit``, ``vmap`` (one report per batch), ``grad`` and ``scan``, never changes the
+        scores, and costs a few reductions per call (``benchmarks/RESULTS_guard.md``);
+        the host is called only when an example fails.
+      check_tolerance: the guard's relative tolerance; ``None`` picks it from the least
+        precise dtype of the scores and the output (float32: 1e-4, float64: 1e-9,
+        float16: 1e-2, bfloat16: 5e-2).
 
     Returns:
       A function with ``f``'s signature returning the scores for ``args[argnums]``
@@ -190,8 +205,9 @@ def deeplift_vjp(
       f: function to attribute; may return any pytree of arrays.
       ref: the reference, as for :func:`deeplift`.
       *primals: the arguments of ``f``.
-      argnums, has_aux, rule, max_rule, fallback, precision, product_rule, stop_gradient: as for
-        :func:`deeplift`.
+      argnums, has_aux, rule, max_rule, fallback, precision, product_rule, stop_gradient,
+        check, check_tolerance: as for :func:`deeplift`; the guard checks each
+        ``pullback(cotangent)``'s contributions against ``sum(cotangent * (out - out_ref))``.
 
     Returns:
       ``(out, out_ref, pullback)`` (plus ``aux`` when ``has_aux``): ``f`` at the input

@@ -424,9 +424,10 @@ def test_tiled_and_general_pooling_agree_on_ties(pool, max_rule, monkeypatch):
     r = jnp.full(shape, 0.25)
     w = jnp.asarray(rng.normal(size=_pool(x, win, stride, pad).shape).astype(np.float32))
     f = lambda v: jnp.sum(_pool(v, win, stride, pad) * w)  # noqa: E731
-    tiled = jax.jit(dl.deeplift(f, r, max_rule=max_rule))(x)
+    check = "warn" if max_rule == "cross" else None  # the other max rules are not exact
+    tiled = jax.jit(dl.deeplift(f, r, max_rule=max_rule, check=check))(x)
     monkeypatch.setattr(_rules_reduce, "TILE", False)
-    general = jax.jit(dl.deeplift(f, r, max_rule=max_rule))(x)
+    general = jax.jit(dl.deeplift(f, r, max_rule=max_rule, check=check))(x)
     np.testing.assert_array_equal(tiled, general)
 
 
