@@ -252,11 +252,12 @@ would amplify, so the input distance scores it instead. Exact values (the inputs
 structural maps of them, constants) and values whose accounted change the interpreter
 carries are exempt: their difference is what their multipliers credit."""
 
-SPREAD = 2.0**6
+SPREAD = 2.0**3
 """A margin ``a - b`` whose operands moved more than ``SPREAD`` times as much as it did
 (``|Δa| + |Δb| > SPREAD |Δa - Δb|``) splits its jump as the two-player Shapley value of the
-predicate between ``a`` and ``b``: the linear split ``J Δa / Δs`` would give each operand
-up to ``SPREAD |J|``, and float32 rounds each part to ``eps`` of that (64 ulps: 8e-6 of J)."""
+predicate between ``a`` and ``b``: the linear split ``J Δa / Δs`` would credit each operand
+up to ``SPREAD |J|`` (±1e8 at a near tie, that cancel to ``J`` only as far as float32 keeps
+them). Below it the linear split stands; float32 rounds its parts to ``SPREAD eps`` of J."""
 
 
 def _binary(
@@ -282,6 +283,11 @@ def _binary(
     mag = jnp.abs(a.d) + jnp.abs(b.d)
     finite = jnp.isfinite(lin)
     above = jnp.abs(lin) > a.floor + b.floor
+    if not (a.varies and b.varies):  # one operand: always linear (or nothing)
+        ok = lax.stop_gradient(finite & (lin != 0) & above)
+        w = side if a.varies else -side
+        op = a if a.varies else b
+        return _score(jnp.where(ok | ~finite, lin, 0), [(jnp.where(ok, w, 0), op.x)], dt)
     linear = finite & (lin != 0) & above & (SPREAD * jnp.abs(lin) >= mag)
 
     def as_f(p: Any) -> Any:
@@ -671,6 +677,8 @@ class _Switches:
         self.compared: dict[Any, tuple[Any, Any]] = {}
         self.uses: dict[Any, list[Any]] = {}
         self.seeds: set[Any] = set()
+        self.known: dict[Any, Any] = {}
+        """(primitive, operand tokens, parameters) -> result token: equal values, one token."""
         self.steps: list[tuple[list[int], list[Any], list[Any], bool]] = []
         """(equation ids, float operand tokens, result tokens, whether a switch point inside
         needs them), in evaluation order."""
@@ -713,6 +721,10 @@ class _Switches:
 
     def visit(self, eqn: Any, ins: list[Any], env: dict, subs: list[Any]) -> None:
         prim = eqn.primitive
+        if len(eqn.outvars) == 1 and not subs and not eqn.effects:
+            # the same pure computation twice (``x[:2]`` in a predicate and in a case)
+            key = (prim, tuple(ins), tuple(sorted((k, str(v)) for k, v in eqn.params.items())))
+            env[eqn.outvars[0]] = self.known.setdefault(key, self.token(env, eqn.outvars[0]))
         outs = [self.token(env, v) for v in eqn.outvars]
         floats = [t for t, v in zip(ins, eqn.invars, strict=True) if _is_float_var(v)]
         float_in = any(not isinstance(t, tuple) for t in floats)
