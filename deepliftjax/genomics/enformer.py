@@ -33,7 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import gammaln
 
-__all__ = ["Enformer", "AttentionPool", "RelativeMultiHeadAttention", "positional_features"]
+__all__ = [
+    "Enformer",
+    "AttentionPool",
+    "RelativeMultiHeadAttention",
+    "positional_features",
+    "scanned_variables",
+]
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -155,6 +161,17 @@ class TransformerBlock(nn.Module):
         return x + h
 
 
+class _ScannedBlock(nn.Module):
+    """A transformer block as a ``scan`` body: ``(h, None) -> (h', None)``."""
+
+    num_heads: int
+    num_rel_features: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array, _: None) -> tuple[jax.Array, None]:
+        return TransformerBlock(self.num_heads, self.num_rel_features, name="block")(h), None
+
+
 class Enformer(nn.Module):
     """Enformer-style model (see the module docstring).
 
@@ -167,6 +184,12 @@ class Enformer(nn.Module):
         at 196,608 bp).
       num_outputs: output tracks (softplus).
       num_rel_features: relative position features (default ``channels // num_heads``).
+      remat: checkpoint the model as long-context training does: the transformer blocks
+        run as one ``nn.scan`` over ``nn.remat`` blocks (their parameters stacked under
+        ``"transformer"``, see :func:`scanned_variables`) and every tower block under
+        ``nn.remat`` (same parameters as the plain model). Outputs equal the plain
+        model's; activation memory, under the gradient and under DeepLIFT alike (its
+        pass keeps ``jax.checkpoint``), is that of the scan's carries plus one block.
     """
 
     channels: int = 1536
@@ -176,22 +199,56 @@ class Enformer(nn.Module):
     crop: int = 320
     num_outputs: int = 1
     num_rel_features: int | None = None
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         half = self.channels // 2
+        conv_block = nn.remat(ConvBlock) if self.remat else ConvBlock
         h = nn.Conv(half, (15,), padding="SAME", name="stem_conv")(x)
         h = h + ConvBlock(half, 1, name="stem_res")(h)
         h = AttentionPool(2, name="stem_pool")(h)
         widths = np.linspace(half, self.channels, self.tower_layers + 1)[1:]
         for i, f in enumerate(widths):
-            h = ConvBlock(int(round(f)), 5, name=f"tower_conv_{i}")(h)
-            h = h + ConvBlock(int(round(f)), 1, name=f"tower_res_{i}")(h)
+            h = conv_block(int(round(f)), 5, name=f"tower_conv_{i}")(h)
+            h = h + conv_block(int(round(f)), 1, name=f"tower_res_{i}")(h)
             h = AttentionPool(2, name=f"tower_pool_{i}")(h)
         rel = self.num_rel_features or max(6, self.channels // self.num_heads)
-        for i in range(self.transformer_layers):
-            h = TransformerBlock(self.num_heads, rel, name=f"transformer_{i}")(h)
+        if self.remat and self.transformer_layers:
+            blocks = nn.scan(
+                nn.remat(_ScannedBlock),
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                length=self.transformer_layers,
+            )
+            h, _ = blocks(self.num_heads, rel, name="transformer")(h, None)
+        else:
+            for i in range(self.transformer_layers):
+                h = TransformerBlock(self.num_heads, rel, name=f"transformer_{i}")(h)
         if self.crop:
             h = h[..., self.crop : h.shape[-2] - self.crop, :]
         h = gelu(ConvBlock(2 * self.channels, 1, name="final_pointwise")(h))
         return jax.nn.softplus(nn.Dense(self.num_outputs, name="head")(h))
+
+
+def scanned_variables(variables: dict, transformer_layers: int) -> dict:
+    """The plain model's variables in the layout of ``Enformer(remat=True)``.
+
+    The transformer blocks' parameters ``transformer_0 .. transformer_{L-1}`` are stacked
+    on a leading axis under ``"transformer"`` (``nn.scan``'s layout); everything else is
+    unchanged.
+
+    Example:
+      >>> m = Enformer(channels=12, num_heads=2, transformer_layers=2, tower_layers=1, crop=0)
+      >>> x = jax.nn.one_hot(jnp.arange(16) % 4, 4)
+      >>> v = m.init(jax.random.key(0), x)
+      >>> r = m.clone(remat=True)
+      >>> bool(jnp.allclose(m.apply(v, x), r.apply(scanned_variables(v, 2), x), atol=1e-6))
+      True
+    """
+    params = dict(variables["params"])
+    blocks = [params.pop(f"transformer_{i}") for i in range(transformer_layers)]
+    if blocks:
+        stacked = jax.tree_util.tree_map(lambda *b: jnp.stack(b), *blocks)
+        params["transformer"] = {"block": stacked}
+    return {**variables, "params": params}
