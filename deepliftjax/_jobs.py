@@ -21,10 +21,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import time
 import types
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -60,11 +62,11 @@ _VALUE_FREE_PARAMS: dict[Primitive, frozenset[str]] = {primitive("remat_p"): fro
 _MAX_DEPTH = 6  # nesting of containers, closures and attributes followed into a parameter
 
 
-def digest(*parts: bytes | str) -> str:
+def digest(*parts: bytes | str | memoryview) -> str:
     """A hex digest of byte strings (each length-prefixed, so boundaries count)."""
     h = hashlib.blake2b(digest_size=20)
     for p in parts:
-        b = p.encode() if isinstance(p, str) else p
+        b = p.encode() if isinstance(p, str) else p  # memoryviews are 1-D bytes
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
@@ -78,17 +80,32 @@ def _host_array(a: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a))
 
 
+_BLOCK = 1 << 25  # arrays larger than this are hashed in blocks of this size, in parallel
+
+
+def _bytes_digest(data: memoryview) -> memoryview | str:
+    """``data`` itself, or for a large array the digest of its blocks' digests (hashed on
+    several threads: hashlib releases the GIL, and model weights reach gigabytes)."""
+    if data.nbytes <= 2 * _BLOCK:
+        return data
+    blocks = [data[i : i + _BLOCK] for i in range(0, data.nbytes, _BLOCK)]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        return "blocks " + digest(*pool.map(digest, blocks))
+
+
+def _array_parts(a: Any) -> tuple[list[memoryview | str], int]:
+    """What :func:`array_digest` hashes of one array, and its size in bytes."""
+    if a is None:
+        return ["none"], 0
+    kind = str(getattr(a, "dtype", ""))  # a typed PRNG key's dtype names its impl
+    host = _host_array(a)
+    data = memoryview(host.reshape(-1).view(np.uint8))
+    return [f"{kind}|{host.dtype.str}{host.shape}", _bytes_digest(data)], host.nbytes
+
+
 def array_digest(*arrays: Any) -> str:
     """Digest of arrays' dtypes, shapes and bytes (``None`` entries count as such)."""
-    parts: list[bytes | str] = []
-    for a in arrays:
-        if a is None:
-            parts.append("none")
-            continue
-        kind = str(getattr(a, "dtype", ""))
-        a = _host_array(a)
-        parts += [f"{kind}|{a.dtype.str}{a.shape}", memoryview(a.reshape(-1).view(np.uint8))]
-    return digest(*parts)
+    return digest(*(part for a in arrays for part in _array_parts(a)[0]))
 
 
 class TraceIdentity(NamedTuple):
@@ -111,7 +128,7 @@ class TraceIdentity(NamedTuple):
     seconds: float
 
     def describe(self) -> str:
-        """``"<digest> (<n> arrays, <size>)"``: the weights' part of a job's identity."""
+        """The weights' part of a job's identity: the digest, how many arrays, bytes."""
         return f"{self.weights} (constants: {self.num_arrays} arrays, {self.num_bytes} bytes)"
 
 
@@ -129,9 +146,9 @@ class _Walk:
         """Record a constant's bytes among the weights; return its place there."""
         key = id(a)
         if key not in self._arrays:
-            host = _host_array(a)
-            self.num_bytes += host.nbytes
-            self.weights.append(array_digest(a))
+            parts, size = _array_parts(a)
+            self.num_bytes += size
+            self.weights.append(digest(*parts))  # = array_digest(a), one copy to the host
             self._arrays[key] = f"w{len(self.weights) - 1}"
         return self._arrays[key]
 

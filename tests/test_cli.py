@@ -56,8 +56,9 @@ def test_references_file_and_target(files, capsys):
     tmp_path, x = files
     refs = np.random.default_rng(2).uniform(size=(3, L, 4)).astype(np.float32)
     np.save(tmp_path / "refs.npy", refs)
-    assert _run(tmp_path, "-r", str(tmp_path / "refs.npy"), "-t", "2") == 0
-    assert "wrote contributions.npy" in capsys.readouterr().err
+    assert _run(tmp_path, "-r", str(tmp_path / "refs.npy"), "-t", "2", "--check", "raise") == 0
+    err = capsys.readouterr().err
+    assert "wrote contributions.npy" in err and "max absolute summation residual" in err
     ns = {}
     exec(MODEL, ns)
     f = lambda v: ns["predict"](v)[2]
@@ -103,6 +104,7 @@ def test_shuffles_hypothetical_and_modisco_files(files):
         (["--shuffles", "3", "--seed", "1", "-t", "0", "-o", "DONE"], r"differs: references"),
         (["-t", "0", "-o", "FILE"], r"is a file, not a directory"),
         (["--shuffles", "2", "-t", "0", "-i"], None),
+        (["-t", "0", "--check", "loud"], None),
         # bad sizes reach attribute(), whose DeepLiftError (message and hint) is printed
         (["-t", "0", "--chunk-size", "0"], r"chunk_size must be an int >= 1(.|\n)*Hint: "),
         (["-t", "0", "--reference-chunk-size", "0"], r"reference_chunk_size must be(.|\n)*Hint:"),
@@ -187,6 +189,11 @@ def test_version_and_help(capsys):
         assert action.help, action.option_strings or action.dest
     text = parser.format_help()
     assert "`" not in text and "--reference-layout" in text and "130" in text
+    # the default reference, and which residual the files hold, are stated
+    text = " ".join(text.split())  # argparse wraps lines
+    assert "ONE ALL-ZERO reference" in text and "--shuffles: one all-zero reference" in text
+    assert "ABSOLUTE summation residual" in text and "RELATIVE" in text
+    assert "--check {warn,raise,none}" in text
 
 
 def test_ctrl_c_and_file_model_resume_in_new_processes(files):

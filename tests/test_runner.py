@@ -305,6 +305,7 @@ RUNNER_ERRORS = {
         {"target": 0, "fn": lambda x: x @ np.ones(3)},
         r"model failed",
     ),
+    "check": (lambda: (_x(4),), {"target": 0, "check": "loud"}, r"check='loud' is not one of"),
 }
 
 
