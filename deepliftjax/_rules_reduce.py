@@ -12,6 +12,14 @@ within the reduction or window), as torch, Captum, shap and tangermeme do and as
 ``reduce_window`` derivative does; ``jnp.max``'s derivative (which splits ties equally) is
 not used. So ``reduce_max``, max pooling of any stride and padding, and the tiled lowering
 give the same scores on tied inputs, and match the field's tools on one-hot DNA.
+
+Infinite values (``-inf`` masks, ``log`` at 0): an element at the same infinity at both ends
+does not move and gets multiplier 0, so a masked element contributes nothing whatever moves
+upstream of it (``x + mask``), and a fully masked window credits nothing. An element with
+one infinite end that takes a finite credit (the input's argmax arriving from ``-inf``)
+passes it through the value it was computed from elementwise (``_discrete``'s provenance);
+without one the credit is left out and the summation guard reports the example. Where the
+window's maximum itself changes by an infinite amount no finite exact credit exists: 0.
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ import jax
 import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
+from deepliftjax._discrete import ensure_score, with_provenance
 from deepliftjax._interpreter import Context, register_rule
 from deepliftjax._pair import Pair
-from deepliftjax._rulekit import custom_multiplier
+from deepliftjax._rulekit import custom_multiplier, safe_div, times
 
 
 def max_reduction_rule(prim: Any, comb: Any, ctx: Context, operand: Pair, **params: Any) -> Pair:
+    """The max-type reduction rules; infinite values as limits (see the module notes)."""
     rule = ctx.options.max_rule
     tiled = TILE and _tiled_window(comb, operand, params)
     if tiled:
@@ -39,24 +49,52 @@ def max_reduction_rule(prim: Any, comb: Any, ctx: Context, operand: Pair, **para
     yr = V(operand.r)
     if rule == "gradient":
         return Pair(P(operand.x), yr)
+    score = _jump_score(ctx, operand)
+    extra = () if score is None else (score.x, score.r)
 
     def backward(args, y, g):
-        x, r, yr_ = args
+        x, r, yr_, *s = args
         route_x = jax.vjp(P, x)[1]
         if rule == "paper":
-            (credit,) = route_x(g * (y - yr_))
+            (credit,) = route_x(times(g, _change(yr_, y)))
         else:
             top = comb(y, yr_)
-            (cx,) = route_x(g * (top - yr_))
-            (cr,) = jax.vjp(P, r)[1](g * (y - top))
+            (cx,) = route_x(times(g, _change(yr_, top)))
+            (cr,) = jax.vjp(P, r)[1](times(g, _change(top, y)))
             credit = cx + cr
+        still = x == r  # also an element at the same infinity at both ends (a mask)
         dx = x - r
-        still = dx == 0
+        jump = ~still & ~jnp.isfinite(dx)
         (grad,) = route_x(g)
-        m = jnp.where(still, grad, credit / jnp.where(still, jnp.ones_like(dx), dx))
-        return m, None, None
+        zero = jnp.zeros((), grad.dtype)
+        moving = credit / jnp.where(still | jump, jnp.ones_like(dx), dx)
+        m = jnp.where(still, jnp.where(jnp.isfinite(x), grad, zero), jnp.where(jump, zero, moving))
+        if score is None:
+            return m, None, None
+        j = jnp.where(jump & jnp.isfinite(credit), credit, zero)
+        return m, None, None, safe_div(j, (s[0] - s[1]).astype(j.dtype)), None
 
-    return Pair(custom_multiplier(lambda x, r, yr_: V(x), backward)(operand.x, operand.r, yr), yr)
+    ya = custom_multiplier(lambda x, r, yr_, *s: V(x), backward)(operand.x, operand.r, yr, *extra)
+    return Pair(ya, yr)
+
+
+def _change(start: jax.Array, end: jax.Array) -> jax.Array:
+    """``end - start``, 0 where they are equal (the same infinity: no change, not NaN)."""
+    return jnp.where(start == end, jnp.zeros((), jnp.result_type(end)), end - start)
+
+
+def _jump_score(ctx: Context, v: Pair) -> Pair | None:
+    """The score through which an element whose change is infinite (``log`` of a reference
+    at 0) gets its finite credit: the value it was computed from elementwise (its
+    provenance), else the input distance. None where ``v`` has no provenance (as for
+    ``maximum``: the summation guard reports what is then not credited)."""
+    dist = ctx.options.distance
+    if dist is None or v.s is None:
+        return None
+    shape = jnp.shape(v.x)
+    moved = jax.lax.stop_gradient(~jnp.isfinite(v.x - v.r) & (v.x != v.r))
+    out = Pair(jnp.zeros(shape, bool), jnp.zeros(shape, bool))
+    return ensure_score(ctx, out, with_provenance(ctx, v), moved).s
 
 
 TILE = True
