@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _precision, _rules_control, _rules_linear, _rules_reduce  # noqa: F401
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import METHODS, RULES
+from deepliftjax._interpreter import CALLS, METHODS, RULES
 from deepliftjax._pair import MOVES_ALL, MOVES_FIRST, Pair, bind_both, rs
 from deepliftjax._rulekit import bind_varying, custom_multiplier, float_pair_positions, secant
 from deepliftjax._rules_elementwise import RESCALE_PRIMS
@@ -189,14 +189,9 @@ _LINEAR_PLUS_ONE = [
     "add_p", "add_jaxvals_p", "stack_p", "unstack_p", "dynamic_update_slice_p", "scatter_p",
     "scatter_add_p", "reduce_sum_p", "reduce_window_sum_p", "cumsum_p",
 ]  # fmt: skip
-_RECURSIVE = ["jit_p", "custom_jvp_call_p", "custom_vjp_call_p", "remat_p"]
-
 REVEAL_CANCEL: dict[Any, Callable] = {}
 for _p in MOVES_FIRST | MOVES_ALL | ({primitive(n) for n in _LINEAR_PLUS_ONE} - {None}):
     REVEAL_CANCEL[_p] = _rc_structural(_p)
-for _name in _RECURSIVE:
-    if (_p := primitive(_name)) is not None:
-        REVEAL_CANCEL[_p] = RULES[_p]
 REVEAL_CANCEL[primitive("neg_p")] = _rc_neg
 REVEAL_CANCEL[primitive("sub_p")] = _rc_sub
 REVEAL_CANCEL[mul_p] = _rc_scale(mul_p)
@@ -239,6 +234,8 @@ def _dispatch_reveal_cancel(prim: Any) -> Callable | None:
     rule = REVEAL_CANCEL.get(prim)
     if rule is not None:
         return rule
+    if prim in CALLS:  # calls and control flow interpret their inner jaxprs under this set
+        return RULES.get(prim)
     if prim in RESCALE_PRIMS:  # registered after import (a user's defrescale)
         return _rc_unary(prim, RESCALE_PRIMS[prim])
     base = RULES.get(prim)
@@ -311,9 +308,10 @@ def _dispatch_gradient_like(special: Callable[[Any], Callable | None]) -> Callab
         rule = special(prim)
         if rule is not None:
             return rule
-        if prim in RULES and prim in {primitive(n) for n in (*_RECURSIVE, "cond_p", "scan_p")}:
-            return RULES[prim]
-        if prim is primitive("while_p"):
+        # every call-like primitive (jit, custom_jvp/vjp, remat, cond, scan, while and the
+        # users' rules.defcall ones) runs its inner jaxpr under this rule set: its own
+        # derivative would be the plain gradient of everything inside
+        if prim in CALLS and prim in RULES:
             return RULES[prim]
         return _plain(prim)
 
