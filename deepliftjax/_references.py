@@ -24,7 +24,7 @@ from jax.typing import ArrayLike
 from deepliftjax._api import deeplift_vjp, scores_of
 from deepliftjax._checks import floored_delta, ratio
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._hypothetical import hypothetical_from_multipliers
+from deepliftjax._hypothetical import check_onehot, hypothetical_from_multipliers
 
 __all__ = [
     "deeplift_shap",
@@ -252,6 +252,7 @@ def _shap_inputs(args, argnums, references, key, hypothetical, alphabet_axis):
                 f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
                 "pass the axis of x that holds the one-hot alphabet (default -1).",
             )
+        check_onehot(x, alphabet_axis, what="deeplift_shap(hypothetical=True)")
     return x, refs
 
 

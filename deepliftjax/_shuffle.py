@@ -24,15 +24,23 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from deepliftjax._errors import DeepLiftError
+from deepliftjax._hypothetical import check_onehot
 
 __all__ = ["dinuc_shuffle", "shuffle", "dinucleotide_counts"]
+
+
+class TokenDtypeError(DeepLiftError, TypeError):
+    """A 1-D sequence that does not hold integer tokens (a wrong type: also a TypeError)."""
 
 
 def _split_keys(key: jax.Array, num_shuffles: int | None):
     if num_shuffles is None:
         return None
-    if not isinstance(num_shuffles, int) or num_shuffles < 1:
-        raise ValueError(f"num_shuffles must be a positive int or None, got {num_shuffles!r}.")
+    if not isinstance(num_shuffles, int) or isinstance(num_shuffles, bool) or num_shuffles < 1:
+        raise DeepLiftError(
+            f"num_shuffles must be a positive int or None, got {num_shuffles!r}.\nHint: None "
+            "draws one shuffle shaped like x; K >= 1 draws K of them, stacked as (K, *x.shape)."
+        )
     return jax.random.split(key, num_shuffles)
 
 
@@ -40,15 +48,15 @@ def _to_tokens(x: jax.Array) -> tuple[jax.Array, int, bool]:
     """Return (tokens (L,), number of letters incl. the all-zero letter, was_onehot)."""
     if x.ndim == 1:
         if not jnp.issubdtype(x.dtype, jnp.integer):
-            raise TypeError(
-                f"A 1-D sequence must hold integer tokens, got dtype {x.dtype}; pass one-hot "
-                "sequences as (L, A) arrays."
+            raise TokenDtypeError(
+                f"A 1-D sequence must hold integer tokens, got dtype {x.dtype}.\nHint: pass "
+                "one-hot sequences as (L, A) arrays, or tokens as integers (x.astype(int))."
             )
         return x.astype(jnp.int32), -1, False
     if x.ndim != 2:
-        raise ValueError(
-            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}; "
-            "use jax.vmap for a batch, and move the alphabet axis last for (A, L) data."
+        raise DeepLiftError(
+            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}.\n"
+            "Hint: use jax.vmap for a batch; pass alphabet_axis=0 for (A, L) data."
         )
     a = x.shape[1]
     tok = jnp.where(jnp.any(x != 0, axis=1), jnp.argmax(x, axis=1), a)
@@ -88,6 +96,10 @@ def shuffle(
     Returns:
       The shuffled sequence(s), same dtype as ``x``.
 
+    Raises:
+      DeepLiftError: ``x`` is not one sequence, or a 2-D ``x`` is not one-hot along
+        ``alphabet_axis`` (checked as by :func:`dinuc_shuffle`).
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> x = jax.nn.one_hot(jnp.array([0, 1, 2, 3, 3]), 4)
@@ -95,15 +107,23 @@ def shuffle(
       (3, 5, 4)
     """
     x = jnp.asarray(x)
-    if _alphabet_first(x, alphabet_axis):
-        return jnp.swapaxes(shuffle(key, x.T, num_shuffles), -1, -2)
+    first = _alphabet_first(x, alphabet_axis)
+    if x.ndim == 2:
+        check_onehot(x, alphabet_axis, what="shuffle")
+    if first:
+        return jnp.swapaxes(_shuffle(key, x.T, num_shuffles), -1, -2)
+    return _shuffle(key, x, num_shuffles)
+
+
+def _shuffle(key: jax.Array, x: jax.Array, num_shuffles: int | None) -> jax.Array:
+    """:func:`shuffle` of a checked ``(L, A)`` or ``(L,)`` sequence."""
     keys = _split_keys(key, num_shuffles)
     if keys is not None:
-        return jax.vmap(lambda k: shuffle(k, x))(keys)
+        return jax.vmap(lambda k: _shuffle(k, x, None))(keys)
     if x.ndim not in (1, 2):
-        raise ValueError(
-            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}; "
-            "use jax.vmap for a batch."
+        raise DeepLiftError(
+            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}.\n"
+            "Hint: use jax.vmap for a batch."
         )
     return jax.random.permutation(key, x, axis=0, independent=False)
 
@@ -127,6 +147,8 @@ def dinucleotide_counts(x: ArrayLike, alphabet_size: int | None = None) -> jax.A
       [[0, 2], [1, 0]]
     """
     x = jnp.asarray(x)
+    if x.ndim == 2:
+        check_onehot(x, -1, what="dinucleotide_counts", keyword=None)
     tok, n, _ = _to_tokens(x)
     if n < 0:
         n = int(alphabet_size if alphabet_size is not None else int(tok.max()) + 1)
@@ -250,7 +272,10 @@ def dinuc_shuffle(
       The shuffled sequence(s), same dtype as ``x``.
 
     Raises:
-      ValueError / TypeError: ``x`` is not one ``(L, A)`` or integer ``(L,)`` sequence.
+      DeepLiftError: ``x`` is not one ``(L, A)`` or integer ``(L,)`` sequence, or not
+        one-hot along ``alphabet_axis`` (0/1 values, at most one 1 per position; all-zero
+        positions are a letter of their own). A traced ``x`` is checked when it runs: under
+        ``jit`` the call then fails with the same message.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -260,9 +285,18 @@ def dinuc_shuffle(
       True
     """
     x = jnp.asarray(x)
-    if _alphabet_first(x, alphabet_axis):
-        out = dinuc_shuffle(key, x.T, num_shuffles, alphabet_size=alphabet_size)
-        return jnp.swapaxes(out, -1, -2)
+    first = _alphabet_first(x, alphabet_axis)
+    if x.ndim == 2:
+        check_onehot(x, alphabet_axis, what="dinuc_shuffle")
+    if first:
+        return jnp.swapaxes(_dinuc_shuffle(key, x.T, num_shuffles, alphabet_size), -1, -2)
+    return _dinuc_shuffle(key, x, num_shuffles, alphabet_size)
+
+
+def _dinuc_shuffle(
+    key: jax.Array, x: jax.Array, num_shuffles: int | None, alphabet_size: int | None
+) -> jax.Array:
+    """:func:`dinuc_shuffle` of a checked ``(L, A)`` or ``(L,)`` sequence."""
     keys = _split_keys(key, num_shuffles)
     tok, n, onehot = _to_tokens(x)
     if not onehot:

@@ -109,7 +109,9 @@ def present_base(
       (..., length, K) float64 array, nonzero only on the present base.
 
     Raises:
-      DeepLiftError: shapes differ, or ``hypothetical=None`` with scores on absent bases.
+      DeepLiftError: shapes differ, ``onehot`` is not one-hot along its last axis (0/1
+        values, at most one 1 per position), or ``hypothetical=None`` with scores on absent
+        bases.
 
     Example:
       >>> m, r = np.array([[1.0, 2.0, 3.0, 4.0]]), np.full((1, 4), 0.25)
@@ -121,11 +123,13 @@ def present_base(
       [[0.0, 0.0, 0.5, 0.0]]
     """
     from deepliftjax._errors import DeepLiftError
+    from deepliftjax._hypothetical import check_onehot
 
     s = np.asarray(scores, dtype=np.float64)
     x = np.asarray(onehot, dtype=np.float64)
     if s.shape != x.shape or s.ndim < 1:
         raise DeepLiftError(f"scores {s.shape} and onehot {x.shape} must have one shape.")
+    check_onehot(x, -1, what="present_base", keyword=None)  # the last axis holds the bases
     if hypothetical is None:
         if np.any(s[x == 0] != 0):
             raise DeepLiftError(
