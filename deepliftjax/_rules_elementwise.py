@@ -274,9 +274,15 @@ def _max_or_min(prim: Any, sign: float, ctx: Context, a: Any, b: Any) -> Any:
 
 
 def _broadcast_to(v: Any, shape: tuple[int, ...]) -> Any:
-    if isinstance(v, Pair):
-        return Pair(jnp.broadcast_to(v.x, shape), jnp.broadcast_to(v.r, shape))
-    return jnp.broadcast_to(v, shape)
+    """``v`` broadcast to ``shape``; a pair keeps its provenance (broadcast alike)."""
+    if not isinstance(v, Pair):
+        return jnp.broadcast_to(v, shape)
+    s = v.s
+    if isinstance(s, Pair) and s.is_float and jnp.shape(s.x) == jnp.shape(v.x):
+        s = Pair(jnp.broadcast_to(s.x, shape), jnp.broadcast_to(s.r, shape))
+    else:
+        s = None
+    return Pair(jnp.broadcast_to(v.x, shape), jnp.broadcast_to(v.r, shape), s, v.exact)
 
 
 def _div_rule(ctx: Context, a: Any, b: Any, **params: Any) -> Pair:
