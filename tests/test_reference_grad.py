@@ -5,8 +5,8 @@ ordinary JAX code in the reference-side values it keeps, so an outer ``jax.grad`
 ``deeplift``/``deeplift_shap`` must give their true derivative. Oracles: central finite
 differences of the same scores in float64 (per element, at points away from kinks), and
 for elementwise and one-nonlinearity functions the derivative of the scores' closed form.
-Each case runs plain (eager) and as one compiled program ``jit(vmap(grad))`` that also
-evaluates the finite differences.
+Each case runs as one compiled program, ``jit(vmap(grad))`` beside the finite
+differences; the same gradients op by op (plain) are in the slow suite.
 """
 
 from __future__ import annotations
@@ -104,13 +104,14 @@ CASES = [
     Case("softmax", lambda x: jax.nn.softmax(x @ W1)[2], "reveal_cancel"),
     Case("where", lambda x: jnp.sum(jnp.where(x > 0.3, jnp.sin(x), x**2)), "reveal_cancel"),
 ]
-DEFAULT = {("mlp_relu", "rescale"), ("div", "rescale"), ("input_distance", "rescale")}
+DEFAULT = {("mlp_relu", "rescale"), ("input_distance", "rescale")}
 """Cases in the default suite (one compile each); the others are marked slow."""
 
 
 def _points():
     """Two (input, reference) pairs: the input positive and the reference negative, so
-    every predicate above differs between them, and no kink within EPS."""
+    the predicates above (x > 0.3, x.sum() > 0, the argmax, the overflow of x[0] * 1e308)
+    differ between them, with no kink within EPS of either."""
     rng = np.random.default_rng(1)
     x = np.abs(rng.normal(size=(2, N))) + 0.2
     x[:, 0] = [2.1, 1.9]  # x[0] * 1e308 overflows; the reference's does not
