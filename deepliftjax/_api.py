@@ -21,7 +21,6 @@ from deepliftjax import (  # noqa: F401, I001
     _rules_reduce,
     _rulesets,  # the other rule sets: RevealCancel, LRP, guided backpropagation
 )
-from deepliftjax._discrete import input_distance
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._guard import check_options, guard
 from deepliftjax._interpreter import EXACT_METHODS, Options, Pair, eval_jaxpr
@@ -363,7 +362,10 @@ def _pair_runner(closed, ref_leaves, n_main, options):
         dt = jnp.result_type(jnp.float32, *[jnp.result_type(x) for x in xs])
 
         def unit(args):
-            ds = [(jnp.asarray(x, dt) - jnp.asarray(r, dt)) for x, r in zip(args[:n], args[n:])]
+            ds = [
+                (jnp.asarray(x, dt) - jnp.asarray(r, dt))
+                for x, r in zip(args[:n], args[n:], strict=True)
+            ]
             top = jnp.max(jnp.stack([jnp.max(jnp.abs(d), initial=0) for d in ds]))
             still = top == 0  # no input moved: T does not move, and has no multiplier
             top_ = jnp.where(still, jnp.ones((), dt), top)
@@ -406,8 +408,11 @@ def scores_of(m, x, ref, multiply_by_inputs=True, onehot_axis=None):
         return m
     dx = x - jnp.asarray(ref, x.dtype)
     # an input equal to its reference contributes exactly 0 (its multiplier may be the
-    # infinite derivative of sqrt at 0)
-    return jnp.where(dx == 0, jnp.zeros((), m.dtype), m * dx)
+    # infinite derivative of sqrt at 0); m * dx rather than a select keeps the derivative
+    # of the scores in the reference (-m there) for an outer jax.grad, and + 0.0 turns -0
+    # into 0
+    m = jnp.where((dx == 0) & ~jnp.isfinite(m), jnp.zeros((), m.dtype), m)
+    return m * dx + jnp.zeros((), m.dtype)
 
 
 def _raw_contributions(m, diff, refs):

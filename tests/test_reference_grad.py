@@ -272,11 +272,6 @@ def test_grad_wrt_reference_matches_closed_form_plain(name):
     _closed_check(name, compiled=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scores_of writes the contribution of an input equal to its reference as "
-    "where(dx == 0, 0, m * dx), whose derivative in ref there is 0 instead of -m",
-)
 def test_grad_wrt_reference_where_input_equals_reference():
     """An input equal to its reference scores 0, but its score still moves with the
     reference: d C_i / d r_i = -m_i (dinucleotide shuffles share many bases with x)."""
