@@ -45,8 +45,9 @@ class ShapScores(NamedTuple):
       contributions: mean over references of ``m_k * (x - r_k)``, shaped like ``x``.
       hypothetical: mean over references of the hypothetical contributions (one-hot
         inputs; see :func:`deepliftjax.hypothetical_contributions`), or ``None``.
-      residuals: ``max_k |sum(m_k * (x - r_k)) - (f(x) - f(r_k))|``, a scalar per
-        example, or ``None``.
+      residuals: the absolute summation residual
+        ``max_k |sum(m_k * (x - r_k)) - (f(x) - f(r_k))|``, a scalar per example, or
+        ``None``.
       conditioning: ``sum_k sum|C_k| / sum_k max(|f(x) - f(r_k)|, floor)``, with
         ``C_k = m_k * (x - r_k)`` and the floor of :func:`deepliftjax.summation_check`:
         how many times larger than the changes they explain the scores are in total
@@ -156,8 +157,9 @@ def deeplift_shap(
         over references of the multipliers instead of the contributions.
       onehot_axis: as for :func:`deepliftjax.deeplift`: each reference's multipliers are
         mean-normalised over this axis (the one-hot alphabet) before they are used.
-      return_residuals: also return the per-example summation residual (max over
-        references of the absolute residual of each reference's raw multipliers).
+      return_residuals: also return the per-example absolute summation residual
+        ``|sum(C_k) - Δf_k|`` (max over references, from each reference's raw
+        multipliers); :func:`deepliftjax.summation_residual` gives the relative one.
       return_conditioning: also return the per-example conditioning (``sum_k sum|C_k| /
         sum_k |Δf_k|``, see :class:`ShapScores` and :func:`deepliftjax.summation_check`).
       **deeplift_options: passed to :func:`deepliftjax.deeplift_vjp` (``max_rule``,
@@ -395,7 +397,8 @@ class Tally:
         """The warning about summation residuals above the threshold."""
         return (
             f"{self.count} example(s) break DeepLIFT's summation-to-delta by more than "
-            f"{self.threshold:g} (worst: example {self.where}, residual {self.worst:.3g}). "
+            f"{self.threshold:g} in absolute residual |sum(C) - Δf| (worst: example "
+            f"{self.where}, absolute residual {self.worst:.3g}). "
             "A rule is inexact for this model (check for warnings about gradient "
             "fallbacks) or the scale of f is large; raise residual_threshold to silence."
         )
