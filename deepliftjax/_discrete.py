@@ -54,7 +54,7 @@ from jax import lax
 
 from deepliftjax import _compat
 from deepliftjax._compat import primitive
-from deepliftjax._pair import MOVES_ALL, MOVES_FIRST, Accounts, Pair, accounted, bind_both
+from deepliftjax._pair import MOVES_ALL, MOVES_FIRST, Accounts, Pair, accounted, bind_both, carried
 from deepliftjax._rulekit import custom_multiplier, safe_div, times
 
 # ---- the score of last resort -----------------------------------------------------------
@@ -132,14 +132,15 @@ def _operand(ctx: Any, v: Any, dt: Any) -> _Operand:
     return _Operand(v.x, v.r, jnp.asarray(d, dt), _floor(v.x, v.r, known, dt), True)
 
 
-def _floor(x: Any, r: Any, known: bool, dt: Any) -> Any:
+def _floor(x: Any, r: Any, known: Any, dt: Any) -> Any:
     """How much of a difference ``x - r`` of computed values may be their rounding: 0 where
     it is known (:func:`accounted`), else :data:`NEAR_TIE` ulps of the two sides."""
-    if known:
+    if known is True:
         return jnp.zeros((), dt)
     eps = jnp.finfo(jnp.result_type(x)).eps
     mag = jnp.abs(jnp.asarray(x, dt)) + jnp.abs(jnp.asarray(r, dt))
-    return lax.stop_gradient(NEAR_TIE * eps * mag)
+    floor = NEAR_TIE * eps * mag
+    return lax.stop_gradient(floor if known is False else jnp.where(known, 0, floor))
 
 
 def _lent(ctx: Any, v: Pair, dt: Any, guard: bool = False) -> Pair:
@@ -177,21 +178,30 @@ def with_provenance(ctx: Any, v: Pair) -> Pair:
     input distance does). Ancestors whose change is a near tie of computed values
     (:data:`NEAR_TIE`) are not used.
     """
+    if not _provenance(v) and (v.exact or carried(v, _accounts(ctx)) is None):
+        return v  # its float difference is the one its multipliers account for
     dt = _score_dtype(ctx)
-    value = _operand(ctx, v, dt).d
-    parts: list[tuple[Any, Any]] = [(jnp.ones((), dt), v.x)]
+    acc = _accounts(ctx)
+    value = jnp.asarray(accounted(v, acc)[0], dt)
+    chain, level = [v.x], jnp.zeros(jnp.shape(v.x), jnp.int32)
     cur = v
-    for _ in range(PROVENANCE_DEPTH):
-        anc = cur.s
-        if not isinstance(anc, Pair) or not anc.is_float or jnp.shape(anc.x) != jnp.shape(v.x):
+    for k in range(1, PROVENANCE_DEPTH + 1):
+        if not _provenance(cur):
             break
-        op = _operand(ctx, anc, dt)
-        good = jnp.isfinite(op.d) & (jnp.abs(op.d) > op.floor)
-        use = lax.stop_gradient(~jnp.isfinite(value) & good)
+        cur = cur.s
+        op = _operand(ctx, cur, dt)
+        use = lax.stop_gradient(
+            ~jnp.isfinite(value) & jnp.isfinite(op.d) & (jnp.abs(op.d) > op.floor)
+        )
         value = jnp.where(use, op.d, value)
-        parts = [(jnp.where(use, 0, w), p) for w, p in parts] + [(use.astype(dt), anc.x)]
-        cur = anc
-    return _score(value, parts, dt)
+        level = jnp.where(use, k, level)
+        chain.append(cur.x)
+    return _score(value, [((level == k).astype(dt), p) for k, p in enumerate(chain)], dt)
+
+
+def _provenance(v: Pair) -> bool:
+    anc = v.s
+    return isinstance(anc, Pair) and anc.is_float and jnp.shape(anc.x) == jnp.shape(v.x)
 
 
 def _as_score(s: Pair | None, shape: tuple[int, ...], dt: Any) -> Pair:
@@ -393,7 +403,8 @@ def _arg_extreme(sign: float) -> Builder:
 
         def operand(k):
             x, r = at(v.x, k), at(v.r, k)
-            return _Operand(x, r, at(d, k), _floor(x, r, known, dt), True)
+            known_k = known if isinstance(known, bool) else at(known, k)
+            return _Operand(x, r, at(d, k), _floor(x, r, known_k, dt), True)
 
         def holds(u, w):  # v[k] beats v[k⁰]: larger (argmin: smaller), ties to the first
             su, sw = sign * u, sign * w
@@ -570,9 +581,8 @@ def _account_jump(ctx: Any, out: Pair, case_r: Any, case_x: Any, score: Pair) ->
     acc = _accounts(ctx)
     if not ctx.account or acc is None or acc.paused or not out.is_float:
         return
-    d_r, known_r = accounted(case_r, acc)
-    d_x, known_x = accounted(case_x, acc)
-    if not (known_r and known_x):
+    d_r, d_x = carried(case_r, acc), carried(case_x, acc)
+    if d_r is None or d_x is None:
         return
     sg = lax.stop_gradient
     crx, crr = (sg(case_r.x), case_r.r) if isinstance(case_r, Pair) else (case_r, case_r)
@@ -639,6 +649,8 @@ SCORES[primitive("convert_element_type_p")] = _convert
 # ---- where a jump can amplify a difference's rounding -----------------------------------
 
 _COMPARISONS = {primitive(n) for n in ("gt_p", "ge_p", "lt_p", "le_p")}
+_EQUALITIES = {primitive("eq_p"), primitive("ne_p")}
+is_finite_p = primitive("is_finite_p")
 _LOOPS = {primitive("scan_p"), primitive("while_p")}
 _KEEPS_VALUE = {
     primitive(n)
@@ -677,6 +689,8 @@ class _Switches:
         self.compared: dict[Any, tuple[Any, Any]] = {}
         self.uses: dict[Any, list[Any]] = {}
         self.seeds: set[Any] = set()
+        self.made_from: dict[Any, list[Any]] = {}
+        """token -> the float operand tokens of the equation that made it."""
         self.known: dict[Any, Any] = {}
         """(primitive, operand tokens, parameters) -> result token: equal values, one token."""
         self.steps: list[tuple[list[int], list[Any], list[Any], bool]] = []
@@ -738,8 +752,13 @@ class _Switches:
         elif prim in _COMPARISONS and float_in:
             self.compared[outs[0]] = (ins[0], ins[1])
         elif float_in and any(not _is_float_var(v) for v in eqn.outvars):
-            self.seeds.update(floats)
+            # isfinite(v), isnan(v) (v != v): they move only where v's difference is not
+            # finite, so only the values v was computed from lend it (``with_provenance``)
+            only_provenance = prim is is_finite_p or (prim in _EQUALITIES and ins[0] == ins[1])
+            self.seeds.update(self.made_from.get(floats[0], ()) if only_provenance else floats)
         self.steps.append((ids, floats, outs, inside))
+        for t in outs:
+            self.made_from[t] = floats
         if prim is select_n_p:
             self.uses.setdefault(ins[0], []).append(tuple(ins[1:]))
         else:

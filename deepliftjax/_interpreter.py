@@ -26,8 +26,8 @@ from deepliftjax._pair import (  # noqa: F401
     ELEMENTWISE,
     Accounts,
     Pair,
-    accounted,
     bind_both,
+    carried,
     is_pair,
     rs,
     xs,
@@ -282,14 +282,13 @@ def _account(ctx: Context, prim: Any, rule: Rule, invals: list[Any], params: dic
     pos = [i for i, v in enumerate(invals) if isinstance(v, Pair) and v.is_float]
     if not targets or not pos:
         return
-    diffs = []
-    for i in pos:
-        d, known = accounted(invals[i], acc)
-        if not known:
-            return
-        diffs.append(d)
+    diffs = [carried(invals[i], acc) for i in pos]
+    if any(d is None for d in diffs):
+        return
     if _linear(prim, rule, pos):
         found = _tangents(prim, invals, params, pos, diffs)
+    elif (smooth := _rescale(rule, pos)) is not None:
+        found = [_through_secant(smooth, invals, pos[0], diffs[0], outs[0])]
     elif prim in ELEMENTWISE or prim in _PASS or (len(outs) == 1 and "axes" in params):
         found = [_through_multipliers(ctx, rule, invals, params, pos, diffs)]
     else:
@@ -316,6 +315,32 @@ def _linear(prim: Any, rule: Rule, pos: Sequence[int]) -> bool:
     if func is elementwise.bilinear_rule:
         return len(pos) == 1
     return func is elementwise._div_rule and list(pos) == [0]
+
+
+def _rescale(rule: Rule, pos: Sequence[int]) -> bool | None:
+    """``smooth`` of a Rescale rule with one varying operand (None: another rule)."""
+    from deepliftjax import _rules_elementwise as elementwise
+
+    if getattr(rule, "func", None) is elementwise.rescale_or_shapley_rule and len(pos) == 1:
+        return bool(rule.args[1])
+    return None
+
+
+def _through_secant(smooth: bool, invals: list[Any], i: int, diff: Any, out: Pair) -> Any:
+    """``m D`` for Rescale (``_rulekit.secant``) where its multiplier is the secant
+    ``Δy / Δx``; NaN (not known) where the step is too small for it, where the rule
+    takes the mean derivative instead."""
+    v = invals[i]
+    x, dx = jax.lax.stop_gradient(v.x), jax.lax.stop_gradient(v.x) - v.r
+    dy = jax.lax.stop_gradient(out.x) - out.r
+    if smooth:
+        tol = jnp.sqrt(jnp.finfo(jnp.result_type(dx)).eps).astype(dx.dtype)
+        tiny = jnp.abs(dx) <= tol * jnp.maximum(jnp.abs(x), jnp.abs(v.r))
+    else:
+        tiny = dx == 0
+    nan = jnp.full((), jnp.nan, jnp.result_type(dy))
+    d = jnp.where(tiny, nan, dy * (diff / jnp.where(tiny, 1, dx)))
+    return jnp.where(diff == 0, jnp.zeros((), d.dtype), d)
 
 
 def _tangents(prim: Any, invals: list[Any], params: dict, pos: Sequence[int], diffs: list):

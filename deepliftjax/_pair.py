@@ -53,8 +53,9 @@ class Accounts:
     moved. A jump divided by the float change of such a margin would be off by that ratio,
     so switch scores use the accounted difference. Kept only for the results of
     ``equations``, those upstream of a jump that could amplify it (found by the
-    interpreter); pairs are keyed by identity (a pair the
-    table does not know, e.g. one rebuilt by a scan, has no accounted difference).
+    interpreter). Pairs are keyed by identity: a pair the table does not know (one rebuilt
+    by a scan or a checkpoint) has none. NaN marks elements whose accounted difference is
+    not known (a Rescale step too small for its secant); it spreads to what they feed.
     """
 
     __slots__ = ("equations", "on", "table", "paused")
@@ -74,19 +75,31 @@ class Accounts:
         self.table[id(v)] = (v, lax.stop_gradient(d))  # the pair is held: ids stay unique
 
 
-def accounted(v: Any, accounts: Accounts | None) -> tuple[Any, bool]:
-    """``(D, known)``: ``v``'s accounted difference and whether it is known exactly.
+def carried(v: Any, accounts: Accounts | None) -> Any:
+    """``v``'s accounted difference as carried forward (NaN where not known), or None.
 
     Exact pairs (inputs and structural maps of them) account for ``x - r`` itself, rounded
-    as the scores round ``Δx``; constants for 0; a pair in ``accounts`` for its entry. Any
-    other pair gives ``x - r`` with ``known`` False: its rounding upstream is unknown.
+    as the scores round ``Δx``; constants for 0; a pair in ``accounts`` for its entry; any
+    other pair is not known (None).
     """
     if not isinstance(v, Pair):
-        return jnp.zeros((), jnp.result_type(v)), True
+        return jnp.zeros((), jnp.result_type(v))
     d = accounts.get(v) if accounts is not None else None
     if d is not None:
+        return d
+    return lax.stop_gradient(v.x) - v.r if v.exact else None
+
+
+def accounted(v: Any, accounts: Accounts | None) -> tuple[Any, Any]:
+    """``(D, known)``: ``v``'s accounted difference where known (``known`` True, or a mask),
+    else its float difference ``x - r``, whose rounding upstream is unknown."""
+    d = carried(v, accounts)
+    if d is None:
+        return lax.stop_gradient(v.x) - v.r, False
+    if not isinstance(v, Pair) or v.exact:
         return d, True
-    return lax.stop_gradient(v.x) - v.r, v.exact
+    unknown = jnp.isnan(d)
+    return jnp.where(unknown, lax.stop_gradient(v.x) - v.r, d), ~unknown
 
 
 def is_pair(v: Any) -> bool:
