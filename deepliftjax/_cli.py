@@ -158,6 +158,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="K shuffled references per example (one-hot (N, L, A) inputs)",
     )
+    _add_reference_options(p)
+    _add_job_options(p)
+    add("--version", action="version", version=f"%(prog)s {_version()}")
+    return p
+
+
+def _add_reference_options(p: argparse.ArgumentParser) -> None:
+    add = p.add_argument
     add(
         "--reference-layout",
         choices=["shared", "per-example"],
@@ -178,6 +186,10 @@ def _parser() -> argparse.ArgumentParser:
         help="output index to attribute, or .npy of per-example indices "
         "(default: the model returns a scalar)",
     )
+
+
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    add = p.add_argument
     add("-o", "--out-dir", default="deepliftjax_out", help="output directory (default %(default)s)")
     add("--chunk-size", type=int, default=256, help="examples per compiled call (default 256)")
     add(
@@ -221,8 +233,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--no-resume", action="store_true", help="delete a previous run's results and start over")
     add("--no-progress", action="store_true", help="no progress bar")
-    add("--version", action="version", version=f"%(prog)s {_version()}")
-    return p
 
 
 def _check_onehot(x: np.ndarray, axis: int, why: str) -> None:
