@@ -23,9 +23,9 @@ change its multipliers actually credit (``Σ m Δx``), not ``x - r`` recomputed 
 sides. For the inputs that is ``Δx`` rounded as the scores round it (a margin ``x0 - x1``
 changes by ``Δx0 - Δx1``, not by ``(x0 - x1) - (r0 - r1)``, which rounds differently); for
 computed values it is carried forward by the interpreter where a jump could amplify the
-difference. A score is a float pair ``(D + Σ w (p - p), 0)``: its difference is exactly the
-accounted ``D`` the jump is divided by, and its multipliers are the weights ``w`` on the
-operands ``p`` it is built from.
+difference. A score is the float pair ``(D + Σ w (p - stop_gradient(p)), 0)``: its
+difference is exactly the accounted ``D`` the jump is divided by, and its multipliers are
+the weights ``w`` on the operands ``p`` it is built from.
 
 A margin whose operands moved much more than it did (a near tie of the movement: one side a
 tie, the other 1e-7 away, while both operands moved by 1) would credit each operand
