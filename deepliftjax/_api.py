@@ -204,9 +204,10 @@ def deeplift_vjp(
       f: function to attribute; may return any pytree of arrays.
       ref: the reference, as for :func:`deeplift`.
       *primals: the arguments of ``f``.
-      argnums, has_aux, rule, max_rule, fallback, precision, product_rule, stop_gradient,
-        check, check_tolerance: as for :func:`deeplift`; the guard checks each
-        ``pullback(cotangent)``'s contributions against ``sum(cotangent * (out - out_ref))``.
+      argnums, has_aux, rule, max_rule, fallback, precision: as for :func:`deeplift`.
+      product_rule, stop_gradient, check, check_tolerance: as for :func:`deeplift`; the
+        guard checks each ``pullback(cotangent)``'s contributions against
+        ``sum(cotangent * (out - out_ref))``.
 
     Returns:
       ``(out, out_ref, pullback)`` (plus ``aux`` when ``has_aux``): ``f`` at the input
