@@ -144,6 +144,13 @@ of them for primitives with several results).
 """
 
 
+RULE_KINDS: dict[Callable[..., Any], str] = {}
+"""Rule functions whose multipliers the accounted-difference analysis can read off, by
+kind: ``"bilinear"`` (linear in one varying operand), ``"quotient"`` (linear in a varying
+numerator), ``"rescale"`` (``partial(rule, prim, smooth)``: the secant). Filled where the
+rules are defined, so the interpreter imports no rule family."""
+
+
 def register_rule(prim: _compat.Primitive | None, rule: Rule) -> None:
     """Register ``rule`` for ``prim`` (ignored when ``prim`` is None: absent in this JAX)."""
     if prim is not None:
@@ -307,21 +314,18 @@ def _linear(prim: Any, rule: Rule, pos: Sequence[int]) -> bool:
     """Whether the rule's multipliers are the primitive's derivative (a linear map of the
     varying operands): ``linear_rule``, and products and quotients with one varying
     operand (the numerator)."""
-    from deepliftjax import _rules_elementwise as elementwise
-
     func = getattr(rule, "func", rule)
     if func is _rulekit.linear_rule:
         return True
-    if func is elementwise.bilinear_rule:
+    kind = RULE_KINDS.get(func)
+    if kind == "bilinear":
         return len(pos) == 1
-    return func is elementwise._div_rule and list(pos) == [0]
+    return kind == "quotient" and list(pos) == [0]
 
 
 def _rescale(rule: Rule, pos: Sequence[int]) -> bool | None:
     """``smooth`` of a Rescale rule with one varying operand (None: another rule)."""
-    from deepliftjax import _rules_elementwise as elementwise
-
-    if getattr(rule, "func", None) is elementwise.rescale_or_shapley_rule and len(pos) == 1:
+    if RULE_KINDS.get(getattr(rule, "func", None)) == "rescale" and len(pos) == 1:
         return bool(rule.args[1])
     return None
 

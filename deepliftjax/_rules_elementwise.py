@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from deepliftjax import _precision
 from deepliftjax._compat import primitive
 from deepliftjax._discrete import discrete_output_rule, ensure_score, with_provenance
-from deepliftjax._interpreter import Context, register_rule
+from deepliftjax._interpreter import RULE_KINDS, Context, register_rule
 from deepliftjax._pair import ELEMENTWISE, Pair
 from deepliftjax._rulekit import (
     custom_multiplier,
@@ -373,3 +373,8 @@ defshapley(primitive("rem_p"), smooth=False)
 for _name in ("eq_p", "ne_p", "gt_p", "ge_p", "lt_p", "le_p", "not_p", "and_p", "or_p", "xor_p",
               "is_finite_p", "argmax_p", "argmin_p"):  # fmt: skip
     definert(primitive(_name))
+
+# ---- kinds the interpreter's accounted differences read (_interpreter.RULE_KINDS) -------
+RULE_KINDS.update(
+    {bilinear_rule: "bilinear", _div_rule: "quotient", rescale_or_shapley_rule: "rescale"}
+)
