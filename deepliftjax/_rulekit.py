@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -162,20 +161,26 @@ def secant(
     * the secant ``(y - yr)/(x - r)``: its error is the float error of ``y`` and ``yr``,
       ``ulps · eps · (max(|y|, |yr|) + floor) / |x - r|`` (``h_error``), large wherever
       ``Δh`` is small against ``h`` (an interval of a few ulps, a saturated tanh);
-    * the mean derivative over ``[r, x]`` (eq. 16), by Boole's rule on five nodes (``h'``
-      from ``dh``, default the JVP of ``h``); its error bound is ``|S₂ − S₁|/15`` (Simpson
-      on one and two panels: Richardson's estimate), plus the effect of nodes that float
-      cannot place exactly (they are moved to the rule's place to first order), plus the
-      derivatives' rounding. Near a singular point (arccos at 1, tan at π/2, a pole of
-      digamma) the derivative varies fast on the interval, the bound is large, and the
-      secant is taken.
+    * the mean derivative over ``[r, x]`` (eq. 16) by Simpson's rule (``h'`` from ``dh``,
+      default the JVP of ``h``), its bound ``bend²/|g|`` from the second difference ``bend``
+      of ``g = h'`` (the size of Simpson's error where each derivative of ``g`` grows like
+      that of a pole: near a singular point), plus what moving a midpoint that float cannot
+      hold (|Δx| of a few ulps) misses, plus the derivatives' rounding. Near a singular point
+      (arccos at 1, tan at π/2, a pole of digamma) ``g`` varies fast on the interval, the
+      bound is large, and the secant is taken.
 
-    The mean derivative is also taken wherever its bound is under ``8 eps`` of it, which
-    a primitive whose error exceeds ``h_error`` would otherwise miss. For a piecewise ``h``
+    The mean derivative is taken only where its bound is the smaller and it lies within the
+    secant's bound of the secant (the secant certifies it: Simpson's bound misses where the
+    second difference vanishes and the fourth does not), so the multiplier's error is at
+    most twice the secant's. It differs from the forward pass's own ``y - yr`` by that
+    difference's rounding, so where ``f`` amplifies the rounding of a value
+    (``log1p(-sigmoid(z))`` at large z: σ rounds to 6e-8, log1p multiplies that by
+    ``1/(1 - σ)``) the scores follow the exact Δf, not float's. For a piecewise ``h``
     (kinks, steps) ``y`` and ``yr`` are exact and so is the secant.
 
-    An element that does not move (``x == r``, both ±inf included) multiplies no
-    difference: its multiplier is the finite derivative there, else 0, never inf − inf.
+    An element that does not move (``x == r``) multiplies no difference: its multiplier is
+    the finite derivative there, else 0; at ±inf on both sides it is 0 (changes upstream
+    move nothing there), never inf − inf.
     """
     x, r = jnp.broadcast_arrays(x, r)
     ydt = jnp.result_type(y)
@@ -183,9 +188,11 @@ def secant(
     x, r, y, yr = (jnp.asarray(v, wide) for v in (x, r, y, yr))  # differences in the wider type
     zero = jnp.zeros((), wide)
     still = x == r
-    # still elements are evaluated at finite points (their inf - inf is never formed, so
-    # neither this pass nor its derivative sees NaN)
-    x = jnp.where(still & ~jnp.isfinite(x), zero, x)
+    # at ±inf on both sides a change upstream moves nothing (-inf + 1 = -inf): the one
+    # exact multiplier is 0. Such elements are evaluated at 0 instead, so neither this
+    # pass nor its derivative forms inf - inf.
+    infinite = still & ~jnp.isfinite(x)
+    x = jnp.where(infinite, zero, x)
     r = jnp.where(still, x, r)
     dx = x - r
     safe_dx = jnp.where(still, jnp.ones_like(dx), dx)
@@ -193,34 +200,36 @@ def secant(
     slope = dh if dh is not None else (lambda v: derivative(h, v))
     if not smooth:
         at = slope(jnp.where(still, x, r + dx / 2))
-        return jnp.where(still, jnp.where(jnp.isfinite(at), at, zero), sec)
+        return jnp.where(still, jnp.where(jnp.isfinite(at) & ~infinite, at, zero), sec)
 
-    quarter, half = dx / 4, dx / 2
-    n1, nm, n3 = r + quarter, r + half, x - quarter
-    # where float cannot hold a node (|Δx| a few ulps) it lands up to half an ulp away;
-    # the offsets are exact (Sterbenz) and move the values back along g's mean slope
-    o1, om, o3 = (n1 - r) - quarter, (nm - r) - half, (n3 - x) + quarter
-    g0, g1, gm, g3, g4 = (slope(v) for v in (r, n1, nm, n3, x))
-    # ≈ g'' Δx²/4, from the values where they are (at a node moved onto an end it is
-    # |g(x) - g(r)|): what the first-order move of the nodes misses
+    half = dx / 2
+    nm = r + half
+    # where float cannot hold the midpoint (|Δx| an odd number of ulps) it lands half an
+    # ulp away; the offset is exact (Sterbenz) and moves g's value back along its slope
+    om = (nm - r) - half
+    g0, gm, g4 = (slope(v) for v in (r, nm, x))
+    # ≈ g'' Δx²/4, from the values where they are (at a midpoint moved onto an end it is
+    # |g(x) - g(r)|: what the first-order move misses)
     bend = jnp.abs(g4 - 2 * gm + g0)
-    g_slope = (g4 - g0) / safe_dx
-    g1, gm, g3 = g1 - o1 * g_slope, gm - om * g_slope, g3 - o3 * g_slope
-    s1 = (g0 + 4 * gm + g4) / 6
-    s2 = (g0 + 4 * g1 + 2 * gm + 4 * g3 + g4) / 12
-    quad = s2 + (s2 - s1) / 15
+    gm = gm - om * (g4 - g0) / safe_dx
+    quad = (g0 + 4 * gm + g4) / 6
     eps = jnp.finfo(wide).eps
-    moved = (jnp.abs(o1) + jnp.abs(om) + jnp.abs(o3)) / jnp.abs(safe_dx)
-    gmax = functools.reduce(jnp.maximum, [jnp.abs(g) for g in (g0, g1, gm, g3, g4)])
-    e_quad = jnp.abs(s2 - s1) / 15 + 2 * moved * bend + 4 * eps * gmax
+    # Simpson's error is Δx⁴ g⁗/2880; near a singular point at distance L each derivative
+    # of g grows by ~k/L per order, so g⁗ ≈ g''²/g up to a factor of order one
+    # (1/30 for a pole 1/L, 1/15 for 1/√L): bend²/|g| bounds it
+    e_quad = bend**2 / jnp.maximum(jnp.abs(quad), jnp.finfo(wide).tiny)
+    gmax = jnp.maximum(jnp.maximum(jnp.abs(g0), jnp.abs(g4)), jnp.abs(gm))
+    e_quad = e_quad + 2 * jnp.abs(om / safe_dx) * bend + 4 * eps * gmax
     ulps, floor = h_error
     eps_y = jnp.finfo(ydt).eps
     h_size = jnp.maximum(jnp.abs(y), jnp.abs(yr)) + floor
     e_sec = (ulps * eps_y * h_size + ulps * jnp.finfo(ydt).tiny) / jnp.abs(safe_dx)
-    use_quad = jnp.isfinite(quad) & (
-        (e_quad <= e_sec) | (e_quad <= 8 * eps * jnp.abs(quad)) | ~jnp.isfinite(sec)
-    )
-    at = jnp.where(jnp.isfinite(g4), g4, zero)
+    # the secant certifies: the mean derivative is within e_sec of it, so a value outside
+    # that band is wrong whatever its own bound says (at an inflection of g the second
+    # difference vanishes and the fourth does not)
+    agrees = jnp.abs(quad - sec) <= e_sec
+    use_quad = jnp.isfinite(quad) & (((e_quad < e_sec) & agrees) | ~jnp.isfinite(sec))
+    at = jnp.where(jnp.isfinite(g4) & ~infinite, g4, zero)
     return jnp.where(still, at, jnp.where(use_quad, quad, sec))
 
 

@@ -26,7 +26,7 @@ from deepliftjax._rulekit import (
     secant,
     times,
 )
-from deepliftjax._rules_products import product_rule
+from deepliftjax._rules_products import product_rule, quotient_rule
 
 # ---- Rescale: one varying operand (the rule itself is in _rulekit) ----------------------
 
@@ -288,7 +288,10 @@ def _broadcast_to(v: Any, shape: tuple[int, ...]) -> Any:
 def _div_rule(ctx: Context, a: Any, b: Any, **params: Any) -> Pair:
     if not isinstance(b, Pair):  # a / c is linear in a
         return linear_rule(div_p, ctx, a, b, **params)
-    return shapley_rule(div_p, True, ctx, a, b, **params)
+    if not isinstance(a, Pair):  # c / b: Rescale in b
+        return rescale_rule(div_p, True, ctx, a, b, **params)
+    # a product with b's reciprocal: the orderings of product_rule (midpoint: Shapley)
+    return quotient_rule(div_p, ctx, a, b, **params)
 
 
 # ---- booleans and integers: no contribution of their own, a switch score ----------------

@@ -135,6 +135,41 @@ def mixture_weight(u: jax.Array, v: jax.Array, p: jax.Array, rule: str) -> jax.A
     return ordering_weights(u, v, u - p, v + p, p, rule)[1]
 
 
+def least_weights(u0: jax.Array, u1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(w̄, w)``, ``w̄ + w = 1`` in ``[0, 1]``, with the least ``|w̄ u0 + w u1|``: 0 where the
+    signs differ, else the smaller end."""
+    cross = u0 * u1 < 0
+    den = jnp.where(cross, u0 - u1, jnp.ones_like(u0))
+    first = jnp.abs(u0) <= jnp.abs(u1)
+    one, zero = jnp.ones_like(u0), jnp.zeros_like(u0)
+    w_bar = jnp.where(cross, -u1 / den, jnp.where(first, one, zero))
+    w = jnp.where(cross, u0 / den, jnp.where(first, zero, one))
+    return w_bar, w
+
+
+def still_weights(da, db, ma_ends, mb_ends, w_bar, w):
+    """The ordering weights where one operand does not move.
+
+    There its own multiplier multiplies no change: its only effect is upstream, where the
+    contributions through it cancel exactly (they sum to its Δ = 0). Any weight is exact, so
+    the one with the least ``|m|`` is taken: with a LayerNorm's centred input 0 at both
+    sides and the scale ``1/√ε`` at the reference, the midpoint's ``m_a ≈ 1/(2√ε)`` would
+    credit each feature hundreds of times Δf and take it back through the mean.
+    ``ma_ends``/``mb_ends`` are the multipliers at ``w = 0`` and ``w = 1``.
+    """
+    a_still, b_still = (da == 0) & (db != 0), (db == 0) & (da != 0)
+    wa_bar, wa = least_weights(*ma_ends)
+    wb_bar, wb = least_weights(*mb_ends)
+    w_bar = jnp.where(a_still, wa_bar, jnp.where(b_still, wb_bar, w_bar))
+    w = jnp.where(a_still, wa, jnp.where(b_still, wb, w))
+    return w_bar, w
+
+
+def still_difference(x: jax.Array, r: jax.Array) -> jax.Array:
+    """``x - r``, and 0 where ``x == r`` (±inf on both sides: a mask, not inf − inf)."""
+    return jnp.where(x == r, jnp.zeros((), jnp.result_type(x, r)), x - r)
+
+
 def product_rule(prim: Any, ctx: Any, a: Any, b: Any, **params: Any) -> Any:
     """``prim`` bilinear (mul, dot_general, conv), both operands varying Pairs.
 
@@ -154,8 +189,10 @@ def product_rule(prim: Any, ctx: Any, a: Any, b: Any, **params: Any) -> Any:
         def backward(args, y, g):
             ax, bx, ar, br, yr_ = args
             ax, bx, ar, br = jnp.broadcast_arrays(ax, bx, ar, br)
-            da, db = ax - ar, bx - br
+            da, db = still_difference(ax, ar), still_difference(bx, br)
             w_bar, w = ordering_weights(da * bx, ar * db, da * br, ax * db, da * db, rule)
+            if rule != "midpoint":
+                w_bar, w = still_weights(da, db, (bx, br), (ar, ax), w_bar, w)
             # no cotangent, no contribution (0 * inf where a reference operand is infinite)
             return times(g, w_bar * bx + w * br), times(g, w_bar * ar + w * ax), None, None, None
 
@@ -180,3 +217,41 @@ def product_rule(prim: Any, ctx: Any, a: Any, b: Any, **params: Any) -> Any:
 
     ya = custom_multiplier(primal, backward)(a.x, b.x, a.r, b.r, yr)
     return Pair(ya, yr)
+
+
+def quotient_rule(prim: Any, ctx: Any, a: Any, b: Any, **params: Any) -> Any:
+    """``a / b`` with both operands varying Pairs: the product rule on ``a · c``, ``c = 1/b``.
+
+    Every quotient is a product with a reciprocal, so its orderings are those of
+    :func:`product_rule`: "a first" ``C_a = Δa/b⁰``, ``C_b = a Δc``; "b first"
+    ``C_a = Δa/b``, ``C_b = a⁰ Δc``, mixed per element with the weights of
+    ``product_rule=`` (``"midpoint"``: weight ½, which is the two-player Shapley value of
+    ``a/b``). ``c``'s difference is ``Δc = -Δb/(b b⁰)``, never ``1/b - 1/b⁰``, so
+    ``m_b = m_c · (-1/(b b⁰))`` carries no cancellation. At a norm's degenerate reference
+    (``x / sqrt(Σx² + ε)`` at x⁰ = 0: ``a⁰ = 0``, ``b⁰ = √ε``) the Shapley value credits each
+    feature ``~Δa/(2√ε)`` through ``a`` and takes it back through ``b``, thousands of times
+    Δy; "guarded" moves to "b first" there, ``C_a = Δa/b`` and ``C_b = a⁰ Δc = 0``.
+
+    Elements where an operand does not move (both sides ±inf included) form no inf − inf.
+    Where ``b⁰ = 0`` the reference's value ``a⁰/0`` is not finite and no finite scores sum
+    to Δy.
+    """
+    rule = ctx.options.product_rule
+
+    def backward(args, y, g):
+        ax, bx, ar, br = jnp.broadcast_arrays(*args)
+        da, db = still_difference(ax, ar), still_difference(bx, br)
+        cx, cr = 1 / bx, 1 / br
+        k = -(cx * cr)  # Δc/Δb, and c's derivative -1/b² where b does not move
+        dc = k * db
+        w_bar, w = ordering_weights(da * cx, ar * dc, da * cr, ax * dc, da * dc, rule)
+        if rule != "midpoint":
+            w_bar, w = still_weights(da, db, (cx, cr), (ar, ax), w_bar, w)
+        # no cotangent, no contribution (an element whose value is ±inf on both sides)
+        return times(g, w_bar * cx + w * cr), times(g, (w_bar * ar + w * ax) * k), None, None
+
+    def primal(ax, bx, ar, br):
+        return prim.bind(ax, bx, **params)
+
+    ya = custom_multiplier(primal, backward)(a.x, b.x, a.r, b.r)
+    return Pair(ya, prim.bind(a.r, b.r, **params))
