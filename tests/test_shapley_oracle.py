@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _shapley import coalition_values, delta_f64, exact_shapley, shapley_from_values
 from jax import lax
 
 import deepliftjax as dl
-from tests._shapley import coalition_values, delta_f64, exact_shapley, shapley_from_values
 
 MODES = ("plain", "jit", "vmap")
 SUM_TOL = 1e-5
@@ -131,39 +131,60 @@ def _oracle(f, x, r):
 # Cases that fail today, by family of issue 23 (item 2); strict, so a fix shows as XPASS and
 # the entry must go.
 XFAIL = {
-    "softmax_inf_mask_both_sides": "(a) -inf at input and reference",
-    "logsumexp_inf_mask": "(a) -inf at input and reference",
-    "causal_attention_3x2": "(a) -inf at input and reference",
-    "max_with_log_at_zero_reference": "(e) max with an operand infinite on one side",
-    "layernorm_div_sqrt_constant_ref": "(d) quotients at degenerate references",
-    "rmsnorm_div_sqrt_zero_ref": "(d) quotients at degenerate references",
-    "l2_normalise_eps": "(d) quotients at degenerate references",
-    "l2_normalise_safe_norm": "(d) quotients at degenerate references",
-    "l1_normalise": "(d) quotients at degenerate references",
-    "cosine_similarity_zero_ref": "(d) quotients at degenerate references",
+    "reduce_max_log_at_zero_reference": "(e) max with an operand infinite on one side",
+    # the scores are right (1.9e-6 of Δf in float64), but float32 f cannot resolve Δf
+    # (sigmoid(12) rounds to 1 - 6e-6 within 1.6%), and the guard, comparing with the float32
+    # Δf, reports them
+    "log1p_minus_sigmoid_large": "summation guard: false alarm where float32 f is off",
+}
+
+
+# Compositions that repeat a structure of the default set at another point (the default
+# suite keeps one of each; ``-m slow`` runs them all)
+SLOW = {
+    "mlp_relu_zero_ref",
+    "mlp_gelu_silu",
+    "softmax_large_logits",
+    "log_softmax",
+    "attention_3x2_zero_ref",
+    "layernorm_div_sqrt",
+    "cosine_similarity",
+    "gate",
+    "product_of_three",
+    "reduce_max_ties",
+    "arcsin_near_minus_one",
+    "tan_near_half_pi",
+    "log_near_zero",
+    "l2_normalise_eps",
 }
 
 
 def _params(cases):
-    """pytest params named by case, strict xfail for the entries of XFAIL."""
-    marks = lambda name: (
-        [pytest.mark.xfail(strict=True, reason=f"{XFAIL[name]} - being fixed")]
-        if name in XFAIL
-        else []
-    )
+    """pytest params named by case: strict xfail for the entries of XFAIL, slow for SLOW."""
+
+    def marks(name):
+        out = [pytest.mark.slow] if name in SLOW else []
+        if name in XFAIL:
+            out.append(pytest.mark.xfail(strict=True, reason=f"{XFAIL[name]} - being fixed"))
+        return out
+
     return [pytest.param(c, id=c[0], marks=marks(c[0])) for c in cases]
 
 
 W3 = _f32([0.5, -1.25, 2.0])
+MID = {"product_rule": "midpoint"}
 
 # (name, f, x, ref, deeplift keywords)
 TWO_PLAYER = [
-    ("div", lambda z: z[0] / z[1], [1.5, 2.0], [0.3, 0.7], {}),
-    ("div_denominator_changes_sign", lambda z: z[0] / z[1], [1.0, 2.0], [0.5, -1.0], {}),
-    ("div_zero_numerator_reference", lambda z: z[0] / z[1], [2.0, 3.0], [0.0, 1.0], {}),
-    ("div_tiny_denominator_step", lambda z: z[0] / z[1], [1.0, 2.0], [0.5, 2.0000024], {}),
-    ("div_of_chains", lambda z: jnp.tanh(z[0]) / jnp.sqrt(z[1]), [0.8, 4.0], [-0.3, 0.25], {}),
-    ("div_by_exp", lambda z: z[0] / jnp.exp(z[1]), [1.0, -2.0], [3.0, 1.0], {}),
+    # a / b is a * (1/b) under product_rule: Shapley under "midpoint"; "guarded" (default)
+    # keeps it where it does not cancel (|C_a| + |C_b| <= 10 |Δy|, "div_guarded_benign")
+    ("div", lambda z: z[0] / z[1], [1.5, 2.0], [0.3, 0.7], MID),
+    ("div_guarded_benign", lambda z: z[0] / z[1], [1.5, 2.0], [0.3, 0.7], {}),
+    ("div_denominator_changes_sign", lambda z: z[0] / z[1], [1.0, 2.0], [0.5, -1.0], MID),
+    ("div_zero_numerator_reference", lambda z: z[0] / z[1], [2.0, 3.0], [0.0, 1.0], MID),
+    ("div_tiny_denominator_step", lambda z: z[0] / z[1], [1.0, 2.0], [0.5, 2.0000024], MID),
+    ("div_of_chains", lambda z: jnp.tanh(z[0]) / jnp.sqrt(z[1]), [0.8, 4.0], [-0.3, 0.25], MID),
+    ("div_by_exp", lambda z: z[0] / jnp.exp(z[1]), [1.0, -2.0], [3.0, 1.0], MID),
     ("pow", lambda z: z[0] ** z[1], [2.0, 3.0], [0.5, 1.0], {}),
     ("pow_negative_exponent", lambda z: z[0] ** z[1], [1.5, -0.5], [3.0, 2.0], {}),
     ("atan2", lambda z: jnp.arctan2(z[0], z[1]), [1.0, 0.5], [-0.5, 0.3], {}),
@@ -190,13 +211,13 @@ TWO_PLAYER = [
         [0.0, -1.2],
         {},
     ),
-    ("mul_midpoint", lambda z: z[0] * z[1], [2.0, -3.0], [0.5, 1.0], {"product_rule": "midpoint"}),
+    ("mul_midpoint", lambda z: z[0] * z[1], [2.0, -3.0], [0.5, 1.0], MID),
     (
         "mul_midpoint_of_chains",
         lambda z: jnp.exp(z[0]) * jnp.sin(z[1]),
         [0.5, 2.0],
         [-1.0, 0.1],
-        {"product_rule": "midpoint"},
+        MID,
     ),
     # "guarded" keeps the midpoint where it does not cancel (|c_a| + |c_b| <= 10 |Δy|)
     ("mul_guarded_benign", lambda z: z[0] * z[1], [2.0, 3.0], [1.0, 1.0], {}),
@@ -209,7 +230,7 @@ TWO_PLAYER = [
         lambda z: (z[:3] / z[3:]) @ W3,
         [1.0, -2.0, 0.5, 2.0, 0.5, -1.5],
         [0.2, 1.0, 0.0, 1.0, 1.5, -0.5],
-        {},
+        MID,
     ),
     (
         "pow_separable",
@@ -223,14 +244,14 @@ TWO_PLAYER = [
         lambda z: jnp.sum(z[:3] / z[3]),
         [1.0, -2.0, 0.5, 2.0],
         [0.2, 1.0, 0.0, 0.5],
-        {},
+        MID,
     ),
     (
         "mul_midpoint_broadcast",
         lambda z: jnp.sum(z[:4] * z[4]),
         [1.0, -2.0, 0.5, 3.0, 2.0],
         [0.2, 1.0, 0.0, 1.0, -0.5],
-        {"product_rule": "midpoint"},
+        MID,
     ),
     (
         "atan2_separable",
@@ -393,6 +414,13 @@ COMPOSITIONS = [
     ("l2_normalise_safe_norm", lambda z: (z / _safe_norm(z)) @ W5, X5, 0 * X5, {}),
     ("l1_normalise", lambda z: (z / (jnp.sum(jnp.abs(z)) + 1e-6)) @ W5, X5, 0 * X5, {}),
     ("cosine_similarity", _cosine, X6, R6, {}),
+    (  # the midpoint cancels here (|C_a| + |C_b| = 19 |Δy| on the first quotient)
+        "div_broadcast_guarded",
+        lambda z: jnp.sum(z[:3] / z[3]),
+        [1.0, -2.0, 0.5, 2.0],
+        [0.2, 1.0, 0.0, 0.5],
+        {},
+    ),
     ("cosine_similarity_zero_ref", _cosine, X6, 0 * R6, {}),
     (
         "where_branches",
