@@ -1,10 +1,12 @@
 """Conditioning of exact scores, sum|C| / |Δf|: summation_check, deeplift_shap, attribute.
 
 At a degenerate reference (a LayerNorm whose input has zero variance there, as at an
-all-zero reference) the midpoint rule gives single scores hundreds to thousands of times
-|Δf| that cancel in the sum; the sum is still exact, but the scores say little and float
-rounding is amplified as much. These tests pin the number that reports it and the runner's
-warning.
+all-zero reference) the midpoint product rule gives single scores hundreds to thousands of
+times |Δf| that cancel in the sum; the sum is still exact, but the scores say little and
+float rounding is amplified as much. These tests pin the number that reports it and the
+runner's warning. The default product rule ("guarded") keeps this LayerNorm's scores within
+a few |Δf| (the "layer_norm-zero_reference" case below), so the ill-conditioned
+cases ask for the midpoint rule, and turn the guard off: its float32 drift is the point.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ REFS = _rng.normal(size=(5, D)).astype(np.float32)  # random references
 LN_XS = 3 * XS  # std ~3 at the input: the zero reference's 1/sqrt(eps) is ~500x 1/std
 
 
+# the paper's midpoint product rule, whose float32 drift at these references the guard
+# would (rightly) report
+MIDPOINT = dict(product_rule="midpoint", check=None)
+
+
 def layer_norm(x):
     return jnp.sum(W * (x - x.mean()) / jnp.sqrt(x.var() + 1e-5))
 
@@ -56,26 +63,27 @@ def _numpy_conditioning(f, scores, xs, refs, floor=1e-3):
     return np.abs(c).sum(1) / den
 
 
-def _scores(f, ref, xs):
-    return jax.jit(jax.vmap(lambda x: dl.deeplift(f, ref)(x)))(xs)
+def _scores(f, ref, xs, **opts):
+    return jax.jit(jax.vmap(lambda x: dl.deeplift(f, ref, **opts)(x)))(xs)
 
 
 # ---- summation_check ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "f, ref, xs, ill",
+    "f, ref, xs, ill, opts",
     [
-        (layer_norm, np.zeros(D, np.float32), LN_XS, True),  # zero variance at the reference
-        (tanh_mlp, REFS[1], XS, False),
+        (layer_norm, np.zeros(D, np.float32), LN_XS, True, MIDPOINT),  # zero variance at ref
+        (layer_norm, np.zeros(D, np.float32), LN_XS, False, {}),  # the default product rule
+        (tanh_mlp, REFS[1], XS, False, {}),
     ],
-    ids=["layer_norm-zero_reference", "tanh_mlp-random_reference"],
+    ids=["layer_norm-zero_reference-midpoint", "layer_norm-zero_reference", "tanh_mlp"],
 )
-def test_summation_check_conditioning(f, ref, xs, ill):
-    check = jax.jit(lambda r, x: summation_check(f, r, x, batched=True))(ref, xs)
+def test_summation_check_conditioning(f, ref, xs, ill, opts):
+    check = jax.jit(lambda r, x: summation_check(f, r, x, batched=True, **opts))(ref, xs)
     assert isinstance(check, SummationCheck)
     assert check.conditioning.shape == check.residual.shape == (len(xs),)
-    scores = _scores(f, ref, xs)
+    scores = _scores(f, ref, xs, **opts)
     want = _numpy_conditioning(f, scores, xs, ref)
     np.testing.assert_allclose(check.conditioning, want, rtol=1e-5)
     if ill:
@@ -159,7 +167,7 @@ def _warning_numbers(record):
 
 def test_runner_warns_about_a_layer_norm_at_a_zero_reference():
     with pytest.warns(ConditioningWarning) as record:
-        res = attribute(layer_norm, LN_XS, None, chunk_size=4, progress=False)
+        res = attribute(layer_norm, LN_XS, None, chunk_size=4, progress=False, **MIDPOINT)
     want = _numpy_conditioning(layer_norm, res.contributions, LN_XS, np.zeros(D))
     np.testing.assert_allclose(res.conditioning, want, rtol=1e-5)
     count, threshold, where, worst = _warning_numbers(record)
@@ -168,13 +176,25 @@ def test_runner_warns_about_a_layer_norm_at_a_zero_reference():
     # the threshold is settable; None switches the check off
     with pytest.warns(ConditioningWarning) as record:
         attribute(
-            layer_norm, LN_XS, None, chunk_size=4, progress=False, conditioning_threshold=2000
+            layer_norm,
+            LN_XS,
+            None,
+            chunk_size=4,
+            progress=False,
+            conditioning_threshold=2000,
+            **MIDPOINT,
         )
     assert _warning_numbers(record)[0] == int(np.sum(want > 2000))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConditioningWarning)
         attribute(
-            layer_norm, LN_XS, None, chunk_size=4, progress=False, conditioning_threshold=None
+            layer_norm,
+            LN_XS,
+            None,
+            chunk_size=4,
+            progress=False,
+            conditioning_threshold=None,
+            **MIDPOINT,
         )
 
 
@@ -194,7 +214,7 @@ def test_runner_writes_conditioning_and_reads_older_chunks(tmp_path):
     """conditioning.npy is written; a finished job warns again when read back; a chunk
     written without its key and checksum (an older version) is recomputed with a warning."""
     out = tmp_path / "job"
-    kw = dict(chunk_size=4, progress=False, out_dir=out)
+    kw = dict(chunk_size=4, progress=False, out_dir=out, **MIDPOINT)
 
     def stop(c, _):
         raise KeyboardInterrupt("after the first chunk")

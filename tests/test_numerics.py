@@ -61,11 +61,15 @@ def _model(name, dtype=np.float32, seed=0):
 
 
 @functools.cache
-def _scores(f, multiply_by_inputs=True, product_rule="guarded"):
-    """jit(deeplift(f, r)(x)) with the reference as an argument, cached per function."""
+def _scores(f, multiply_by_inputs=True, product_rule="guarded", check="warn"):
+    """jit(deeplift(f, r)(x)) with the reference as an argument, cached per function.
+
+    The midpoint rule's float32 drift at large differences is what its tests measure, so
+    the guard is off for it."""
+    check = None if product_rule == "midpoint" else check
     return jax.jit(
         lambda x, r: dl.deeplift(
-            f, r, multiply_by_inputs=multiply_by_inputs, product_rule=product_rule
+            f, r, multiply_by_inputs=multiply_by_inputs, product_rule=product_rule, check=check
         )(x)
     )
 
@@ -146,7 +150,8 @@ def test_difference_of_1e6(name, how):
     # The default ("guarded") does not cancel like that (sum|C| 1e4x smaller on the 1-D
     # model); what float32 loses then is the 1e6-scale Δ before the norm (measured: error
     # 2.2e-3 on the 1-D model against 2.2e-2 for the midpoint), never more than the midpoint.
-    cg = np.asarray(_scores(f)(x, r))
+    # The guard reports that loss (above its 1e-4): off here, where the loss is measured.
+    cg = np.asarray(_scores(f, check=None)(x, r))
     err_g, _ = _model_check(name, cg, x, r)
     assert np.isfinite(cg).all() and np.abs(cg).sum() <= np.abs(c).sum()
     assert err_g <= max(allowed, 2 * err), (err_g, err)
@@ -413,7 +418,7 @@ def test_summation_residual_flags_an_inexact_fallback():
     g = lambda x: jnp.sum(jnp.sort(x) * jnp.array([1.0, -2.0, 3.0]))
     x, r = jnp.array([2.0, -1.0, 0.5]), jnp.array([-1.0, 0.5, 2.0])  # another order
     with pytest.warns(UserWarning, match="'sort'"):
-        res = summation_residual(g, r, x, fallback="gradient")
+        res = summation_residual(g, r, x, fallback="gradient", check=None)
     assert float(res) > 1e-3  # the gradient fallback is not exact, and this says so
 
 
@@ -433,7 +438,8 @@ def test_layer_norm_at_a_zero_variance_reference(monkeypatch):
     layers += (("maxpool", 2, 1, "VALID"), ("global", "avg"), ("norm", "layer"))
     spec = ((13, 2), layers, "tanh")  # a model the long fuzz run flagged
     g = lambda x, p: model(spec, x, _Apply(p))
-    attr = jax.jit(jax.vmap(lambda x, r, p: dl.deeplift(g, r)(x, p)))
+    # check=None: the float32 drift the guard would report is what is measured here
+    attr = jax.jit(jax.vmap(lambda x, r, p: dl.deeplift(g, r, check=None)(x, p)))
     n = 40
     ps, xs, rs = [], [], []
     for seed in range(n):

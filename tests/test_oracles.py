@@ -695,6 +695,7 @@ CASES = [
             lambda a, b: -a / b**2,
         ),
         (2, 3, 4),
+        opts=MIDPOINT,  # a / b is the product a * (1/b): Shapley under the midpoint rule
     ),
     Case(
         "pow",

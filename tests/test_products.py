@@ -221,7 +221,8 @@ def test_a_million_away(norm, big):
     with jax.enable_x64(True):
         d = float(f(jnp.asarray(x, jnp.float64)) - f(jnp.asarray(r, jnp.float64)))
     for rule in RULES:
-        c = np.asarray(jax.jit(dl.deeplift(f, r, product_rule=rule))(x), np.float64)
+        check = None if rule == "midpoint" else "warn"  # the midpoint's drift is measured
+        c = np.asarray(jax.jit(dl.deeplift(f, r, product_rule=rule, check=check))(x), np.float64)
         err = abs(c.sum() - d) / abs(d)
         if rule == "midpoint":
             assert np.abs(c).sum() > 1e4 * abs(d) and err > 1e-3
@@ -269,7 +270,10 @@ def norm_conditioning(kind, ref_name, eps, rule, xs=NORM_XS):
     LayerNorm's output changes can do better)."""
     y, f = _norm(kind, eps)
     ref = REFS[ref_name]
-    c = np.asarray(jax.jit(jax.vmap(dl.deeplift(f, ref, product_rule=rule)))(xs), np.float64)
+    # the midpoint's float32 drift is what is measured: its guard warning is expected
+    check = None if rule == "midpoint" else "warn"
+    c = jax.jit(jax.vmap(dl.deeplift(f, ref, product_rule=rule, check=check)))(xs)
+    c = np.asarray(c, np.float64)
     with jax.enable_x64(True):
         x64, r64 = jnp.asarray(xs, jnp.float64), jnp.asarray(ref, jnp.float64)
         fy = jax.jit(jax.vmap(lambda v: (f(v), y(v))))  # compiled once, not op by op
@@ -398,7 +402,10 @@ def test_planted_token_in_a_transformer_zero_baseline(planted, rule):
     f, xs, pos, accuracy = planted
     assert accuracy >= 0.95
     ref = jnp.zeros((T, E))
-    c = np.asarray(jax.jit(jax.vmap(dl.deeplift(f, ref, product_rule=rule)))(xs), np.float64)
+    # the midpoint's float32 drift is what is measured: its guard warning is expected
+    check = None if rule == "midpoint" else "warn"
+    c = jax.jit(jax.vmap(dl.deeplift(f, ref, product_rule=rule, check=check)))(xs)
+    c = np.asarray(c, np.float64)
     with jax.enable_x64(True):
         g = jax.jit(jax.vmap(f.f64))
         d = np.asarray(g(jnp.asarray(xs, jnp.float64))) - float(

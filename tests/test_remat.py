@@ -105,7 +105,9 @@ def test_checkpointed_model_scores_equal_the_unchecked_model(checkpoint, scan, m
     ck = _model(CHECKPOINTS[checkpoint], scan)
     c_ck = _scores(ck, x, ref, mode, rule)
     c_plain = _unchecked_scores(scan, rule)
-    np.testing.assert_allclose(c_ck, c_plain, rtol=1e-6, atol=1e-7)
+    # the same rules in one more or one less fusion: float32 rounding apart (measured 2.2e-6
+    # on one element of the vmapped scan), not a different split
+    np.testing.assert_allclose(c_ck, c_plain, rtol=1e-5, atol=1e-6)
     assert rel_sum_error(c_ck, ck(x), ck(ref)) < 1e-5
 
 

@@ -8,6 +8,7 @@ input. ``test_every_rule_has_a_case`` fails when a registered rule has no case h
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -411,7 +412,7 @@ def test_summation_to_delta(case, mode):
     f = _target(case)
     x, r = _draw(case, 1), _draw(case, 2)
     if mode == "plain":
-        transform = dl.deeplift(f, r)
+        transform = dl.deeplift(f, r, check=_check(case))
         c = transform(x)
         fx, fr = jax.jit(f)(x), jax.jit(f)(r)
         _check_one(case, c, x, fx, fr, "plain")
@@ -419,10 +420,10 @@ def test_summation_to_delta(case, mode):
     xs, rs = _draw(case, 1, (4,)), _draw(case, 2, (4,))
     prog = jax.jit(
         lambda x, xs, rs: (
-            dl.deeplift(f, r)(x),
+            dl.deeplift(f, r, check=_check(case))(x),
             f(x),
             f(r),
-            jax.vmap(lambda a, b: dl.deeplift(f, b)(a))(xs, rs),
+            jax.vmap(lambda a, b: dl.deeplift(f, b, check=_check(case))(a))(xs, rs),
             jax.vmap(f)(xs),
             jax.vmap(f)(rs),
         )
@@ -432,6 +433,12 @@ def test_summation_to_delta(case, mode):
     assert cs.shape == xs.shape and cs.dtype == xs.dtype
     errs = rel_sum_errors_batch(cs, fxs, frs)
     assert errs.max() <= case.tol, ("vmap", errs)
+
+
+def _check(case: Case) -> str | None:
+    # cases computing in a narrower dtype are exact only to that dtype's rounding, which the
+    # guard (keyed to f's float32 output) rightly reports; their own tolerance is checked here
+    return "warn" if case.tol <= TOL else None
 
 
 def _check_one(case, c, x, fx, fr, mode):
@@ -448,14 +455,26 @@ def test_multipliers_tend_to_gradient(case):
     grad = jax.jit(jax.grad(f))(x)
     # at ref == x the multipliers are the gradient; nearby they converge to it linearly
     # (the secant's error is ½ h'' Δx). The reference is an argument: one compilation.
-    m_of = jax.jit(lambda x, r: dl.deeplift(f, r, multiply_by_inputs=False)(x))
+    # check=None: at Δx ~ 1e-5 Δf itself carries f's float32 evaluation error (digamma's is
+    # ~1e-6 here), so the guard's Δf is the inexact side; the multipliers are what is tested
+    m_of = jax.jit(
+        lambda x, r: dl.deeplift(f, r, multiply_by_inputs=False, check=None)(x)
+    )
     noise = np.random.default_rng(4).standard_normal(x.shape).astype(np.float32)
     for eps, tol in ((0.0, 1e-5), (1e-5, 2e-3), (1e-2, 2e-1)):
         r = x + eps * jnp.asarray(noise)
         np.testing.assert_allclose(m_of(x, r), grad, rtol=tol, atol=tol)
 
 
+def _builtin(rule) -> bool:
+    """Whether a registered rule is the library's (other test modules register their own)."""
+    fn = rule.func if isinstance(rule, functools.partial) else rule
+    return getattr(fn, "__module__", "").startswith("deepliftjax")
+
+
 def test_every_rule_has_a_case():
     covered = set().union(*(set(c.prims) for c in CASES)) | NOT_TESTED_HERE
-    missing = sorted(p.name for p in dl.rules.RULES if p not in covered)
+    missing = sorted(
+        p.name for p, rule in dl.rules.RULES.items() if p not in covered and _builtin(rule)
+    )
     assert not missing, f"registered rules without a test case: {missing}"
