@@ -457,9 +457,7 @@ def test_multipliers_tend_to_gradient(case):
     # (the secant's error is ½ h'' Δx). The reference is an argument: one compilation.
     # check=None: at Δx ~ 1e-5 Δf itself carries f's float32 evaluation error (digamma's is
     # ~1e-6 here), so the guard's Δf is the inexact side; the multipliers are what is tested
-    m_of = jax.jit(
-        lambda x, r: dl.deeplift(f, r, multiply_by_inputs=False, check=None)(x)
-    )
+    m_of = jax.jit(lambda x, r: dl.deeplift(f, r, multiply_by_inputs=False, check=None)(x))
     noise = np.random.default_rng(4).standard_normal(x.shape).astype(np.float32)
     for eps, tol in ((0.0, 1e-5), (1e-5, 2e-3), (1e-2, 2e-1)):
         r = x + eps * jnp.asarray(noise)
