@@ -25,6 +25,7 @@ from deepliftjax._checks import (
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._guard import SummationWarning
 from deepliftjax._hypothetical import (
+    check_onehot,
     export_modisco,
     hypothetical_from_multipliers,
     project_hypothetical,
@@ -61,6 +62,7 @@ __all__ = [
     "ConditioningWarning",
     "SummationWarning",
     "check_finite",
+    "check_onehot",
     "check_residuals",
     "dinuc_shuffle",
     "dinucleotide_counts",

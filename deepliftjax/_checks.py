@@ -97,7 +97,7 @@ def summation_residual(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from deepliftjax._checks import summation_residual
+      >>> from deepliftjax import summation_residual
       >>> f = lambda x: jnp.sum(jnp.tanh(x) * jax.nn.sigmoid(x[::-1]))
       >>> xs = jax.random.normal(jax.random.PRNGKey(0), (8, 5))
       >>> r = summation_residual(f, jnp.zeros(5), xs, batched=True)
@@ -148,7 +148,7 @@ def summation_check(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from deepliftjax._checks import summation_check
+      >>> from deepliftjax import summation_check
       >>> w = jnp.array([1.0, -2.0, 0.5, 3.0])
       >>> norm = lambda x: jnp.sum(w * (x - x.mean()) / jnp.sqrt(x.var() + 1e-5))
       >>> check = summation_check(norm, jnp.zeros(4), jnp.array([1.0, 2.0, 3.0, 4.0]))
@@ -307,7 +307,7 @@ def check_finite(x: Any, ref: Any = None) -> None:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from deepliftjax._checks import check_finite
+      >>> from deepliftjax import check_finite
       >>> check_finite({"a": jnp.ones(3)}, 0.0)  # passes silently
       >>> check_finite({"a": jnp.array([1.0, jnp.nan])}, 0.0)  # doctest: +ELLIPSIS
       Traceback (most recent call last):

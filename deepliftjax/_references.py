@@ -44,7 +44,7 @@ class ShapScores(NamedTuple):
     Attributes:
       contributions: mean over references of ``m_k * (x - r_k)``, shaped like ``x``.
       hypothetical: mean over references of the hypothetical contributions (one-hot
-        inputs; see :func:`deepliftjax.hypothetical_contributions`), or ``None``.
+        inputs; see :func:`deepliftjax.hypothetical_from_multipliers`), or ``None``.
       residuals: the absolute summation residual
         ``max_k |sum(m_k * (x - r_k)) - (f(x) - f(r_k))|``, a scalar per example, or
         ``None``.

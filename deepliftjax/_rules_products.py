@@ -22,7 +22,7 @@ The cost ``K(t) = |c_a| + |c_b|`` is at least ``|Δy|``, with equality for ``t``
 can be far outside: at a LayerNorm whose reference has zero variance,
 ``a = x − μ`` is 0 at the reference and ``b = rsqrt(var + ε)`` is ``1/√ε`` there, so the
 midpoint credits each feature ``~Δa/(2√ε)`` through ``a`` and minus that through ``b``,
-hundreds of times ``Δy``; float32 then loses the sum (issue 15, class 8).
+hundreds of times ``Δy``; float32 then loses the sum.
 
 Two rules choose ``t`` per output element:
 

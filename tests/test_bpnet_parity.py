@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.parity
 torch = pytest.importorskip("torch")
 pytest.importorskip("bpnetlite")
 pytest.importorskip("tangermeme")

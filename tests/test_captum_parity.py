@@ -35,6 +35,7 @@ from functools import partial
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.parity
 torch = pytest.importorskip("torch")
 pytest.importorskip("captum")
 jax = pytest.importorskip("jax")

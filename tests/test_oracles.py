@@ -1348,6 +1348,7 @@ def _jax_twin(nn, model, target):
     return f
 
 
+@pytest.mark.parity
 @pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning")
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
 @pytest.mark.parametrize("method", ["ig", "guided", "input_x_gradient", "lrp"])

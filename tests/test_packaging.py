@@ -242,6 +242,10 @@ def test_docs_build_strict(tmp_path):
     # the two lists against the docs: every user name on the API page, every extension name
     # on the Extending page (mkdocstrings leaves out members without a docstring)
     site = tmp_path / "site"
+    # every page rendered its snippets (a mangled marker passes --strict but shows literally)
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        assert not re.search(r"--8\s*(<|&lt;)\s*--", html), f"unrendered snippet in {page}"
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     extending = (site / "extending" / "index.html").read_text(encoding="utf-8")
     user = sorted(set(deepliftjax.__all__) - {"__version__"})

@@ -228,7 +228,7 @@ def profile_shap(
         contrib = jnp.mean(m * (x - refs), axis=0)
         if not hypothetical:
             return contrib
-        hyp = jnp.mean(hypothetical_from_multipliers(m, refs), axis=0)
+        hyp = jnp.mean(hypothetical_from_multipliers(m, refs, onehot=x), axis=0)
         return ShapScores(contrib, hyp)
 
     return scores
