@@ -110,6 +110,16 @@ def abstract_eval(prim: Primitive, *avals: Any, **params: Any) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
+def register_lowering_of(prim: Primitive, impl: Any) -> None:
+    """Lower ``prim`` as the traced ``impl`` (one result).
+
+    jax 0.10 and 0.11: ``jax.interpreters.mlir.register_lowering`` with ``lower_fun``.
+    """
+    from jax.interpreters import mlir
+
+    mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=False))
+
+
 def register_batcher(prim: Primitive, rule: Any) -> None:
     """``vmap`` rule ``rule(args, dims, **params) -> (out, out_dim)`` for a new primitive.
 
@@ -277,3 +287,16 @@ def is_jaxpr(value: Any) -> bool:
         k for k in (getattr(jex_core, "ClosedJaxpr", None), getattr(jex_core, "Jaxpr", None)) if k
     )
     return isinstance(value, kinds)
+
+
+# ---- many processes (deepliftjax._distributed) -------------------------------------------
+
+
+def coordination_client() -> Any:
+    """The client of JAX's coordination service, or ``None`` outside ``jax.distributed``.
+
+    jax 0.10 and 0.11: ``jax._src.distributed.global_state.client`` (no public accessor).
+    """
+    from jax._src import distributed
+
+    return distributed.global_state.client

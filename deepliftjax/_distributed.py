@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 
+from deepliftjax import _compat
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._jobs import digest
 
@@ -59,9 +60,7 @@ def share() -> Share:
 
 
 def _client():
-    from jax._src import distributed  # the coordination service's client (jax 0.10, 0.11)
-
-    return distributed.global_state.client
+    return _compat.coordination_client()
 
 
 def barrier(job: str, stage: str) -> None:

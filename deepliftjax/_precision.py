@@ -41,7 +41,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
-from jax.interpreters import mlir
 
 from deepliftjax import _compat
 
@@ -218,7 +217,7 @@ def _make_split_primitive(orig: Primitive) -> Primitive:
 
     p.def_impl(impl)
     p.def_abstract_eval(abstract_eval)
-    mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
+    _compat.register_lowering_of(p, impl)
     _compat.register_bilinear(
         p, functools.partial(_transpose, orig, 0), functools.partial(_transpose, orig, 1)
     )

@@ -113,6 +113,25 @@ def test_rule_families_import_the_kit_not_each_other():
     assert graph["deepliftjax._rulekit"] <= leaf
 
 
+def test_private_jax_is_touched_in_compat_only():
+    """jax._src and jax.interpreters (no stability promise) are imported by _compat alone, so
+    a new JAX version's breakage is found and fixed in one module."""
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        if path.name == "_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            bad = [n for n in names if n.startswith(("jax._src", "jax.interpreters"))]
+            if bad:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {bad[0]}")
+    assert found == [], found
+
+
 def _long_functions() -> list[str]:
     """Functions whose code (docstring excluded) exceeds MAX_LINES lines, unless their
     docstring says why ("Long because ...")."""
