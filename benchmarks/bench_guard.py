@@ -6,8 +6,9 @@ pre-LayerNorm transformer encoder (``bench_products.Encoder``: 16 tokens of dime
 batch 32, a small random reference). Both variants are compiled first; then they are
 timed interleaved, ``--repeats`` calls each per round over ``--rounds`` rounds, and the
 reported cost is the median over rounds of (median guarded time / median unguarded
-time) - 1. Also reported: XLA's compiled flop count of both programs (machine-independent)
-and that the scores are bitwise equal.
+time) - 1. Also reported: XLA's compiled flop count of both programs (machine-independent),
+the time to trace and compile each program anew (median of 3), and that the scores are
+bitwise equal.
 
     python benchmarks/bench_guard.py [--repeats 9] [--rounds 7] [--out benchmarks/RESULTS_guard.md]
 """
@@ -64,6 +65,17 @@ def _flops(fn, xs):
     return float(cost.get("flops", float("nan")))
 
 
+def _compile_seconds(f, ref, xs, check, times=3):
+    """Median wall time of tracing, lowering and compiling the attribution program anew."""
+    ts = []
+    for _ in range(times):
+        fn = jax.jit(jax.vmap(dl.deeplift(f, ref, check=check)))
+        t0 = time.perf_counter()
+        fn.lower(xs).compile()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
 def measure(name, f, ref, xs, repeats, rounds):
     fns = {check: jax.jit(jax.vmap(dl.deeplift(f, ref, check=check))) for check in (None, "warn")}
     out = {c: np.asarray(fn(xs)) for c, fn in fns.items()}  # compile
@@ -74,6 +86,9 @@ def measure(name, f, ref, xs, repeats, rounds):
             times[c].append(_time(fns[c], xs, repeats))
         ratios.append(times["warn"][-1] / times[None][-1])
     flops = {c: _flops(jax.vmap(dl.deeplift(f, ref, check=c)), xs) for c in (None, "warn")}
+    for c in (None, "warn"):
+        _compile_seconds(f, ref, xs, c, times=1)  # warm JAX's tracing caches for both
+    compile_s = {c: _compile_seconds(f, ref, xs, c) for c in (None, "warn")}
     return {
         "model": name,
         "batch": xs.shape[0],
@@ -82,6 +97,8 @@ def measure(name, f, ref, xs, repeats, rounds):
         "cost": float(np.median(ratios)) - 1.0,
         "ratios": ratios,
         "flops_cost": flops["warn"] / flops[None] - 1.0,
+        "compile_off_s": compile_s[None],
+        "compile_on_s": compile_s["warn"],
         "equal": equal,
     }
 
@@ -104,13 +121,14 @@ def main(argv=None):
         f"{args.rounds} interleaved rounds of {args.repeats} calls.",
         "",
         "| model | batch | check=None ms | check='warn' ms | time cost | flop cost "
-        "| scores equal |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| compile s (None / warn) | scores equal |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['off_ms']:.2f} | {r['on_ms']:.2f} | "
-            f"{100 * r['cost']:+.1f}% | {100 * r['flops_cost']:+.3f}% | {r['equal']} |"
+            f"{100 * r['cost']:+.1f}% | {100 * r['flops_cost']:+.3f}% | "
+            f"{r['compile_off_s']:.2f} / {r['compile_on_s']:.2f} | {r['equal']} |"
         )
     lines.append("")
     lines.append(
