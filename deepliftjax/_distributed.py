@@ -59,10 +59,6 @@ def share() -> Share:
     return Share(jax.process_index(), jax.process_count())
 
 
-def _client():
-    return _compat.coordination_client()
-
-
 def barrier(job: str, stage: str) -> None:
     """Wait until every process reaches this point (a no-op in a single process).
 
@@ -71,7 +67,7 @@ def barrier(job: str, stage: str) -> None:
     """
     if jax.process_count() == 1:
         return
-    client = _client()
+    client = _compat.coordination_client()
     if client is None:  # pragma: no cover - several processes without the runtime
         return
     client.wait_at_barrier(f"deepliftjax/{job[:16]}/{next(_counter)}/{stage}", _BARRIER_MS)
@@ -87,7 +83,7 @@ def exchange(stage: str, payload: str) -> list[str]:
     """
     if jax.process_count() == 1:
         return [payload]
-    client = _client()
+    client = _compat.coordination_client()
     if client is None:  # pragma: no cover - several processes without the runtime
         return [payload]
     prefix = f"deepliftjax/{next(_counter)}/{stage}"
