@@ -1,16 +1,21 @@
 """Cost of the summation guard (``check="warn"``, the default) against ``check=None``.
 
 Two models, each attributed under ``jit(vmap(deeplift(...)))``: the genomics CNN of the
-§3.2 experiment (``genomics.GenomicsCNN``, 200 bp one-hot, batch 256) and a two-block
-pre-LayerNorm transformer encoder (``bench_products.Encoder``: 16 tokens of dimension 32,
-batch 32, a small random reference). Both variants are compiled first; then they are
+§3.2 experiment (``genomics.GenomicsCNN``, 200 bp one-hot) and a two-block pre-LayerNorm
+transformer encoder (``bench_products.Encoder``: 16 tokens of dimension 32, a small random
+reference). Both variants are compiled first; then they are
 timed interleaved, ``--repeats`` calls each per round over ``--rounds`` rounds, and the
 reported cost is the median over rounds of (median guarded time / median unguarded
 time) - 1. Also reported: XLA's compiled flop count of both programs (machine-independent),
 the time to trace and compile each program anew (median of 3), and that the scores are
 bitwise equal.
 
-    python benchmarks/bench_guard.py [--repeats 9] [--rounds 7] [--out benchmarks/RESULTS_guard.md]
+The guard's compiled work is a few reductions; its wall-time cost is mostly fixed per call
+(a program holding a host callback, even one never taken, leaves JAX's C++ dispatch fast
+path), so each model is measured at a small and at a batch-job batch size.
+
+    python benchmarks/bench_guard.py [--repeats 9] [--rounds 7] [--cnn-batches 256 1024]
+        [--transformer-batches 32 256] [--out benchmarks/RESULTS_guard.md]
 """
 
 from __future__ import annotations
@@ -30,21 +35,21 @@ import deepliftjax as dl  # noqa: E402
 from deepliftjax.genomics import GenomicsCNN  # noqa: E402
 
 
-def genomics_case():
+def genomics_case(batch=256):
     model = GenomicsCNN()
     rng = np.random.default_rng(0)
-    xs = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (256, 200))]
+    xs = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (batch, 200))]
     params = model.init(jax.random.key(0), xs[0])
     ref = np.full((200, 4), 0.25, np.float32)
     return (lambda x: model.apply(params, x)), ref, xs
 
 
-def transformer_case():
+def transformer_case(batch=32):
     from bench_products import Encoder
 
     model = Encoder(dim=32)
     rng = np.random.default_rng(1)
-    xs = rng.normal(size=(32, 16, 32)).astype(np.float32)
+    xs = rng.normal(size=(batch, 16, 32)).astype(np.float32)
     params = model.init(jax.random.key(1), xs[0])
     ref = (0.1 * rng.normal(size=(16, 32))).astype(np.float32)
     return (lambda x: model.apply(params, x)), ref, xs
@@ -81,8 +86,8 @@ def measure(name, f, ref, xs, repeats, rounds):
     out = {c: np.asarray(fn(xs)) for c, fn in fns.items()}  # compile
     equal = bool(np.array_equal(out[None], out["warn"]))
     ratios, times = [], {None: [], "warn": []}
-    for _ in range(rounds):
-        for c in (None, "warn"):
+    for k in range(rounds):
+        for c in (None, "warn") if k % 2 == 0 else ("warn", None):  # alternate who goes first
             times[c].append(_time(fns[c], xs, repeats))
         ratios.append(times["warn"][-1] / times[None][-1])
     flops = {c: _flops(jax.vmap(dl.deeplift(f, ref, check=c)), xs) for c in (None, "warn")}
@@ -95,6 +100,7 @@ def measure(name, f, ref, xs, repeats, rounds):
         "off_ms": 1e3 * float(np.median(times[None])),
         "on_ms": 1e3 * float(np.median(times["warn"])),
         "cost": float(np.median(ratios)) - 1.0,
+        "fixed_ms": 1e3 * (float(np.median(times["warn"])) - float(np.median(times[None]))),
         "ratios": ratios,
         "flops_cost": flops["warn"] / flops[None] - 1.0,
         "compile_off_s": compile_s[None],
@@ -107,11 +113,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--cnn-batches", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--transformer-batches", type=int, nargs="+", default=[32, 256])
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows = [
-        measure("genomics CNN (200 bp)", *genomics_case(), args.repeats, args.rounds),
-        measure("transformer (2 blocks, 16x32)", *transformer_case(), args.repeats, args.rounds),
+        measure("genomics CNN (200 bp)", *genomics_case(b), args.repeats, args.rounds)
+        for b in args.cnn_batches
+    ] + [
+        measure("transformer (2 blocks, 16x32)", *transformer_case(b), args.repeats, args.rounds)
+        for b in args.transformer_batches
     ]
     lines = [
         '## Cost of the summation guard (`check="warn"` vs `check=None`)',
@@ -120,9 +131,9 @@ def main(argv=None):
         f"{jax.__version__}, {jax.default_backend()}; `jit(vmap(deeplift))`, median over "
         f"{args.rounds} interleaved rounds of {args.repeats} calls.",
         "",
-        "| model | batch | check=None ms | check='warn' ms | time cost | flop cost "
-        "| compile s (None / warn) | scores equal |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| model | batch | check=None ms | check='warn' ms | difference ms | time cost "
+        "| flop cost | compile s (None / warn) | scores equal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
@@ -133,7 +144,7 @@ def main(argv=None):
     lines.append("")
     lines.append(
         "Per-round time ratios: "
-        + "; ".join(f"{r['model']}: " + ", ".join(f"{v:.3f}" for v in r["ratios"]) for r in rows)
+        + "; ".join(f"{r['model']} ({r['batch']}): " + ", ".join(f"{v:.3f}" for v in r["ratios"]) for r in rows)
     )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -145,6 +145,9 @@ SLOW = {
     "mlp_relu_zero_ref",
     "mlp_gelu_silu",
     "softmax_large_logits",
+    "softmax_logits_x1e3",
+    "softmax_logits_x1e4_one_output",
+    "log_softmax_logits_x1e3",
     "log_softmax",
     "attention_3x2_zero_ref",
     "layernorm_div_sqrt",
@@ -361,6 +364,10 @@ COMPOSITIONS = [
     ("mlp_gelu_silu", lambda z: jax.nn.silu(jax.nn.gelu(z @ W66) @ W66) @ W6, X6, R6, {}),
     ("softmax", lambda z: jax.nn.softmax(z) @ W6, X6, R6, {}),
     ("softmax_large_logits", lambda z: jax.nn.softmax(30.0 * z) @ W6, X6, R6, {}),
+    # (g) logits x1e3 and x1e4: the max shift moves by thousands between input and reference
+    ("softmax_logits_x1e3", lambda z: jax.nn.softmax(1e3 * z) @ W6, X6, R6, {}),
+    ("softmax_logits_x1e4_one_output", lambda z: jax.nn.softmax(1e4 * z)[2], X6, R6, {}),
+    ("log_softmax_logits_x1e3", lambda z: jax.nn.log_softmax(1e3 * z)[1], X6, R6, {}),
     ("log_softmax", lambda z: jax.nn.log_softmax(z)[2], X6, R6, {}),
     (
         "softmax_inf_mask_both_sides",
