@@ -107,7 +107,7 @@ def _null(x: Any, dt: Any) -> jax.Array:
 def _score(value: Any, parts: Sequence[tuple[Any, Any]], dt: Any) -> Pair:
     """The score ``(value + Σ w·0_p, 0)``: its difference is ``value`` as computed and its
     multipliers are ``w`` on each operand's actual side ``p`` (``parts``: ``(w, p)``)."""
-    sx = jnp.asarray(lax.stop_gradient(value), dt)
+    sx = jnp.asarray(value, dt)
     for w, p in parts:
         sx = sx + lax.stop_gradient(jnp.asarray(w, dt)) * _null(p, dt)
     return Pair(sx, jnp.zeros_like(sx))

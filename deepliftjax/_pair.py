@@ -72,7 +72,12 @@ class Accounts:
         return entry[1] if entry is not None and entry[0] is v else None
 
     def put(self, v: Pair, d: Any) -> None:
-        self.table[id(v)] = (v, lax.stop_gradient(d))  # the pair is held: ids stay unique
+        # Held for the DeepLIFT pullback (no multiplier through it), but an outer
+        # derivative w.r.t. the reference (or weights) sees that of -v.r, as d ≈ x - r does;
+        # v.r does not depend on the input, so the pullback's multipliers are unchanged.
+        r = jnp.asarray(v.r, jnp.result_type(d))
+        held = lax.stop_gradient(d) - (r - lax.stop_gradient(r))
+        self.table[id(v)] = (v, held)  # the pair is held: ids stay unique
 
 
 def carried(v: Any, accounts: Accounts | None) -> Any:

@@ -121,20 +121,10 @@ def _points():
     return jnp.asarray(x), jnp.asarray(r), jnp.asarray(w)
 
 
-HELD = {"where", "cond", "argmax_gather"}
-HELD_REASON = (
-    "jumps credited through switch scores that _discrete/_pair build with lax.stop_gradient "
-    "(values held for the DeepLIFT pullback), which also hides their derivative from an "
-    "outer jax.grad"
-)
-
-
 def _params(cases):
     out = []
     for c in cases:
         marks = [] if (c.name, c.rule) in DEFAULT else [pytest.mark.slow]
-        if c.name in HELD:
-            marks.append(pytest.mark.xfail(strict=True, reason=HELD_REASON))
         out.append(pytest.param(c, id=f"{c.name}-{c.rule}", marks=marks))
     return out
 
