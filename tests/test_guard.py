@@ -236,3 +236,27 @@ def test_tiny_delta_within_rounding_of_f_is_not_reported():
 
     _, got = _caught(lambda: dl.deeplift(g, REF)(XS[2] * 10))
     assert got and "Usual causes" in str(got[0].message)
+
+
+def test_takes_over_where_the_midpoint_cancels_at_a_degenerate_reference():
+    """Two LayerNorms at a zero reference: the paper's midpoint rule credits Σ|C| ≈ 1e6
+    |Δf| and float32 loses the sum (residual 10% of Δf); the guard reports it and names
+    cancellation. The default ("guarded") keeps Σ|C|/|Δf| near 20 and the guard silent."""
+    rng = np.random.default_rng(0)
+    w_in = jnp.asarray(rng.normal(size=(16, 16)), jnp.float32)
+    w_out = jnp.asarray(rng.normal(size=16), jnp.float32)
+
+    def ln(h):
+        c = h - h.mean(-1, keepdims=True)
+        return c * jax.lax.rsqrt((c * c).mean(-1, keepdims=True) + 1e-5)
+
+    f = lambda x: jnp.tanh(ln(jnp.tanh(ln(x) @ w_in)) @ w_in) @ w_out  # noqa: E731
+    x, ref = jnp.asarray(3 * rng.normal(size=16), jnp.float32), jnp.zeros(16)
+    delta = float(f(x) - f(ref))
+    c, got = _caught(lambda: jax.jit(dl.deeplift(f, ref, product_rule="midpoint"))(x))
+    assert abs(float(c.sum()) - delta) > 1e-2 * abs(delta)  # float32 has lost the sum
+    assert len(got) == 1 and "The scores cancel" in str(got[0].message)
+    c, got = _caught(lambda: jax.jit(dl.deeplift(f, ref))(x))
+    assert not got
+    assert abs(float(c.sum()) - delta) <= 1e-5 * abs(delta)
+    assert float(jnp.abs(c).sum()) < 30 * abs(delta)
