@@ -55,6 +55,7 @@ from jax import lax
 from deepliftjax import _compat
 from deepliftjax._compat import primitive
 from deepliftjax._pair import MOVES_ALL, MOVES_FIRST, Accounts, Pair, accounted, bind_both, carried
+from deepliftjax._registry import SCORES, register_rule
 from deepliftjax._rulekit import custom_multiplier, safe_div, times
 
 # ---- the score of last resort -----------------------------------------------------------
@@ -241,7 +242,6 @@ def ensure_score(ctx: Any, out: Pair, cand: Pair | None, moved: jax.Array | None
 # ---- discrete outputs: where their scores come from -------------------------------------
 
 Builder = Callable[..., Any]
-SCORES: dict[Any, Builder] = {}
 """primitive -> ``builder(ctx, prim, invals, params, outs)`` returning candidate scores (a list
 aligned with ``outs``, entries may be None). Primitives not here get :func:`_generic`."""
 
@@ -417,7 +417,8 @@ def _arg_extreme(sign: float) -> Builder:
     return build
 
 
-def _convert(ctx, prim, invals, params, outs):
+def convert_score(ctx, prim, invals, params, outs):
+    """The score of a cast to an integer or boolean type (registered with the cast's rule)."""
     (v,) = invals
     if v.is_float and jnp.dtype(params["new_dtype"]) == jnp.bool_:  # bool(v) is v != 0
         return _equality(-1.0)(ctx, prim, [v, jnp.zeros((), v.dtype)], params, outs)
@@ -635,15 +636,15 @@ _CUMULATIVE = {
     primitive(n) for n in ("cumsum_p", "cummax_p", "cummin_p", "cumprod_p", "cumlogsumexp_p")
 }
 
-SCORES[primitive("gt_p")] = _margin(1.0)
-SCORES[primitive("ge_p")] = _margin(1.0)
-SCORES[primitive("lt_p")] = _margin(-1.0)
-SCORES[primitive("le_p")] = _margin(-1.0)
-SCORES[primitive("eq_p")] = _equality(1.0)
-SCORES[primitive("ne_p")] = _equality(-1.0)
-SCORES[primitive("argmax_p")] = _arg_extreme(1.0)
-SCORES[primitive("argmin_p")] = _arg_extreme(-1.0)
-SCORES[primitive("convert_element_type_p")] = _convert
+# comparisons and arg-extremes have no float result for a rule: their trait is the score
+register_rule(primitive("gt_p"), None, score=_margin(1.0))
+register_rule(primitive("ge_p"), None, score=_margin(1.0))
+register_rule(primitive("lt_p"), None, score=_margin(-1.0))
+register_rule(primitive("le_p"), None, score=_margin(-1.0))
+register_rule(primitive("eq_p"), None, score=_equality(1.0))
+register_rule(primitive("ne_p"), None, score=_equality(-1.0))
+register_rule(primitive("argmax_p"), None, score=_arg_extreme(1.0))
+register_rule(primitive("argmin_p"), None, score=_arg_extreme(-1.0))
 
 
 # ---- where a jump can amplify a difference's rounding -----------------------------------

@@ -22,8 +22,6 @@ import jax.numpy as jnp
 from deepliftjax import _compat, _discrete, _precision, _rulekit
 from deepliftjax._errors import DeepLiftError, at_user_line, eqn_str, unsupported_primitive
 from deepliftjax._pair import (  # noqa: F401
-    DOMAIN_EDGE,
-    ELEMENTWISE,
     Accounts,
     Pair,
     bind_both,
@@ -31,6 +29,14 @@ from deepliftjax._pair import (  # noqa: F401
     is_pair,
     rs,
     xs,
+)
+from deepliftjax._registry import (  # noqa: F401  (RULES, register_rule: re-exported)
+    CALLS,
+    DOMAIN_EDGE,
+    ELEMENTWISE,
+    RULES,
+    Rule,
+    register_rule,
 )
 from deepliftjax._rules_products import PRODUCT_RULES
 
@@ -135,26 +141,11 @@ class Context:
         return _apply(self, prim, list(vals), params, float_out)
 
 
-Rule = Callable[..., Any]
-RULES: dict[_compat.Primitive, Rule] = {}
-"""The rule table: primitive -> ``rule(ctx, *operands, **params)``.
-
-Operands are :class:`Pair` or plain arrays; the rule returns a :class:`Pair` (or a list
-of them for primitives with several results).
-"""
-
-
 RULE_KINDS: dict[Callable[..., Any], str] = {}
 """Rule functions whose multipliers the accounted-difference analysis can read off, by
 kind: ``"bilinear"`` (linear in one varying operand), ``"quotient"`` (linear in a varying
 numerator), ``"rescale"`` (``partial(rule, prim, smooth)``: the secant). Filled where the
 rules are defined, so the interpreter imports no rule family."""
-
-
-def register_rule(prim: _compat.Primitive | None, rule: Rule) -> None:
-    """Register ``rule`` for ``prim`` (ignored when ``prim`` is None: absent in this JAX)."""
-    if prim is not None:
-        RULES[prim] = rule
 
 
 def eval_jaxpr(
@@ -222,10 +213,6 @@ def apply_rule(eqn: Any, invals: list[Any], options: Options, account: bool = Fa
     if eqn.primitive not in CALLS:
         params = _compat.bind_params(eqn)
     return _apply(ctx, eqn.primitive, invals, params, _is_float_output(eqn))
-
-
-CALLS: set[_compat.Primitive] = set()
-"""Primitives whose rule interprets an inner jaxpr (they take discrete pairs as they are)."""
 
 
 def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: bool) -> Any:

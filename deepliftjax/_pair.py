@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-from deepliftjax._compat import primitive
+from deepliftjax._registry import DOMAIN_EDGE, ELEMENTWISE, EXACT, MOVES_ALL, MOVES_FIRST  # noqa: F401
 
 
 class Pair:
@@ -117,43 +117,6 @@ def xs(vals: Sequence[Any]) -> list[Any]:
 
 def rs(vals: Sequence[Any]) -> list[Any]:
     return [v.r if isinstance(v, Pair) else v for v in vals]
-
-
-def _prims(*names: str) -> frozenset:
-    return frozenset(p for p in map(primitive, names) if p is not None)
-
-
-MOVES_FIRST = _prims(
-    "reshape_p", "squeeze_p", "expand_dims_p", "broadcast_in_dim_p", "transpose_p", "rev_p",
-    "slice_p", "dynamic_slice_p", "gather_p", "copy_p", "split_p", "tile_p", "device_put_p",
-    "sharding_constraint_p",
-)  # fmt: skip
-"""Maps that move the values of their first operand without rounding them (the other
-operands, if any, are indices)."""
-MOVES_ALL = _prims("concatenate_p", "pad_p", "optimization_barrier_p")
-"""Maps that move the values of every operand without rounding them."""
-EXACT = MOVES_FIRST | MOVES_ALL | _prims("neg_p")
-"""Primitives whose outputs are exact when their pair operands are (:attr:`Pair.exact`).
-
-The one list of structural primitives: ``_discrete`` moves switch scores with
-:data:`MOVES_FIRST`/:data:`MOVES_ALL`, and RevealCancel maps the parts of a split
-difference through them (plus the linear maps with coefficients +1)."""
-
-
-ELEMENTWISE: set = set()
-"""Elementwise primitives (filled where their rules are registered). When one of them has a
-single float pair operand of the output's shape, and is in :data:`DOMAIN_EDGE` or its
-operand already has a provenance, the interpreter records that operand as the output's
-provenance (``out.s``): where the output's difference is not finite, a switch score falls
-back to the operand's (``_discrete.with_provenance``)."""
-DOMAIN_EDGE = _prims(
-    "log_p", "log1p_p", "div_p", "sqrt_p", "rsqrt_p", "pow_p", "integer_pow_p", "acosh_p",
-    "atanh_p", "asin_p", "acos_p", "lgamma_p", "digamma_p", "erf_inv_p", "exp_p", "exp2_p",
-    "expm1_p", "tan_p", "sinh_p", "cosh_p",
-)  # fmt: skip
-"""Elementwise primitives whose value can be infinite or NaN at a finite operand (the edge of
-their domain, a pole, overflow): where provenance starts. Chains without them carry none,
-so models without such values pay nothing for it."""
 
 
 def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:

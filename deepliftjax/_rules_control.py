@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _compat
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import CALLS, Context, Pair, eval_closed, eval_jaxpr, register_rule
+from deepliftjax._interpreter import Context, Pair, eval_closed, eval_jaxpr, register_rule
 
 # ---- calls ------------------------------------------------------------------------------
 
@@ -26,9 +26,7 @@ def call_rule(param: str, ctx: Context, *vals: Any, **params: Any) -> list[Any]:
 
 def defcall(prim: Any, param: str) -> None:
     """Interpret the jaxpr held in ``params[param]`` inline."""
-    register_rule(prim, partial(call_rule, param))
-    if prim is not None:
-        CALLS.add(prim)
+    register_rule(prim, partial(call_rule, param), call=True)
 
 
 def _slot_names(cls: type) -> list[str]:
@@ -249,8 +247,7 @@ defcall(primitive("jit_p"), "jaxpr")
 defcall(primitive("custom_jvp_call_p"), "call_jaxpr")
 defcall(primitive("custom_vjp_call_p"), "call_jaxpr")
 select_n_p = primitive("select_n_p")
-register_rule(primitive("remat_p"), _remat_rule)
-register_rule(primitive("cond_p"), _cond_rule)
-register_rule(primitive("scan_p"), _scan_rule)
-register_rule(primitive("while_p"), _while_rule)
-CALLS.update(primitive(n) for n in ("remat_p", "cond_p", "scan_p", "while_p"))
+register_rule(primitive("remat_p"), _remat_rule, call=True)
+register_rule(primitive("cond_p"), _cond_rule, call=True)
+register_rule(primitive("scan_p"), _scan_rule, call=True)
+register_rule(primitive("while_p"), _while_rule, call=True)

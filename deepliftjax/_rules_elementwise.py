@@ -16,7 +16,8 @@ from deepliftjax import _precision
 from deepliftjax._compat import primitive
 from deepliftjax._discrete import discrete_output_rule, ensure_score, with_provenance
 from deepliftjax._interpreter import RULE_KINDS, Context, register_rule
-from deepliftjax._pair import ELEMENTWISE, Pair
+from deepliftjax._pair import Pair
+from deepliftjax._registry import RESCALE_PRIMS  # noqa: F401  (read by _rulesets and tests)
 from deepliftjax._rulekit import (
     custom_multiplier,
     float_pair_positions,
@@ -30,17 +31,19 @@ from deepliftjax._rules_products import product_rule, quotient_rule
 
 # ---- Rescale: one varying operand (the rule itself is in _rulekit) ----------------------
 
-RESCALE_PRIMS: dict[Any, bool] = {}
-"""Primitives registered with :func:`defrescale`, mapped to whether they are smooth."""
 
+def defrescale(prim: Any, *, smooth: bool = True, domain_edge: bool = False) -> None:
+    """Register Rescale for a unary elementwise ``prim`` (or one with constant extras).
 
-def defrescale(prim: Any, *, smooth: bool = True) -> None:
-    """Register Rescale for a unary elementwise ``prim`` (or one with constant extras)."""
-    if prim is not None:
-        RESCALE_PRIMS[prim] = smooth
-        ELEMENTWISE.add(prim)
-
-    register_rule(prim, partial(rescale_or_shapley_rule, prim, smooth))
+    ``domain_edge``: ``prim`` can be infinite or NaN at a finite operand (``log`` at 0).
+    """
+    register_rule(
+        prim,
+        partial(rescale_or_shapley_rule, prim, smooth),
+        elementwise=True,
+        domain_edge=domain_edge,
+        rescale=smooth,
+    )
 
 
 def rescale_or_shapley_rule(prim: Any, smooth: bool, ctx: Context, *vals: Any, **params: Any):
@@ -89,11 +92,11 @@ def shapley_rule(prim: Any, smooth: bool, ctx: Context, a: Any, b: Any, **params
     return Pair(ya, yr)
 
 
-def defshapley(prim: Any, *, smooth: bool = True) -> None:
+def defshapley(prim: Any, *, smooth: bool = True, domain_edge: bool = False) -> None:
     """Register the two-player Shapley rule (Rescale when only one operand varies)."""
-    register_rule(prim, partial(shapley_rule, prim, smooth))
-    if prim is not None:
-        ELEMENTWISE.add(prim)
+    register_rule(
+        prim, partial(shapley_rule, prim, smooth), elementwise=True, domain_edge=domain_edge
+    )
 
 
 # ---- products: the midpoint rule (§2.3.5) -----------------------------------------------
@@ -126,9 +129,9 @@ def bilinear_rule(prim: Any, ctx: Context, a: Any, b: Any, **params: Any) -> Pai
     return Pair(ya, B(a.r, b.r))
 
 
-def defbilinear(prim: Any) -> None:
-    """Register the midpoint rule for a bilinear primitive."""
-    register_rule(prim, partial(bilinear_rule, prim))
+def defbilinear(prim: Any, *, elementwise: bool = False) -> None:
+    """Register the midpoint rule for a bilinear primitive (``elementwise``: ``mul``)."""
+    register_rule(prim, partial(bilinear_rule, prim), elementwise=elementwise)
 
 
 # ---- max and min of two varying operands: split the straight path (§2.3.3) ------------
@@ -256,8 +259,7 @@ def _side(v: Any, side: str) -> Any:
 
 def defmaxmin(prim: Any, sign: float) -> None:
     """Register the path-fraction rule for ``max`` (sign 1) or ``min`` (sign -1)."""
-    register_rule(prim, partial(maxmin_rule, prim, sign))
-    ELEMENTWISE.add(prim)
+    register_rule(prim, partial(maxmin_rule, prim, sign), elementwise=True)
 
 
 def _clamp_rule(ctx: Context, lo: Any, x: Any, hi: Any, **params: Any) -> Any:
@@ -317,36 +319,36 @@ select_n_p = primitive("select_n_p")
 div_p = primitive("div_p")
 
 # ---- smooth unary: Rescale --------------------------------------------------------------
-defrescale(primitive("exp_p"))
-defrescale(primitive("exp2_p"))
-defrescale(primitive("expm1_p"))
-defrescale(primitive("log_p"))
-defrescale(primitive("log1p_p"))
+defrescale(primitive("exp_p"), domain_edge=True)
+defrescale(primitive("exp2_p"), domain_edge=True)
+defrescale(primitive("expm1_p"), domain_edge=True)
+defrescale(primitive("log_p"), domain_edge=True)
+defrescale(primitive("log1p_p"), domain_edge=True)
 defrescale(primitive("logistic_p"))
 defrescale(primitive("tanh_p"))
 defrescale(primitive("sin_p"))
 defrescale(primitive("cos_p"))
-defrescale(primitive("tan_p"))
-defrescale(primitive("asin_p"))
-defrescale(primitive("acos_p"))
+defrescale(primitive("tan_p"), domain_edge=True)
+defrescale(primitive("asin_p"), domain_edge=True)
+defrescale(primitive("acos_p"), domain_edge=True)
 defrescale(primitive("atan_p"))
-defrescale(primitive("sinh_p"))
-defrescale(primitive("cosh_p"))
+defrescale(primitive("sinh_p"), domain_edge=True)
+defrescale(primitive("cosh_p"), domain_edge=True)
 defrescale(primitive("asinh_p"))
-defrescale(primitive("acosh_p"))
-defrescale(primitive("atanh_p"))
+defrescale(primitive("acosh_p"), domain_edge=True)
+defrescale(primitive("atanh_p"), domain_edge=True)
 defrescale(primitive("erf_p"))
 defrescale(primitive("erfc_p"))
-defrescale(primitive("erf_inv_p"))
-defrescale(primitive("lgamma_p"))
-defrescale(primitive("digamma_p"))
+defrescale(primitive("erf_inv_p"), domain_edge=True)
+defrescale(primitive("lgamma_p"), domain_edge=True)
+defrescale(primitive("digamma_p"), domain_edge=True)
 defrescale(primitive("bessel_i0e_p"))
 defrescale(primitive("bessel_i1e_p"))
-defrescale(primitive("sqrt_p"))
-defrescale(primitive("rsqrt_p"))
+defrescale(primitive("sqrt_p"), domain_edge=True)
+defrescale(primitive("rsqrt_p"), domain_edge=True)
 defrescale(primitive("cbrt_p"))
 defrescale(primitive("square_p"))
-defrescale(primitive("integer_pow_p"))
+defrescale(primitive("integer_pow_p"), domain_edge=True)
 
 # ---- piecewise unary: Rescale with exact secants ---------------------------------------
 defrescale(primitive("abs_p"), smooth=False)
@@ -357,18 +359,17 @@ defrescale(primitive("round_p"), smooth=False)
 defrescale(primitive("reduce_precision_p"), smooth=False)
 
 # ---- two inputs -------------------------------------------------------------------------
-defbilinear(mul_p)
+defbilinear(mul_p, elementwise=True)
 defbilinear(primitive("dot_general_p"))
 defbilinear(primitive("conv_general_dilated_p"))
 for _split in _precision.SPLIT_PRIMS.values():  # precision="split_*": the same products
     defbilinear(_split)
 defmaxmin(max_p, 1.0)
 defmaxmin(min_p, -1.0)
-register_rule(primitive("clamp_p"), _clamp_rule)
+register_rule(primitive("clamp_p"), _clamp_rule, elementwise=True)
 register_rule(select_n_p, partial(linear_rule, select_n_p))  # a moving predicate: _discrete
-register_rule(div_p, _div_rule)
-ELEMENTWISE.update((mul_p, div_p, primitive("clamp_p")))
-defshapley(primitive("pow_p"))
+register_rule(div_p, _div_rule, elementwise=True, domain_edge=True)
+defshapley(primitive("pow_p"), domain_edge=True)
 defshapley(primitive("atan2_p"))
 defshapley(primitive("rem_p"), smooth=False)
 

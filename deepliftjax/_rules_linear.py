@@ -13,14 +13,15 @@ from typing import Any
 import jax.numpy as jnp
 
 from deepliftjax._compat import primitive
+from deepliftjax._discrete import convert_score
 from deepliftjax._interpreter import Context, register_rule
-from deepliftjax._pair import ELEMENTWISE, Pair
+from deepliftjax._pair import Pair
 from deepliftjax._rulekit import linear_rule, rescale_rule
 
 
-def deflinear(prim: Any) -> None:
-    """Register the linear rule for ``prim``."""
-    register_rule(prim, partial(linear_rule, prim))
+def deflinear(prim: Any, **traits: Any) -> None:
+    """Register the linear rule for ``prim``, with its traits (see ``register_rule``)."""
+    register_rule(prim, partial(linear_rule, prim), **traits)
 
 
 def _stop_gradient_rule(ctx: Context, operand: Pair, **params: Any) -> Pair:
@@ -41,46 +42,43 @@ def _convert_rule(ctx: Context, operand: Any, *, new_dtype: Any, **params: Any) 
 convert_element_type_p = primitive("convert_element_type_p")
 
 # ---- arithmetic -------------------------------------------------------------------------
-deflinear(primitive("neg_p"))
-deflinear(primitive("add_p"))
-deflinear(primitive("sub_p"))
-deflinear(primitive("add_jaxvals_p"))
-
-ELEMENTWISE.update(primitive(n) for n in ("neg_p", "add_p", "sub_p", "add_jaxvals_p"))
+deflinear(primitive("neg_p"), elementwise=True, exact=True)
+deflinear(primitive("add_p"), elementwise=True, unit_linear=True)
+deflinear(primitive("sub_p"), elementwise=True)
+deflinear(primitive("add_jaxvals_p"), elementwise=True, unit_linear=True)
 
 # ---- type and copies --------------------------------------------------------------------
-register_rule(primitive("convert_element_type_p"), _convert_rule)
-deflinear(primitive("copy_p"))
-ELEMENTWISE.update((convert_element_type_p, primitive("copy_p")))
-deflinear(primitive("device_put_p"))
-deflinear(primitive("sharding_constraint_p"))
-deflinear(primitive("optimization_barrier_p"))
+register_rule(convert_element_type_p, _convert_rule, elementwise=True, score=convert_score)
+deflinear(primitive("copy_p"), elementwise=True, moves="first")
+deflinear(primitive("device_put_p"), moves="first")
+deflinear(primitive("sharding_constraint_p"), moves="first")
+deflinear(primitive("optimization_barrier_p"), moves="all")
 register_rule(primitive("stop_gradient_p"), _stop_gradient_rule)
 
 # ---- shape ------------------------------------------------------------------------------
-deflinear(primitive("reshape_p"))
-deflinear(primitive("squeeze_p"))
-deflinear(primitive("expand_dims_p"))
-deflinear(primitive("broadcast_in_dim_p"))
-deflinear(primitive("transpose_p"))
-deflinear(primitive("rev_p"))
-deflinear(primitive("concatenate_p"))
-deflinear(primitive("pad_p"))
-deflinear(primitive("split_p"))
-deflinear(primitive("tile_p"))
-deflinear(primitive("stack_p"))
-deflinear(primitive("unstack_p"))
+deflinear(primitive("reshape_p"), moves="first")
+deflinear(primitive("squeeze_p"), moves="first")
+deflinear(primitive("expand_dims_p"), moves="first")
+deflinear(primitive("broadcast_in_dim_p"), moves="first")
+deflinear(primitive("transpose_p"), moves="first")
+deflinear(primitive("rev_p"), moves="first")
+deflinear(primitive("concatenate_p"), moves="all")
+deflinear(primitive("pad_p"), moves="all")
+deflinear(primitive("split_p"), moves="first")
+deflinear(primitive("tile_p"), moves="first")
+deflinear(primitive("stack_p"), unit_linear=True)
+deflinear(primitive("unstack_p"), unit_linear=True)
 
 # ---- indexing with constant indices ----------------------------------------------------
-deflinear(primitive("slice_p"))
-deflinear(primitive("dynamic_slice_p"))
-deflinear(primitive("dynamic_update_slice_p"))
-deflinear(primitive("gather_p"))
-deflinear(primitive("scatter_p"))
-deflinear(primitive("scatter_add_p"))
+deflinear(primitive("slice_p"), moves="first")
+deflinear(primitive("dynamic_slice_p"), moves="first")
+deflinear(primitive("dynamic_update_slice_p"), unit_linear=True)
+deflinear(primitive("gather_p"), moves="first")
+deflinear(primitive("scatter_p"), unit_linear=True)
+deflinear(primitive("scatter_add_p"), unit_linear=True)
 deflinear(primitive("scatter_sub_p"))
 
 # ---- reductions and windows -------------------------------------------------------------
-deflinear(primitive("reduce_sum_p"))
-deflinear(primitive("reduce_window_sum_p"))
-deflinear(primitive("cumsum_p"))
+deflinear(primitive("reduce_sum_p"), unit_linear=True)
+deflinear(primitive("reduce_window_sum_p"), unit_linear=True)
+deflinear(primitive("cumsum_p"), unit_linear=True)

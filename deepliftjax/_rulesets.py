@@ -18,8 +18,8 @@ from deepliftjax import _precision, _rules_control, _rules_linear, _rules_reduce
 from deepliftjax._compat import primitive
 from deepliftjax._interpreter import CALLS, METHODS, RULES
 from deepliftjax._pair import MOVES_ALL, MOVES_FIRST, Pair, bind_both, rs
+from deepliftjax._registry import RESCALE_PRIMS, UNIT_LINEAR
 from deepliftjax._rulekit import bind_varying, custom_multiplier, float_pair_positions, secant
-from deepliftjax._rules_elementwise import RESCALE_PRIMS
 
 # ---- RevealCancel (Shrikumar, Greenside & Kundaje 2017, §3.5.3) -------------------------
 
@@ -185,12 +185,8 @@ def _reveal_cancel(h: Callable, smooth: bool) -> Callable:
 
 mul_p = primitive("mul_p")
 div_p = primitive("div_p")
-_LINEAR_PLUS_ONE = [
-    "add_p", "add_jaxvals_p", "stack_p", "unstack_p", "dynamic_update_slice_p", "scatter_p",
-    "scatter_add_p", "reduce_sum_p", "reduce_window_sum_p", "cumsum_p",
-]  # fmt: skip
 REVEAL_CANCEL: dict[Any, Callable] = {}
-for _p in MOVES_FIRST | MOVES_ALL | ({primitive(n) for n in _LINEAR_PLUS_ONE} - {None}):
+for _p in MOVES_FIRST | MOVES_ALL | UNIT_LINEAR:
     REVEAL_CANCEL[_p] = _rc_structural(_p)
 REVEAL_CANCEL[primitive("neg_p")] = _rc_neg
 REVEAL_CANCEL[primitive("sub_p")] = _rc_sub
@@ -238,6 +234,8 @@ def _dispatch_reveal_cancel(prim: Any) -> Callable | None:
         return RULES.get(prim)
     if prim in RESCALE_PRIMS:  # registered after import (a user's defrescale)
         return _rc_unary(prim, RESCALE_PRIMS[prim])
+    if prim in MOVES_FIRST or prim in MOVES_ALL or prim in UNIT_LINEAR:  # likewise
+        return _rc_structural(prim)
     base = RULES.get(prim)
     return None if base is None else _generic(base)
 

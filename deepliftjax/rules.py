@@ -18,10 +18,19 @@ VJP. Most primitives need only one of the category helpers:
 >>> c = dl.deeplift(lambda x: softsign_p.bind(x).sum(), 0.0)(jnp.array([1.0, -3.0]))
 >>> [round(float(v), 4) for v in c]
 [0.5, -0.75]
+
+What the interpreter needs to know about a primitive besides its rule (elementwise, can it
+leave the finite numbers, does it only move values, does it interpret a jaxpr, how are its
+integer results scored) is declared in the same call, as keywords of :func:`register_rule`
+that the helpers pass on; :func:`traits` shows what is recorded:
+
+>>> rules.traits(softsign_p)["elementwise"], rules.traits(softsign_p)["rescale"]
+(True, True)
 """
 
-from deepliftjax._interpreter import RULES, Context, Options, register_rule
+from deepliftjax._interpreter import Context, Options
 from deepliftjax._pair import Pair, bind_both
+from deepliftjax._registry import RULES, register_rule, traits
 from deepliftjax._rulekit import (
     bind_varying,
     custom_multiplier,
@@ -62,4 +71,5 @@ __all__ = [
     "rescale_rule",
     "secant",
     "times",
+    "traits",
 ]

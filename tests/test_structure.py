@@ -275,3 +275,70 @@ def test_deeplift_vjp_takes_a_tuple_of_outputs():
     assert jnp.allclose(m * (x - r), jnp.array([jnp.tanh(1.0), 0.0]), atol=1e-6)
     with pytest.raises(dl.DeepLiftError, match="has_aux=True"):
         dl.deeplift(f, r)(x)  # deeplift attributes one scalar
+
+
+def test_one_registration_fills_every_trait_table():
+    """A primitive's rule and traits are declared in one public call; every table that the
+    interpreter, the switch scores and the other rule sets read then knows it."""
+    from deepliftjax import _discrete, _interpreter, _pair, _registry, _rulesets, rules
+
+    toy = jax.extend.core.Primitive("toy_traits_demo")
+    toy.def_impl(lambda x: x)
+    toy.def_abstract_eval(lambda x: x)
+
+    def rule(ctx, x, **params):
+        return _pair.Pair(toy.bind(x.x), toy.bind(x.r))
+
+    def score(ctx, prim, invals, params, outs):
+        return [None]
+
+    rules.register_rule(
+        toy, rule, elementwise=True, domain_edge=True, moves="first", unit_linear=True,
+        call=True, score=score, rescale=False,
+    )  # fmt: skip
+    try:
+        assert _interpreter.RULES[toy] is rule and rules.RULES[toy] is rule
+        assert toy in _pair.ELEMENTWISE and toy in _pair.DOMAIN_EDGE
+        assert toy in _pair.MOVES_FIRST and toy not in _pair.MOVES_ALL and toy in _pair.EXACT
+        assert toy in _registry.UNIT_LINEAR and toy in _interpreter.CALLS
+        assert _discrete.SCORES[toy] is score
+        assert _registry.RESCALE_PRIMS[toy] is False
+        assert rules.traits(toy) == {
+            "rule": rule, "elementwise": True, "domain_edge": True, "moves": "first",
+            "exact": True, "unit_linear": True, "call": True, "score": score, "rescale": False,
+        }  # fmt: skip
+        assert _rulesets.METHODS["reveal_cancel"](toy) is rule  # a call keeps its own rule
+    finally:
+        for table in (_registry.ELEMENTWISE, _registry.DOMAIN_EDGE, _registry.MOVES_FIRST,
+                      _registry.EXACT, _registry.UNIT_LINEAR, _registry.CALLS):  # fmt: skip
+            table.discard(toy)
+        for table in (_registry.RULES, _registry.SCORES, _registry.RESCALE_PRIMS):
+            table.pop(toy, None)
+    with pytest.raises(dl.DeepLiftError, match="moves='sideways'"):
+        rules.register_rule(toy, rule, moves="sideways")
+    with pytest.raises(dl.DeepLiftError, match="score=3 is not callable"):
+        rules.register_rule(toy, rule, score=3)
+
+
+_TABLES = (
+    "RULES|CALLS|ELEMENTWISE|DOMAIN_EDGE|MOVES_FIRST|MOVES_ALL|EXACT|UNIT_LINEAR|SCORES|"
+    "RESCALE_PRIMS"
+)
+
+
+def test_trait_tables_are_written_only_by_the_registration():
+    """No module but ``_registry`` writes a rule or trait table by hand."""
+    pattern = re.compile(
+        rf"\b({_TABLES})(\[[^]]*\]\s*=[^=]|\.(add|update|pop|discard|setdefault|clear)\()"
+    )
+    root = pathlib.Path(dl.__file__).parent
+    offenders = [
+        f"{path.relative_to(root)}:{i}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "_registry.py"
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, "trait tables written outside register_rule:\n" + "\n".join(offenders)
+    # and the check itself sees a write
+    assert pattern.search("ELEMENTWISE.add(p)") and pattern.search("SCORES[p] = f")
