@@ -15,6 +15,15 @@ class DeepLiftError(ValueError):
     """
 
 
+def error(what: str, hint: str, *, cls: type[DeepLiftError] = DeepLiftError) -> DeepLiftError:
+    """The error every check raises: what was wrong, then ``Hint:`` and how to fix it.
+
+    ``cls`` picks a subclass of :class:`DeepLiftError` (one that is also a ``TypeError``,
+    say), so that callers can catch the kind of mistake as well as the package's error.
+    """
+    return cls(f"{what}\nHint: {hint}")
+
+
 def eqn_str(eqn: Any, limit: int = 600) -> str:
     """The equation as JAX prints it, shortened for error messages."""
     try:
