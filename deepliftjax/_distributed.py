@@ -18,7 +18,7 @@ import jax
 
 from deepliftjax import _compat
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._jobs import digest
+from deepliftjax._identity import digest
 
 __all__ = ["Share", "share", "barrier", "exchange", "agree", "agree_rows", "raise_if_any"]
 

@@ -4,10 +4,10 @@
 of examples: ``jit(vmap(...))`` over fixed-size chunks (the last one padded, so one
 compiled function serves every chunk), each chunk sharded over the local devices along
 the batch axis with a :class:`jax.sharding.Mesh`. Its pieces: :func:`describe_inputs`
-(what the inputs are), :func:`deepliftjax._references.classify_references` (what the
-references are), :func:`deepliftjax._jobs.job_identity` (what determines the numbers),
+(what the inputs are), :func:`deepliftjax._batch_references.classify_references` (what the
+references are), :func:`deepliftjax._identity.job_identity` (what determines the numbers),
 :func:`chunk_function` (the compiled chunk), :mod:`deepliftjax._store` (chunks in memory
-or on disk) and :class:`deepliftjax._references.Tally` (residual and conditioning checks).
+or on disk) and :class:`deepliftjax._shap.Tally` (residual and conditioning checks).
 
 Resume is content-addressed: a job's identity is its traced computation (every equation,
 parameter, literal and constant, through every nested jaxpr: weights inside ``jax.jit``,
@@ -41,6 +41,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from deepliftjax._batch_references import ReferenceSpec, classify_references
 from deepliftjax._checks import (
     CONDITIONING_THRESHOLD,
     ConditioningWarning,
@@ -56,16 +57,9 @@ from deepliftjax._distributed import (
 )
 from deepliftjax._errors import DeepLiftError, error
 from deepliftjax._guard import check_options
-from deepliftjax._jobs import chunk_key, job_id, job_identity
+from deepliftjax._identity import chunk_key, job_id, job_identity
 from deepliftjax._progress import tqdm
-from deepliftjax._references import (
-    ReferenceSpec,
-    ShapScores,
-    Tally,
-    check_chunk_size,
-    classify_references,
-    deeplift_shap,
-)
+from deepliftjax._shap import ShapScores, Tally, check_chunk_size, deeplift_shap
 from deepliftjax._store import DirLock, DiskStore, MemoryStore
 
 __all__ = ["attribute", "Attribution", "JobInterrupted"]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._jobs import FORMAT, array_digest
+from deepliftjax._identity import FORMAT, array_digest
 
 __all__ = ["MemoryStore", "DiskStore", "DirLock", "save_atomic", "checksum"]
 
@@ -443,7 +443,7 @@ class DiskStore:
 
     Args:
       out_dir: the job's directory (created if missing).
-      identity: the job's identity parts (see :func:`deepliftjax._jobs.job_identity`).
+      identity: the job's identity parts (see :func:`deepliftjax._identity.job_identity`).
       names: the arrays of a chunk (``contributions``, ``residuals``, ...).
       resume: reuse what ``out_dir`` holds; ``False`` deletes it first.
       writer: whether this process writes the manifest and clears old files (the first

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 from jax import lax
 
+from deepliftjax._batch_references import classify_references
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import classify_references, deeplift_shap
 from deepliftjax._runner import _Progress, attribute
+from deepliftjax._shap import deeplift_shap
 from deepliftjax._shuffle import dinuc_shuffle, shuffle
 
 L = 8

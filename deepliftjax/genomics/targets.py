@@ -51,7 +51,7 @@ import jax.numpy as jnp
 
 from deepliftjax._api import deeplift_vjp
 from deepliftjax._hypothetical import hypothetical_from_multipliers
-from deepliftjax._references import ShapScores, deeplift_shap
+from deepliftjax._shap import ShapScores, deeplift_shap
 
 __all__ = [
     "PROFILE_WEIGHTINGS",

@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from deepliftjax._batch_references import ReferenceSpec
 from deepliftjax._compat import Primitive, is_jaxpr, open_jaxpr, primitive
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import ReferenceSpec
 
 __all__ = [
     "digest",
