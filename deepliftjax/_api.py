@@ -10,7 +10,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
 
 # The rule modules fill the rule table when imported.
 from deepliftjax import (  # noqa: F401, I001
@@ -23,7 +22,8 @@ from deepliftjax import (  # noqa: F401, I001
 )
 from deepliftjax._errors import DeepLiftError
 from deepliftjax._guard import check_options, guard
-from deepliftjax._interpreter import EXACT_METHODS, Options, Pair, eval_jaxpr
+from deepliftjax._interpreter import EXACT_METHODS, Options, eval_jaxpr
+from deepliftjax._pair import Pair
 
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, bool, complex)
 
@@ -532,5 +532,4 @@ def _describe(v):
     return f"a {type(v).__name__} ({jax.tree_util.tree_structure(v)})"
 
 
-ArrayTree = Any
-__all__ = ["deeplift", "deeplift_vjp", "ArrayLike"]
+__all__ = ["deeplift", "deeplift_vjp"]
