@@ -1,4 +1,4 @@
-"""Content-addressed batch jobs (issue 14): what a rerun reuses, recomputes or refuses.
+"""Content-addressed batch jobs: what a rerun reuses, recomputes or refuses.
 
 Every test runs a 3-chunk job (24 rows, chunk 8) into an out_dir, changes one thing, and
 checks which chunks were computed again (through the per-chunk callback) and which chunk
