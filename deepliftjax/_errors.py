@@ -44,11 +44,11 @@ def at_user_line(eqn: Any) -> str:
 
 def unsupported_primitive(eqn: Any) -> DeepLiftError:
     name = eqn.primitive.name
-    return DeepLiftError(
+    return error(
         f"DeepLIFT rule for primitive '{name}' not implemented, and one of its inputs "
-        f"depends on the attributed input:\n    {eqn_str(eqn)}{at_user_line(eqn)}\n"
-        f"Hint: register a rule with deepliftjax.rules.register_rule(<the {name} primitive>, "
+        f"depends on the attributed input:\n    {eqn_str(eqn)}{at_user_line(eqn)}",
+        f"register a rule with deepliftjax.rules.register_rule(<the {name} primitive>, "
         "rule) (deepliftjax.rules.deflinear / defrescale cover the common cases), rewrite this "
         "step with supported operations, or pass fallback='gradient' to use the plain "
-        "gradient here (not exact: summation to delta no longer holds)."
+        "gradient here (not exact: summation to delta no longer holds).",
     )
