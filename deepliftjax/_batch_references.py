@@ -11,7 +11,7 @@ import numpy as np
 
 from deepliftjax._errors import error
 
-__all__ = ["REFERENCE_LAYOUTS", "ReferenceSpec", "classify_references"]
+__all__ = ["ReferenceSpec", "classify_references"]
 
 REFERENCE_LAYOUTS = ("shared", "per_example")
 
