@@ -37,8 +37,8 @@ from deepliftjax._methods import (
     integrated_gradients,
     lrp_epsilon,
 )
-from deepliftjax._references import ShapScores, check_residuals, deeplift_shap
 from deepliftjax._runner import Attribution, attribute
+from deepliftjax._shap import ShapScores, check_residuals, deeplift_shap
 from deepliftjax._shuffle import dinuc_shuffle, dinucleotide_counts, shuffle
 from deepliftjax._version import __version__
 

@@ -10,7 +10,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
 
 # The rule modules fill the rule table when imported.
 from deepliftjax import (  # noqa: F401, I001
@@ -21,9 +20,10 @@ from deepliftjax import (  # noqa: F401, I001
     _rules_reduce,
     _rulesets,  # the other rule sets: RevealCancel, LRP, guided backpropagation
 )
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import error
 from deepliftjax._guard import check_options, guard
-from deepliftjax._interpreter import EXACT_METHODS, Options, Pair, eval_jaxpr
+from deepliftjax._interpreter import EXACT_METHODS, Options, eval_jaxpr
+from deepliftjax._pair import Pair
 
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, bool, complex)
 
@@ -166,11 +166,11 @@ def _transform(
             f, ref, args, kwargs, argnums, has_aux, options
         )
         if not (hasattr(out, "shape") and jnp.shape(out) == ()):
-            raise DeepLiftError(
-                f"deeplift needs f to return a scalar, like jax.grad; got "
-                f"{_describe(out)}.\nHint: pick a target, e.g. deeplift(lambda x: f(x)[i], ref) "
+            raise error(
+                f"deeplift needs f to return a scalar, like jax.grad; got {_describe(out)}.",
+                "pick a target, e.g. deeplift(lambda x: f(x)[i], ref) "
                 "for output i or lambda x: f(x)[i] - f(x)[j] for a difference, or use "
-                "deeplift_vjp(f, ref, x) to attribute any combination of a vector output."
+                "deeplift_vjp(f, ref, x) to attribute any combination of a vector output.",
             )
         (m,) = pullback(jnp.ones_like(out))
         if guard is not None:
@@ -252,7 +252,10 @@ def deeplift_vjp(
 def _vjp(f, ref, args, kwargs, argnums, has_aux, options, any_output=False):
     """``(out, out_ref, pullback, aux, (diff, refs))`` of ``f`` over (input, reference)."""
     if not callable(f):
-        raise DeepLiftError(f"deeplift expects a function; got {type(f).__name__}.")
+        raise error(
+            f"deeplift expects a function; got {type(f).__name__}.",
+            "pass the model first and the reference second: deeplift(f, ref)(x).",
+        )
     argnums_t = _check_argnums(argnums, len(args))
     args = list(args)
     for i in argnums_t:  # Python numbers become arrays, as jax.grad takes them
@@ -278,9 +281,9 @@ def _vjp(f, ref, args, kwargs, argnums, has_aux, options, any_output=False):
     def pullback(cotangent):
         ct_flat = jax.tree_util.tree_leaves(cotangent)
         if len(ct_flat) != len(out_flat):
-            raise DeepLiftError(
-                f"the cotangent has {len(ct_flat)} leaves but f's output has {len(out_flat)}.\n"
-                "Hint: pass a cotangent with the structure and shapes of out."
+            raise error(
+                f"the cotangent has {len(ct_flat)} leaves but f's output has {len(out_flat)}.",
+                "pass a cotangent with the structure and shapes of out.",
             )
         ct_flat = [
             jnp.broadcast_to(jnp.asarray(c, o.dtype), o.shape)
@@ -314,8 +317,9 @@ def _output_tree(out_shape, has_aux, argnums, any_output=False):
     ``has_aux``."""
     if has_aux:
         if not (isinstance(out_shape, tuple) and len(out_shape) == 2):
-            raise DeepLiftError(
-                f"has_aux=True needs f to return a pair (out, aux); got {_describe(out_shape)}."
+            raise error(
+                f"has_aux=True needs f to return a pair (out, aux); got {_describe(out_shape)}.",
+                "return (out, aux) from f, or leave has_aux=False if f returns out alone.",
             )
         out_shape = out_shape[0]
     elif (
@@ -324,19 +328,20 @@ def _output_tree(out_shape, has_aux, argnums, any_output=False):
         and not isinstance(argnums, Sequence)
         and _is_aux_like(out_shape)
     ):
-        raise DeepLiftError(
+        raise error(
             f"f returned a {type(out_shape).__name__} of {len(out_shape)} values; deeplift "
-            "attributes one scalar.\nHint: pass has_aux=True if f returns (out, aux), or "
-            "select the output to attribute, e.g. lambda x: f(x)[0]."
+            "attributes one scalar.",
+            "pass has_aux=True if f returns (out, aux), or select the output to attribute, "
+            "e.g. lambda x: f(x)[0].",
         )
     for o in jax.tree_util.tree_leaves(out_shape):
         if not jnp.issubdtype(o.dtype, jnp.inexact):
-            raise DeepLiftError(
+            raise error(
                 f"f returns a value of dtype {o.dtype}; DeepLIFT attributes floating-point "
                 "outputs (an integer or boolean output, such as an argmax or a class label, "
-                "changes in jumps that have no contributions of their own).\nHint: attribute "
-                "the float value the decision is made from, e.g. the logit of the chosen class "
-                "(lambda x: logits(x)[k]) or a difference of logits."
+                "changes in jumps that have no contributions of their own).",
+                "attribute the float value the decision is made from, e.g. the logit of the "
+                "chosen class (lambda x: logits(x)[k]) or a difference of logits.",
             )
     return jax.tree_util.tree_structure(out_shape)
 
@@ -431,11 +436,11 @@ def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
 def _options(rule, max_rule, fallback, precision, product_rule, stop_gradient="pass"):
     """The options of :func:`deeplift` and :func:`deeplift_vjp`, checked."""
     if rule not in EXACT_METHODS:
-        raise DeepLiftError(
-            f"rule={rule!r} is not a DeepLIFT rule set; deeplift accepts {EXACT_METHODS}.\n"
-            "Hint: 'rescale' is the paper's (default), 'reveal_cancel' Shrikumar et al. 2017. "
+        raise error(
+            f"rule={rule!r} is not a DeepLIFT rule set; deeplift accepts {EXACT_METHODS}.",
+            "'rescale' is the paper's (default), 'reveal_cancel' Shrikumar et al. 2017. "
             "The gradient-based methods are their own functions: deepliftjax.lrp_epsilon, "
-            "guided_backprop, gradient, gradient_x_input, integrated_gradients."
+            "guided_backprop, gradient, gradient_x_input, integrated_gradients.",
         )
     return Options(
         max_rule=max_rule,
@@ -450,18 +455,18 @@ def _options(rule, max_rule, fallback, precision, product_rule, stop_gradient="p
 def _check_argnums(argnums, nargs):
     nums = tuple(argnums) if isinstance(argnums, Sequence) else (argnums,)
     if not nums:
-        raise DeepLiftError("argnums is empty.\nHint: name at least one positional argument.")
+        raise error("argnums is empty.", "name at least one positional argument.")
     for a in nums:
         if not isinstance(a, int) or isinstance(a, bool) or not -nargs <= a < nargs:
-            raise DeepLiftError(
-                f"argnums={argnums!r} does not name a positional argument of the "
-                f"{nargs} given.\nHint: pass the attributed input positionally."
+            raise error(
+                f"argnums={argnums!r} does not name a positional argument of the {nargs} given.",
+                "pass the attributed input positionally.",
             )
     out = tuple(a % nargs for a in nums)
     if len(set(out)) != len(out):
-        raise DeepLiftError(
-            f"argnums={argnums!r} names an argument twice.\nHint: list each attributed "
-            "argument once; the scores come back in the order argnums gives."
+        raise error(
+            f"argnums={argnums!r} names an argument twice.",
+            "list each attributed argument once; the scores come back in the order argnums gives.",
         )
     return out
 
@@ -472,29 +477,29 @@ def _check_float_leaves(args, argnums_t):
             dtype = jnp.result_type(leaf)
             if not jnp.issubdtype(dtype, jnp.inexact):
                 where = jax.tree_util.keystr(path)
-                raise DeepLiftError(
+                raise error(
                     f"the attributed argument {i}{where} has dtype {dtype}; DeepLIFT "
-                    "attributes floating-point inputs only.\nHint: one-hot encode integer "
-                    "inputs (jax.nn.one_hot), or attribute the embedding output instead of "
-                    "token ids; cast with .astype(jnp.float32) if the values are real numbers."
+                    "attributes floating-point inputs only.",
+                    "one-hot encode integer inputs (jax.nn.one_hot), or attribute the "
+                    "embedding output instead of token ids; cast with .astype(jnp.float32) if "
+                    "the values are real numbers.",
                 )
 
 
 def _broadcast_ref(ref, diff, argnums):
     diff_tree = jax.tree_util.tree_structure(diff)
     if ref is None:
-        raise DeepLiftError(
-            "ref is None.\nHint: pass a reference input, e.g. jnp.zeros_like(x) or 0.0."
-        )
+        raise error("ref is None.", "pass a reference input, e.g. jnp.zeros_like(x) or 0.0.")
     if _is_leaf_like(ref):
         refs = jax.tree_util.tree_map(lambda _: ref, diff)
     else:
         ref_tree = jax.tree_util.tree_structure(ref)
         if ref_tree != diff_tree:
-            raise DeepLiftError(
+            raise error(
                 f"the reference's pytree structure {ref_tree} does not match the attributed "
-                f"argument's {diff_tree}.\nHint: pass one array (broadcast to every leaf) or a "
-                "pytree with the structure of args[argnums]."
+                f"argument's {diff_tree}.",
+                "pass one array (broadcast to every leaf) or a pytree with the structure of "
+                "args[argnums].",
             )
         refs = ref
 
@@ -506,12 +511,12 @@ def _broadcast_ref(ref, diff, argnums):
         except ValueError:
             b = None
         if b != tuple(xs_):
-            raise DeepLiftError(
+            raise error(
                 f"the reference{where} of shape {rs_} does not broadcast to the input's shape "
-                f"{xs_}.\n"
-                "Hint: give a reference of the input's shape, or one that broadcasts to it "
+                f"{xs_}.",
+                "give a reference of the input's shape, or one that broadcasts to it "
                 "(a scalar, or a per-feature array); to attribute a batch, jax.vmap the "
-                "transform (in_axes selects batched or shared references)."
+                "transform (in_axes selects batched or shared references).",
             )
         return r
 
@@ -532,5 +537,4 @@ def _describe(v):
     return f"a {type(v).__name__} ({jax.tree_util.tree_structure(v)})"
 
 
-ArrayTree = Any
-__all__ = ["deeplift", "deeplift_vjp", "ArrayLike"]
+__all__ = ["deeplift", "deeplift_vjp"]

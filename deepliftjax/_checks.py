@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import error
 
 __all__ = [
     "ConditioningWarning",
@@ -181,27 +181,27 @@ def _summation(name, f, ref, x, contributions, batched, floor, deeplift_kwargs):
     from deepliftjax._api import deeplift  # late: _api imports the rule modules
 
     if isinstance(floor, int | float | np.number) and not (floor >= 0 and math.isfinite(floor)):
-        raise DeepLiftError(
-            f"{name}: floor must be a finite number >= 0, got {floor!r}.\nHint: the default "
-            f"floor={FLOOR:g} bounds |Δf| below by that fraction of max(|f(x)|, |f(ref)|, "
-            "1); floor=0 gives the plain relative values."
+        raise error(
+            f"{name}: floor must be a finite number >= 0, got {floor!r}.",
+            f"the default floor={FLOOR:g} bounds |Δf| below by that fraction of "
+            "max(|f(x)|, |f(ref)|, 1); floor=0 gives the plain relative values.",
         )
     if not batched:
         return _check_one(name, f, ref, x, contributions, floor, deeplift, deeplift_kwargs)
 
     x_leaves = jax.tree_util.tree_leaves(x)
     if not x_leaves:
-        raise DeepLiftError(
-            f"{name}: x has no array leaves.\nHint: pass the input(s) of f as an array or "
-            "a pytree of arrays."
+        raise error(
+            f"{name}: x has no array leaves.",
+            "pass the input(s) of f as an array or a pytree of arrays.",
         )
     n = jnp.shape(x_leaves[0])[0] if jnp.ndim(x_leaves[0]) else None
     for leaf in x_leaves:
         if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n:
-            raise DeepLiftError(
+            raise error(
                 f"{name}(batched=True) needs every leaf of x to have the same "
-                f"leading batch axis; got shapes {[jnp.shape(v) for v in x_leaves]}.\n"
-                "Hint: pass batched=False for a single example."
+                f"leading batch axis; got shapes {[jnp.shape(v) for v in x_leaves]}.",
+                "pass batched=False for a single example.",
             )
     ref_axes = _ref_axes(ref, x, n)
     c_axes = None if contributions is None else 0
@@ -238,9 +238,9 @@ def _check_one(name, f, ref, x, contributions, floor, deeplift, kwargs):
         refs = jax.tree_util.tree_map(_like, ref, x)
     fx, fr = f(x), f(refs)
     if jnp.shape(fx) != ():
-        raise DeepLiftError(
-            f"{name} needs f to return a scalar; got shape {jnp.shape(fx)}.\n"
-            "Hint: pick a target, e.g. lambda x: f(x)[i]."
+        raise error(
+            f"{name} needs f to return a scalar; got shape {jnp.shape(fx)}.",
+            "pick a target, e.g. lambda x: f(x)[i].",
         )
     dt = jnp.promote_types(jnp.result_type(fx), jnp.float32)
     leaves = [jnp.asarray(c, dt) for c in jax.tree_util.tree_leaves(contributions)]
@@ -322,10 +322,10 @@ def check_finite(x: Any, ref: Any = None) -> None:
 def _check_tree(what, tree):
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if isinstance(leaf, jax.core.Tracer):
-            raise DeepLiftError(
+            raise error(
                 f"check_finite needs concrete values; the {what} is being traced (inside "
-                "jit, vmap or grad).\nHint: call check_finite on the arrays before the "
-                "jitted call."
+                "jit, vmap or grad).",
+                "call check_finite on the arrays before the jitted call.",
             )
         a = np.asarray(leaf)
         if not np.issubdtype(a.dtype, np.inexact):
@@ -334,12 +334,12 @@ def _check_tree(what, tree):
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             where = jax.tree_util.keystr(path) or "<root>"
-            raise DeepLiftError(
+            raise error(
                 f"the {what} has {int(bad.sum())} non-finite value(s) in leaf {where} of "
-                f"shape {a.shape}; the first is {a[idx]} at index {idx}.\nHint: DeepLIFT "
-                "scores are differences from the reference, and a NaN or Inf makes every "
-                "score it reaches NaN; replace or mask these values (jnp.nan_to_num), or "
-                "pick a finite reference."
+                f"shape {a.shape}; the first is {a[idx]} at index {idx}.",
+                "DeepLIFT scores are differences from the reference, and a NaN or Inf "
+                "makes every score it reaches NaN; replace or mask these values "
+                "(jnp.nan_to_num), or pick a finite reference.",
             )
 
 

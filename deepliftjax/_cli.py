@@ -248,7 +248,7 @@ def _check_onehot(x: np.ndarray, axis: int, why: str) -> None:
 
 def _references(args, inputs: np.ndarray) -> Any:
     """The references argument of :func:`attribute`, checked as :func:`attribute` will."""
-    from deepliftjax._references import classify_references
+    from deepliftjax._batch_references import classify_references
     from deepliftjax._shuffle import dinuc_shuffle, shuffle
 
     if args.shuffles is not None:

@@ -273,7 +273,7 @@ def user_location(eqn: Any) -> str | None:
     return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"
 
 
-# ---- job identity (deepliftjax._jobs): jaxprs held in equation parameters ---------------
+# ---- job identity (deepliftjax._identity): jaxprs held in equation parameters ---------------
 
 
 def is_jaxpr(value: Any) -> bool:

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import jax
 
 from deepliftjax import _compat
-from deepliftjax._errors import DeepLiftError
-from deepliftjax._jobs import digest
+from deepliftjax._errors import DeepLiftError, error
+from deepliftjax._identity import digest
 
 __all__ = ["Share", "share", "barrier", "exchange", "agree", "agree_rows", "raise_if_any"]
 
@@ -115,12 +115,13 @@ def agree(parts: dict[str, str], stage: str = "identity") -> None:
         for i in which[:1]
         if every[i].get(k) != first.get(k)
     )
-    raise DeepLiftError(
+    raise error(
         f"the {len(every)} processes of this jax.distributed job hold different jobs: "
         f"process(es) {', '.join(map(str, which))} differ from process 0 in "
         f"{', '.join(PART_NAMES.get(k, k) for k in diff)} ({detail}). Nothing was written "
-        "to the final files.\nHint: call attribute() in every process with the same model, "
-        "weights (load them from one checkpoint), options, references and inputs."
+        "to the final files.",
+        "call attribute() in every process with the same model, weights (load them from "
+        "one checkpoint), options, references and inputs.",
     )
 
 
@@ -147,11 +148,11 @@ def agree_rows(keys: list[str], chunk_size: int) -> None:
     c = next((i for i in range(n) if len({k[i] for k in every}) > 1), n)
     which = [p for p, k in enumerate(every) if k[c : c + 1] != every[0][c : c + 1]]
     counts = ", ".join(str(len(k)) for k in every)
-    raise DeepLiftError(
+    raise error(
         f"the {len(every)} processes of this jax.distributed job hold different inputs: "
         f"{PART_NAMES['rows']} differ from chunk {c} on (rows from {c * chunk_size}; "
         f"process(es) {', '.join(map(str, which))} differ from process 0; chunks per process: "
-        f"{counts}). Nothing was written to the final files.\nHint: give every process the "
-        "same inputs, references and targets (e.g. memory-map one .npy on a shared file "
-        "system)."
+        f"{counts}). Nothing was written to the final files.",
+        "give every process the same inputs, references and targets (e.g. memory-map one "
+        ".npy on a shared file system).",
     )

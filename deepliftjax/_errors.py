@@ -15,6 +15,15 @@ class DeepLiftError(ValueError):
     """
 
 
+def error(what: str, hint: str, *, cls: type[DeepLiftError] = DeepLiftError) -> DeepLiftError:
+    """The error every check raises: what was wrong, then ``Hint:`` and how to fix it.
+
+    ``cls`` picks a subclass of :class:`DeepLiftError` (one that is also a ``TypeError``,
+    say), so that callers can catch the kind of mistake as well as the package's error.
+    """
+    return cls(f"{what}\nHint: {hint}")
+
+
 def eqn_str(eqn: Any, limit: int = 600) -> str:
     """The equation as JAX prints it, shortened for error messages."""
     try:
@@ -35,11 +44,11 @@ def at_user_line(eqn: Any) -> str:
 
 def unsupported_primitive(eqn: Any) -> DeepLiftError:
     name = eqn.primitive.name
-    return DeepLiftError(
+    return error(
         f"DeepLIFT rule for primitive '{name}' not implemented, and one of its inputs "
-        f"depends on the attributed input:\n    {eqn_str(eqn)}{at_user_line(eqn)}\n"
-        f"Hint: register a rule with deepliftjax.rules.register_rule(<the {name} primitive>, "
+        f"depends on the attributed input:\n    {eqn_str(eqn)}{at_user_line(eqn)}",
+        f"register a rule with deepliftjax.rules.register_rule(<the {name} primitive>, "
         "rule) (deepliftjax.rules.deflinear / defrescale cover the common cases), rewrite this "
         "step with supported operations, or pass fallback='gradient' to use the plain "
-        "gradient here (not exact: summation to delta no longer holds)."
+        "gradient here (not exact: summation to delta no longer holds).",
     )

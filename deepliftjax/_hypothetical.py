@@ -22,7 +22,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from deepliftjax import _compat
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import error
 
 __all__ = [
     "hypothetical_from_multipliers",
@@ -73,9 +73,9 @@ def check_onehot(
     shape = tuple(np.shape(x))
     ndim = len(shape)
     if not (isinstance(axis, int | np.integer) and -ndim <= axis < ndim):
-        raise DeepLiftError(
-            f"{what}: axis {axis!r} is not an axis of the input of shape {shape}.\nHint: pass "
-            "the axis that holds the one-hot alphabet (-1 for (L, 4), 0 for (4, L))."
+        raise error(
+            f"{what}: axis {axis!r} is not an axis of the input of shape {shape}.",
+            "pass the axis that holds the one-hot alphabet (-1 for (L, 4), 0 for (4, L)).",
         )
     params = dict(shape=shape, axis=int(axis), what=what, keyword=keyword)
     if isinstance(x, jax.core.Tracer):
@@ -165,7 +165,7 @@ def _onehot_host(
             + "; encode an unknown base (N) as an all-zero position, and one-hot encode "
             "soft or probabilistic inputs first."
         )
-    raise DeepLiftError(head + found + "\nHint: " + hint)
+    raise error(head + found, hint)
 
 
 def _onehot_lowered(ints: Any, floats: Any, **params: Any) -> list:
@@ -296,17 +296,18 @@ def export_modisco(
     """
     x_shape, h_shape = np.shape(onehot), np.shape(hypothetical)
     if len(x_shape) != 3 or x_shape != h_shape:
-        raise DeepLiftError(
+        raise error(
             "onehot and hypothetical must both be (N, L, 4) arrays of the same shape, got "
-            f"{x_shape} and {h_shape}.\nHint: pass the one-hot inputs and their hypothetical "
-            "contributions, one row per example."
+            f"{x_shape} and {h_shape}.",
+            "pass the one-hot inputs and their hypothetical contributions, one row per example.",
         )
     if not -3 <= alphabet_axis < 3 or x_shape[alphabet_axis] != 4:
         size = x_shape[alphabet_axis] if -3 <= alphabet_axis < 3 else "none"
-        raise DeepLiftError(
+        raise error(
             f"alphabet_axis={alphabet_axis} has size {size}, not 4; modisco-lite needs DNA "
-            "one-hot.\nHint: pass the axis of size 4 that holds the bases (alphabet_axis=1 "
-            "for (N, 4, L), -1 for (N, L, 4))."
+            "one-hot.",
+            "pass the axis of size 4 that holds the bases (alphabet_axis=1 for (N, 4, L), "
+            "-1 for (N, L, 4)).",
         )
     for lo in range(0, x_shape[0], _CHECK_ROWS):  # chunks: memory-mapped inputs stay so
         hi = min(lo + _CHECK_ROWS, x_shape[0])

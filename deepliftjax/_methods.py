@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from deepliftjax._api import _transform
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import error
 from deepliftjax._interpreter import Options
 
 
@@ -137,10 +137,10 @@ def integrated_gradients(
       Array([1., 4.], dtype=float32)
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise DeepLiftError(
-            f"integrated_gradients needs steps >= 1 (an int); got {steps!r}.\n"
-            "Hint: 50 is the default; the completeness error shrinks as steps grow "
-            "(return_error=True reports it)."
+        raise error(
+            f"integrated_gradients needs steps >= 1 (an int); got {steps!r}.",
+            "50 is the default; the completeness error shrinks as steps grow "
+            "(return_error=True reports it).",
         )
     grad = jax.grad(f, argnums=argnums)
 

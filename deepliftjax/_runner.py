@@ -4,10 +4,10 @@
 of examples: ``jit(vmap(...))`` over fixed-size chunks (the last one padded, so one
 compiled function serves every chunk), each chunk sharded over the local devices along
 the batch axis with a :class:`jax.sharding.Mesh`. Its pieces: :func:`describe_inputs`
-(what the inputs are), :func:`deepliftjax._references.classify_references` (what the
-references are), :func:`deepliftjax._jobs.job_identity` (what determines the numbers),
+(what the inputs are), :func:`deepliftjax._batch_references.classify_references` (what the
+references are), :func:`deepliftjax._identity.job_identity` (what determines the numbers),
 :func:`chunk_function` (the compiled chunk), :mod:`deepliftjax._store` (chunks in memory
-or on disk) and :class:`deepliftjax._references.Tally` (residual and conditioning checks).
+or on disk) and :class:`deepliftjax._shap.Tally` (residual and conditioning checks).
 
 Resume is content-addressed: a job's identity is its traced computation (every equation,
 parameter, literal and constant, through every nested jaxpr: weights inside ``jax.jit``,
@@ -41,6 +41,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from deepliftjax._batch_references import ReferenceSpec, classify_references
 from deepliftjax._checks import (
     CONDITIONING_THRESHOLD,
     ConditioningWarning,
@@ -54,19 +55,11 @@ from deepliftjax._distributed import (
     raise_if_any,
     share,
 )
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import DeepLiftError, error
 from deepliftjax._guard import check_options
-from deepliftjax._jobs import chunk_key, job_id, job_identity
+from deepliftjax._identity import chunk_key, job_id, job_identity
 from deepliftjax._progress import tqdm
-from deepliftjax._references import (
-    ReferenceSpec,
-    ShapScores,
-    Tally,
-    _error,
-    check_chunk_size,
-    classify_references,
-    deeplift_shap,
-)
+from deepliftjax._shap import ShapScores, Tally, check_chunk_size, deeplift_shap
 from deepliftjax._store import DirLock, DiskStore, MemoryStore
 
 __all__ = ["attribute", "Attribution", "JobInterrupted"]
@@ -148,7 +141,7 @@ def describe_inputs(inputs: Any) -> Inputs:
     """
     if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
         if np.ndim(inputs) < 1 or inputs.shape[0] == 0:
-            raise _error(
+            raise error(
                 f"inputs must be a non-empty (N, ...) array, got shape {inputs.shape}.",
                 "stack at least one example on axis 0 (x[None] for a single example).",
             )
@@ -158,18 +151,18 @@ def describe_inputs(inputs: Any) -> Inputs:
         try:
             first = np.asarray(next(batches))
         except StopIteration:
-            raise _error(
+            raise error(
                 "inputs is an empty iterable.",
                 "pass an (N, ...) array or an iterable that yields at least one (B, ...) batch.",
             ) from None
         if first.ndim < 1:
-            raise _error(
+            raise error(
                 f"each batch must be (B, ...), got shape {first.shape}.",
                 "yield batches with the examples stacked on axis 0.",
             )
         num, shape, dtype, batches = None, first.shape[1:], first.dtype, _chain(first, batches)
     else:
-        raise _error(
+        raise error(
             f"inputs must be an array or an iterable of arrays, got {type(inputs)}.",
             "pass an (N, *example_shape) array (a NumPy memory map is fine) or an iterable "
             "of (B, *example_shape) batches.",
@@ -178,7 +171,7 @@ def describe_inputs(inputs: Any) -> Inputs:
     if not (
         np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer) or dtype == np.bool_
     ):
-        raise _error(
+        raise error(
             f"inputs must be numeric (float, int or bool), got dtype {dtype}.",
             "convert the inputs to a float array, e.g. inputs.astype(np.float32).",
         )
@@ -219,14 +212,14 @@ def _check_target(fn: Callable, example: jax.ShapeDtypeStruct, target: Any, n: i
     try:
         out = jax.eval_shape(fn, example)
     except Exception as e:  # noqa: BLE001 - report what failed and on what
-        raise _error(
+        raise error(
             f"the model failed on one example of shape {example.shape} and dtype "
             f"{example.dtype}: {type(e).__name__}: {e}",
             "fn runs on ONE example (inputs[i]), not a batch: wrap a batched model, e.g. "
             "lambda x: model(x[None])[0], and check it runs on inputs[0].",
         ) from e
     if not hasattr(out, "shape"):
-        raise _error(
+        raise error(
             f"the model must return one array per example, got {type(out).__name__}.",
             "return the output to attribute (or pass target= as a function of it).",
         )
@@ -234,20 +227,20 @@ def _check_target(fn: Callable, example: jax.ShapeDtypeStruct, target: Any, n: i
     if callable(target):
         t_out = jax.eval_shape(target, out)
         if getattr(t_out, "shape", None) not in ((), (1,)):
-            raise _error(
+            raise error(
                 f"target(output) must return a scalar, got {t_out}.",
                 "select one value, e.g. target=lambda y: y[3] or lambda y: y[3] - y[5].",
             )
     elif target is None:
         if size != 1:
-            raise _error(
+            raise error(
                 f"the model returns shape {out.shape} per example, not a scalar.",
                 f"pass target=INDEX (0..{size - 1}; --target on the command line) to choose "
                 "the output to attribute.",
             )
     elif np.ndim(target) == 0:
         if not isinstance(target, int | np.integer) or not 0 <= int(target) < size:
-            raise _error(
+            raise error(
                 f"target={target!r} is not an output index: the model returns shape "
                 f"{out.shape} per example.",
                 f"pass an int in [0, {size}) (the flattened output), an (N,) int array or a "
@@ -256,13 +249,13 @@ def _check_target(fn: Callable, example: jax.ShapeDtypeStruct, target: Any, n: i
     else:
         t = np.asarray(target)
         if n is None or t.shape != (n,) or not np.issubdtype(t.dtype, np.integer):
-            raise _error(
+            raise error(
                 f"a per-example target must be an int array of shape ({n},), got "
                 f"{t.dtype} {t.shape}.",
                 "pass one output index per example (np.asarray(targets, int)), or one int.",
             )
         if t.size and (t.min() < 0 or t.max() >= size):
-            raise _error(
+            raise error(
                 f"target values must lie in [0, {size}) (model output shape {out.shape}); "
                 f"got range [{t.min()}, {t.max()}].",
                 "index the flattened output of one example.",
@@ -551,7 +544,7 @@ def _devices(devices, chunk_size: int, reference_chunk_size) -> tuple[list, int]
     check_chunk_size("reference_chunk_size", reference_chunk_size, allow_none=True)
     devices = list(devices) if devices is not None else jax.local_devices()
     if not devices:
-        raise _error(
+        raise error(
             "devices is an empty list.",
             "pass devices=None (all local devices) or a non-empty list such as jax.devices()[:1].",
         )
@@ -562,7 +555,7 @@ def _target(fn: Callable, target: Any, spec: Inputs) -> tuple[np.ndarray | None,
     """Per-example targets (or ``None``) and ``scalar(x, t)``, the value to attribute."""
     per_target = target is not None and not callable(target) and np.ndim(target) > 0
     if per_target and spec.num is None:
-        raise _error(
+        raise error(
             "a per-example target array needs array inputs, not an iterable.",
             "pass the inputs as one (N, ...) array (a NumPy memory map is fine).",
         )
@@ -590,17 +583,17 @@ def _open_store(
     """
     if out_dir is None:
         if me.count > 1:
-            raise _error(
+            raise error(
                 f"{me.count} processes (jax.distributed) need an out_dir they all share.",
                 "pass out_dir= a directory on a file system every process can reach.",
             )
         return MemoryStore(names), None
     out_dir = os.fspath(out_dir)
-    lock, store, error = None, None, None
+    lock, store, failed = None, None, None
     if me.writer:
         try:
             if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-                raise _error(
+                raise error(
                     f"out_dir {out_dir} is a file, not a directory.",
                     "pass the path of a directory (it is created if missing).",
                 )
@@ -609,7 +602,7 @@ def _open_store(
                 lock = DirLock(out_dir, job, _notify(progress)).acquire()
                 store = DiskStore(out_dir, identity, names, resume=resume, writer=True)
             except OSError as e:
-                raise _error(
+                raise error(
                     f"cannot use out_dir {out_dir}: {e}.", "pass a writable directory."
                 ) from e
         except BaseException as e:
@@ -618,10 +611,10 @@ def _open_store(
                 lock = None
             if me.count == 1 or not isinstance(e, DeepLiftError):
                 raise
-            error = str(e)
+            failed = str(e)
     if me.count > 1:
         try:
-            raise_if_any("opened", error)  # the first process has cleared and written
+            raise_if_any("opened", failed)  # the first process has cleared and written
             if not me.writer:
                 store = DiskStore(out_dir, identity, names, resume=resume, writer=False)
         except BaseException:
@@ -675,7 +668,7 @@ def _run_chunks(spec, chunk_size, rows, job, me, store, run, checks, bar, callba
     except KeyboardInterrupt as e:
         raise JobInterrupted(done, total) from e
     if not keys:
-        raise _error(
+        raise error(
             "inputs yielded no examples (every batch was empty).",
             "pass at least one example; check the iterable of batches.",
         )

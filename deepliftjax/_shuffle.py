@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import DeepLiftError, error
 from deepliftjax._hypothetical import check_onehot
 
 __all__ = ["dinuc_shuffle", "shuffle", "dinucleotide_counts"]
@@ -37,9 +37,10 @@ def _split_keys(key: jax.Array, num_shuffles: int | None):
     if num_shuffles is None:
         return None
     if not isinstance(num_shuffles, int) or isinstance(num_shuffles, bool) or num_shuffles < 1:
-        raise DeepLiftError(
-            f"num_shuffles must be a positive int or None, got {num_shuffles!r}.\nHint: None "
-            "draws one shuffle shaped like x; K >= 1 draws K of them, stacked as (K, *x.shape)."
+        raise error(
+            f"num_shuffles must be a positive int or None, got {num_shuffles!r}.",
+            "None draws one shuffle shaped like x; K >= 1 draws K of them, stacked as "
+            "(K, *x.shape).",
         )
     return jax.random.split(key, num_shuffles)
 
@@ -48,15 +49,16 @@ def _to_tokens(x: jax.Array) -> tuple[jax.Array, int, bool]:
     """Return (tokens (L,), number of letters incl. the all-zero letter, was_onehot)."""
     if x.ndim == 1:
         if not jnp.issubdtype(x.dtype, jnp.integer):
-            raise TokenDtypeError(
-                f"A 1-D sequence must hold integer tokens, got dtype {x.dtype}.\nHint: pass "
-                "one-hot sequences as (L, A) arrays, or tokens as integers (x.astype(int))."
+            raise error(
+                f"A 1-D sequence must hold integer tokens, got dtype {x.dtype}.",
+                "pass one-hot sequences as (L, A) arrays, or tokens as integers (x.astype(int)).",
+                cls=TokenDtypeError,
             )
         return x.astype(jnp.int32), -1, False
     if x.ndim != 2:
-        raise DeepLiftError(
-            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}.\n"
-            "Hint: use jax.vmap for a batch; pass alphabet_axis=0 for (A, L) data."
+        raise error(
+            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}.",
+            "use jax.vmap for a batch; pass alphabet_axis=0 for (A, L) data.",
         )
     a = x.shape[1]
     tok = jnp.where(jnp.any(x != 0, axis=1), jnp.argmax(x, axis=1), a)
@@ -73,10 +75,10 @@ def _from_tokens(tok: jax.Array, x: jax.Array, onehot: bool) -> jax.Array:
 def _alphabet_first(x: jax.Array, alphabet_axis: int) -> bool:
     """Whether one-hot ``x`` is ``(A, L)``; checks ``alphabet_axis``."""
     if alphabet_axis not in (-1, 0, 1, -2) or (x.ndim != 2 and alphabet_axis != -1):
-        raise DeepLiftError(
-            f"alphabet_axis={alphabet_axis!r} does not fit one sequence of shape "
-            f"{x.shape}.\nHint: one-hot sequences are (L, A) (alphabet_axis=-1, the "
-            "default) or (A, L) (alphabet_axis=0); use jax.vmap for a batch."
+        raise error(
+            f"alphabet_axis={alphabet_axis!r} does not fit one sequence of shape {x.shape}.",
+            "one-hot sequences are (L, A) (alphabet_axis=-1, the default) or (A, L) "
+            "(alphabet_axis=0); use jax.vmap for a batch.",
         )
     return x.ndim == 2 and alphabet_axis in (0, -2)
 
@@ -121,9 +123,9 @@ def _shuffle(key: jax.Array, x: jax.Array, num_shuffles: int | None) -> jax.Arra
     if keys is not None:
         return jax.vmap(lambda k: _shuffle(k, x, None))(keys)
     if x.ndim not in (1, 2):
-        raise DeepLiftError(
-            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}.\n"
-            "Hint: use jax.vmap for a batch."
+        raise error(
+            f"Expected one sequence, one-hot (L, A) or tokens (L,), got shape {x.shape}.",
+            "use jax.vmap for a batch.",
         )
     return jax.random.permutation(key, x, axis=0, independent=False)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from deepliftjax._errors import DeepLiftError
-from deepliftjax._jobs import FORMAT, array_digest
+from deepliftjax._errors import DeepLiftError, error
+from deepliftjax._identity import FORMAT, array_digest
 
 __all__ = ["MemoryStore", "DiskStore", "DirLock", "save_atomic", "checksum"]
 
@@ -162,11 +162,12 @@ def _busy(out_dir: str, holder: dict[str, Any] | None, job: str) -> DeepLiftErro
         if started:
             who += f", running since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
         who += f", for job {str(holder.get('job'))[:12]}"
-    return DeepLiftError(
+    return error(
         f"{out_dir} is in use by another job: it is locked by {who}; this call is job "
-        f"{job[:12]}. Nothing was read or written.\nHint: use another out_dir for this job, "
-        "or wait for that one to finish. If that process is gone (another host crashed), "
-        f"delete {os.path.join(out_dir, LOCK)}.held if it exists and rerun."
+        f"{job[:12]}. Nothing was read or written.",
+        "use another out_dir for this job, or wait for that one to finish. If that process "
+        "is gone (another host crashed), "
+        f"delete {os.path.join(out_dir, LOCK)}.held if it exists and rerun.",
     )
 
 
@@ -326,12 +327,13 @@ class DirLock:
             who = (
                 "unknown" if holder is None else f"pid {holder.get('pid')} on {holder.get('host')}"
             )
-            raise DeepLiftError(
+            raise error(
                 f"the lock of {self.dir} was taken by another process ({who}) while this job "
                 "held it: the file system does not share locks between the hosts that use it. "
-                "The final files were not written.\nHint: run one job per out_dir at a time on "
-                "this file system (NFS mounted with 'nolock' or 'local_lock' keeps locks on "
-                "each host), then rerun: finished chunks are reused."
+                "The final files were not written.",
+                "run one job per out_dir at a time on this file system (NFS mounted with "
+                "'nolock' or 'local_lock' keeps locks on each host), then rerun: finished "
+                "chunks are reused.",
             )
 
     def release(self) -> None:
@@ -443,7 +445,7 @@ class DiskStore:
 
     Args:
       out_dir: the job's directory (created if missing).
-      identity: the job's identity parts (see :func:`deepliftjax._jobs.job_identity`).
+      identity: the job's identity parts (see :func:`deepliftjax._identity.job_identity`).
       names: the arrays of a chunk (``contributions``, ``residuals``, ...).
       resume: reuse what ``out_dir`` holds; ``False`` deletes it first.
       writer: whether this process writes the manifest and clears old files (the first
@@ -470,9 +472,9 @@ class DiskStore:
         self._warned: set[str] = set()  # what this run has warned about (once each)
         self.from_final = False  # whether the last get() read the final files
         if os.path.exists(self.dir) and not os.path.isdir(self.dir):
-            raise DeepLiftError(
-                f"out_dir {self.dir} is a file, not a directory.\n"
-                "Hint: pass the path of a directory (it is created if missing)."
+            raise error(
+                f"out_dir {self.dir} is a file, not a directory.",
+                "pass the path of a directory (it is created if missing).",
             )
         old = self._read_manifest() if resume else None
         if old is not None:
@@ -502,10 +504,11 @@ class DiskStore:
         had = old.get("identity") or {"format": str(old.get("config", {}).get("format", "?"))}
         diff = [k for k in self.identity if had.get(k) != self.identity[k]]
         if diff:
-            raise DeepLiftError(
+            raise error(
                 f"{self.dir} holds a different job (differs: {', '.join(diff)}); its scores "
-                "are not reused.\nHint: use another out_dir, or start over with resume=False "
-                "(--no-resume on the command line), which deletes the old results."
+                "are not reused.",
+                "use another out_dir, or start over with resume=False (--no-resume on the "
+                "command line), which deletes the old results.",
             )
 
     def _write_manifest(self, complete: bool, num_examples: int | None = None) -> None:
@@ -653,9 +656,9 @@ class DiskStore:
     def _need(self, c: int, key: str) -> dict[str, np.ndarray]:
         arrays = self.get(c, key)
         if arrays is None:
-            raise DeepLiftError(
-                f"chunk {c} of the job in {self.dir} is missing.\nHint: rerun the same job: "
-                "it computes only the missing chunks."
+            raise error(
+                f"chunk {c} of the job in {self.dir} is missing.",
+                "rerun the same job: it computes only the missing chunks.",
             )
         return arrays
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from deepliftjax._errors import DeepLiftError, error
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -43,6 +45,11 @@ _SPAN_COLORS = ("#7E57C2", "#26A69A", "#8D6E63", "#EC407A", "#78909C")
 _OTHER_COLORS = ("#6A1B9A", "#00838F", "#5D4037", "#AD1457", "#37474F", "#9E9D24")
 
 Highlight = Mapping[str, Any]
+
+_NONFINITE_HINT = (
+    "find where they come from with deepliftjax.check_finite (an input, a reference or the "
+    "model), or drop those examples before plotting."
+)
 
 
 def _mpl() -> Any:
@@ -65,14 +72,16 @@ def _colors(alphabet: str, colors: Mapping[str, str] | None) -> list[str]:
 def _as_scores(scores: ArrayLike, alphabet: str, name: str = "scores") -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or s.shape[1] != len(alphabet):
-        raise ValueError(
-            f"{name} must be shaped (length, {len(alphabet)}) for the alphabet {alphabet!r} "
-            f"(one sequence; index a batch first, e.g. scores[i]), got shape {s.shape}."
+        raise error(
+            f"{name} must be shaped (length, {len(alphabet)}) for the alphabet {alphabet!r}, "
+            f"got shape {s.shape}.",
+            "pass one sequence (index a batch first, e.g. scores[i]); for another alphabet "
+            "pass alphabet= with one letter per channel.",
         )
     if s.shape[0] == 0:
-        raise ValueError(f"{name} is empty (length 0).")
+        raise error(f"{name} is empty (length 0).", "pass a sequence of length >= 1.")
     if not np.isfinite(s).all():
-        raise ValueError(f"{name} holds NaN or infinite values.")
+        raise error(f"{name} holds NaN or infinite values.", _NONFINITE_HINT)
     return s
 
 
@@ -81,7 +90,10 @@ def _check_onehot(onehot: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarra
         return None
     x = np.asarray(onehot, dtype=np.float64)
     if x.shape != shape:
-        raise ValueError(f"onehot must have the scores' shape {shape}, got {x.shape}.")
+        raise error(
+            f"onehot must have the scores' shape {shape}, got {x.shape}.",
+            "pass the one-hot sequence the scores were computed on (the same example).",
+        )
     return x
 
 
@@ -122,25 +134,36 @@ def present_base(
       >>> present_base(hyp, x, hypothetical=True).tolist()
       [[0.0, 0.0, 0.5, 0.0]]
     """
-    from deepliftjax._errors import DeepLiftError
     from deepliftjax._hypothetical import check_onehot
 
     s = np.asarray(scores, dtype=np.float64)
     x = np.asarray(onehot, dtype=np.float64)
     if s.shape != x.shape or s.ndim < 1:
-        raise DeepLiftError(f"scores {s.shape} and onehot {x.shape} must have one shape.")
+        raise error(
+            f"scores {s.shape} and onehot {x.shape} must have one shape.",
+            "pass the one-hot sequences the scores were computed on.",
+        )
     check_onehot(x, -1, what="present_base", keyword=None)  # the last axis holds the bases
     if hypothetical is None:
         if np.any(s[x == 0] != 0):
-            raise DeepLiftError(
+            raise error(
                 "the scores are nonzero on bases that are not present, so whether they are "
-                "contributions or hypothetical contributions changes the picture: pass "
-                "hypothetical=True (drawn: scores * onehot) or hypothetical=False (drawn: "
-                "scores summed over bases, on the present base)."
+                "contributions or hypothetical contributions changes the picture.",
+                "pass hypothetical=True (drawn: scores * onehot) or hypothetical=False "
+                "(drawn: scores summed over bases, on the present base).",
             )
         hypothetical = True
     out = s * x if hypothetical else s.sum(-1, keepdims=True) * x
     return out + 0.0  # no negative zeros
+
+
+def _bad_spans(name: str, length: int, shape: tuple[int, ...]) -> DeepLiftError:
+    return error(
+        f"highlight[{name!r}] must be a bool mask of shape ({length},) or a list of "
+        f"(start, stop) pairs, got shape {shape}.",
+        "mark positions with a mask as long as the sequence, or list spans as "
+        "[(start, stop), ...] with stop > start.",
+    )
 
 
 def _spans(value: Any, length: int, name: str) -> list[tuple[float, float]]:
@@ -148,20 +171,14 @@ def _spans(value: Any, length: int, name: str) -> list[tuple[float, float]]:
     arr = np.asarray(value)
     if arr.dtype == bool or (arr.ndim == 1 and arr.shape[0] == length and arr.shape[0] != 2):
         if arr.shape != (length,):
-            raise ValueError(
-                f"highlight[{name!r}] must be a bool mask of shape ({length},) or a list of "
-                f"(start, stop) pairs, got shape {arr.shape}."
-            )
+            raise _bad_spans(name, length, arr.shape)
         m = arr.astype(bool).astype(int)
         edges = np.flatnonzero(np.diff(np.r_[0, m, 0]))
         return [(float(a), float(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
     if arr.ndim == 1 and arr.shape[0] == 2:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(
-            f"highlight[{name!r}] must be a bool mask of shape ({length},) or a list of "
-            f"(start, stop) pairs, got shape {arr.shape}."
-        )
+        raise _bad_spans(name, length, arr.shape)
     return [(float(a), float(b)) for a, b in arr if b > a]
 
 
@@ -293,9 +310,9 @@ def sequence_logo(
       The matplotlib Axes.
 
     Raises:
-      ValueError: scores not shaped (length, len(alphabet)), non-finite, or a mismatched
-        onehot or highlight; ``DeepLiftError`` (a ValueError) for scores on absent bases
-        with ``onehot`` and ``hypothetical=None``.
+      DeepLiftError: (a ``ValueError``) scores not shaped (length, len(alphabet)),
+        non-finite, or a mismatched onehot or highlight; scores on absent bases with
+        ``onehot`` and ``hypothetical=None``.
 
     Example:
       >>> x = np.eye(4)[[2, 0, 3, 0]]  # GATA
@@ -384,8 +401,7 @@ def sequence_bars(
       The matplotlib Axes.
 
     Raises:
-      ValueError: scores not shaped (length, len(alphabet)), non-finite, or a mismatched
-        onehot or highlight; ``DeepLiftError`` as in :func:`sequence_logo`.
+      DeepLiftError: (a ``ValueError``) as in :func:`sequence_logo`.
     """
     _mpl()
     from matplotlib.patches import Patch
@@ -421,15 +437,19 @@ def _as_image(attr: ArrayLike, channel_axis: int | None, name: str = "attributio
     a = np.asarray(attr, dtype=np.float64)
     if a.ndim == 3:
         if channel_axis is None:
-            raise ValueError(f"{name} is 3-D {a.shape}; pass channel_axis to sum channels.")
+            raise error(
+                f"{name} is 3-D {a.shape}.",
+                "pass channel_axis (e.g. -1) to sum the scores over the channels.",
+            )
         a = a.sum(axis=channel_axis)  # the paper's Fig. 2: scores summed over channels
     if a.ndim != 2 or 0 in a.shape:
-        raise ValueError(
+        raise error(
             f"{name} must be an image (H, W) or (H, W, C) with channel_axis=-1, got shape "
-            f"{np.shape(attr)}."
+            f"{np.shape(attr)}.",
+            "pass one image (index a batch first, e.g. scores[i]); method_panels draws a batch.",
         )
     if not np.isfinite(a).all():
-        raise ValueError(f"{name} holds NaN or infinite values.")
+        raise error(f"{name} holds NaN or infinite values.", _NONFINITE_HINT)
     return a
 
 
@@ -472,8 +492,8 @@ def image_heatmap(
       The matplotlib Axes.
 
     Raises:
-      ValueError: a shape other than (H, W) or (H, W, C), non-finite scores, or an image of
-        another height and width.
+      DeepLiftError: (a ``ValueError``) a shape other than (H, W) or (H, W, C), non-finite
+        scores, or an image of another height and width.
     """
     plt = _mpl()
     a = _as_image(attribution, channel_axis)
@@ -490,7 +510,10 @@ def image_heatmap(
     if image is not None:
         img = _as_image(image, channel_axis, "image")
         if img.shape != a.shape:
-            raise ValueError(f"image is {img.shape}, attribution is {a.shape}.")
+            raise error(
+                f"image is {img.shape}, attribution is {a.shape}.",
+                "pass the image the attribution was computed on, with the same channel_axis.",
+            )
         if img.max() > img.min():  # the input's outline at half its range
             level = 0.5 * (img.min() + img.max())
             ax.contour(img, levels=[level], colors="k", linewidths=0.8, alpha=0.7)
@@ -523,28 +546,40 @@ def _panel_arrays(
       (method name -> scores, in the given order; the inputs or None).
     """
     if kind not in ("image", "logo", "bars"):
-        raise ValueError(f"kind must be 'image', 'logo' or 'bars', got {kind!r}.")
+        raise error(
+            f"kind must be 'image', 'logo' or 'bars', got {kind!r}.",
+            "'image' for (N, H, W[, C]) scores, 'logo' or 'bars' for one-hot sequences.",
+        )
     if not attributions:
-        raise ValueError("attributions is empty: pass {method name: scores}.")
+        raise error("attributions is empty.", "pass {method name: scores}.")
     names = list(attributions)
     arrs = {k: np.asarray(v, dtype=np.float64) for k, v in attributions.items()}
     shapes = {k: v.shape for k, v in arrs.items()}
     if len(set(shapes.values())) != 1:
-        raise ValueError(f"every method's scores must have one shape, got {shapes}.")
+        raise error(
+            f"every method's scores must have one shape, got {shapes}.",
+            "pass every method's scores for the same batch of inputs.",
+        )
     shape = shapes[names[0]]
     want = "(N, H, W) or (N, H, W, C)" if kind == "image" else f"(N, length, {len(alphabet)})"
     if len(shape) not in ((3, 4) if kind == "image" else (3,)):
-        raise ValueError(
-            f"method_panels takes a batch: scores shaped {want}, got {shape} "
-            "(for one example use scores[None])."
+        raise error(
+            f"method_panels takes a batch: scores shaped {want}, got {shape}.",
+            "for one example use scores[None].",
         )
     n = arrs[names[0]].shape[0]
     if inputs is not None:
         inputs = np.asarray(inputs, dtype=np.float64)
         if inputs.shape[0] != n:
-            raise ValueError(f"inputs hold {inputs.shape[0]} examples, scores hold {n}.")
+            raise error(
+                f"inputs hold {inputs.shape[0]} examples, scores hold {n}.",
+                "pass the inputs the scores were computed on, one row per example.",
+            )
     if row_titles is not None and len(row_titles) != n:
-        raise ValueError(f"row_titles has {len(row_titles)} entries for {n} examples.")
+        raise error(
+            f"row_titles has {len(row_titles)} entries for {n} examples.",
+            "pass one title per example, or none.",
+        )
     return arrs, inputs
 
 
@@ -642,9 +677,15 @@ def _sequence_panels(
     else:
         hls = list(highlight)
         if len(hls) != n:
-            raise ValueError(f"highlight has {len(hls)} entries for {n} examples.")
+            raise error(
+                f"highlight has {len(hls)} entries for {n} examples.",
+                "pass one highlight mapping for all examples, or a list with one per example.",
+            )
     if inputs is not None and inputs.shape != arrs[names[0]].shape:
-        raise ValueError(f"inputs are {inputs.shape}, scores are {arrs[names[0]].shape}.")
+        raise error(
+            f"inputs are {inputs.shape}, scores are {arrs[names[0]].shape}.",
+            "pass the one-hot inputs the scores were computed on.",
+        )
     pw, ph = panel_size or (12.0, 1.6)
     rows = n * len(names)
     fig, axes = plt.subplots(rows, 1, figsize=(pw, ph * rows + 0.3), sharex=True, squeeze=False)
@@ -728,8 +769,8 @@ def method_panels(
       The matplotlib Figure.
 
     Raises:
-      ValueError: an unknown kind, no methods, or shapes that differ between methods or do
-        not match the inputs.
+      DeepLiftError: (a ``ValueError``) an unknown kind, no methods, or shapes that differ
+        between methods or do not match the inputs.
     """
     plt = _mpl()
     arrs, inputs = _panel_arrays(attributions, inputs, kind, alphabet, row_titles)

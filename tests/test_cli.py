@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deepliftjax._cli import _parser, _version, main
-from deepliftjax._references import deeplift_shap
+from deepliftjax._shap import deeplift_shap
 
 L = 16
 

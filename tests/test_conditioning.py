@@ -27,8 +27,8 @@ from deepliftjax._checks import (
     summation_residual,
 )
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import deeplift_shap
 from deepliftjax._runner import attribute
+from deepliftjax._shap import deeplift_shap
 
 D = 8
 _rng = np.random.default_rng(5)

@@ -62,8 +62,8 @@ def test_while_loop_names_the_loop_and_the_fix():
         dl.deeplift(f, 0.0)(X)
 
 
-def test_step_functions_of_equality_are_exact_now():
-    # == and (x == c).astype(float) * x used to be refused; they now carry a switch score
+def test_step_functions_of_equality_are_exact():
+    # == and (x == c).astype(float) * x carry a switch score: their jumps are credited exactly
     for f in (
         lambda x: jnp.sum(jnp.where(x == 0.5, 1.0, 0.0)),
         lambda x: jnp.sum((x == 0.5).astype(jnp.float32) * x),

@@ -15,7 +15,7 @@ exactly those of each g_k alone: the pullback of a sum is each summand's) and vm
 2 examples * 8 architectures * 6 instances = 96 models in CI.
 
 Programs (``test_random_programs_sum_to_delta_or_raise``): small vector programs made of
-the families that used to give silent wrong numbers or NaN (the grammar is written out
+the families where a rule can give silent wrong numbers or NaN (the grammar is written out
 above ``programs``):
 - predicates ``==  !=  >=  >  <=  <`` against -1, 0, 0.5, 1 or a shifted copy,
   ``isnan``/``isfinite``, ``argmax``/``argmin(h[:k]) == j``, ``& | ^ ~`` of those, steering
@@ -71,12 +71,10 @@ near tie of an equality margin whose operand is a dot product that cancels (-1 +
 computed in float32 rounds to 1.0013e-6), so the margin's float change is not what its
 multipliers account for and the jump's credit is off by 0.38% of Δf (float64: exact). That
 family (rounding upstream that dwarfs the margin's own operands) is the documented limit of
-the near-tie guard in ``deepliftjax/_discrete.py``; the run before the guard and the arccosh
-fix had 5 failures (4 of them inf scores at arccosh's domain boundary, now fixed).
-Architectures, before the
-core rewrite (architectures only, jax 0.10.2,
-2026-11-26): 0 failures; largest error 7.9e-4, all 52 models above 1e-4 within float32's own
-rounding; largest error outside that allowance 8.5e-5; 1,377 s.
+the near-tie guard in ``deepliftjax/_discrete.py``. Last long run of the architectures
+(2026-11-26, jax 0.10.2; not rerun since the interpreter's rules changed): 0 failures;
+largest error 7.9e-4, all 52 models above 1e-4 within float32's own rounding; largest
+error outside that allowance 8.5e-5; 1,377 s.
 """
 
 from __future__ import annotations
@@ -510,7 +508,7 @@ def guard_reports(build, spec, x, r, p, batched=True, split=0):
 
 
 def model_families(spec):
-    """The families of issue 23 in an architecture: -inf masks, norms written with /."""
+    """The fuzzed families in an architecture: -inf masks, norms written with /."""
     fams = set()
     for layer in spec[1]:
         if layer[0] == "attn" and layer[1]:
@@ -896,13 +894,13 @@ FAMILIES = {
     "rawtie": "raw_tie",
 }
 # families whose failures may be reported by the summation guard instead of being exact
-# (issue 23's "never silent": a guard report or a DeepLiftError, never a silent wrong); the
-# others are held to exact-or-DeepLiftError as before the guard
+# (never silent: a guard report or a DeepLiftError, never a silent wrong number); the
+# others, whose rules are exact, are held to exact-or-DeepLiftError
 GUARDED_FAMILIES = {"inf_mask", "pole", "norm_div", "raw_tie"}
 # programs made only of these (and plain layers) are continuous: no jumps, no switch scores,
 # so their scores are compared with the exact Shapley values: Σ|C| > SPREAD Σ|φ| is listed
-# as "wide" in the long run (DeepLIFT is not Shapley, but hundreds of times wider is the
-# cancellation of issue 23 (d), which the summation guard cannot see)
+# as "wide" in the long run (DeepLIFT is not Shapley, but hundreds of times wider is a
+# cancellation between contributions, which the summation guard cannot see)
 CONTINUOUS_FAMILIES = {"inf_mask", "pole", "norm_div", "boundary"}
 SPREAD = 2.0
 

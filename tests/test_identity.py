@@ -19,7 +19,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._jobs import computation_digest, options_identity, trace_identity
+from deepliftjax._identity import computation_digest, options_identity, trace_identity
 
 S = jax.ShapeDtypeStruct((4,), jnp.float32)
 W1 = np.arange(1.0, 5.0, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Content-addressed batch jobs (issue 14): what a rerun reuses, recomputes or refuses.
+"""Content-addressed batch jobs: what a rerun reuses, recomputes or refuses.
 
 Every test runs a 3-chunk job (24 rows, chunk 8) into an out_dir, changes one thing, and
 checks which chunks were computed again (through the per-chunk callback) and which chunk
@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 from jax import lax
 
+from deepliftjax._batch_references import classify_references
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import classify_references, deeplift_shap
 from deepliftjax._runner import _Progress, attribute
+from deepliftjax._shap import deeplift_shap
 from deepliftjax._shuffle import dinuc_shuffle, shuffle
 
 L = 8

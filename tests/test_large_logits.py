@@ -1,4 +1,4 @@
-"""Issue 23 (g): softmax and log-softmax of very large logits (x1e3 to x1e5).
+"""Softmax and log-softmax of very large logits (x1e3 to x1e5).
 
 At logits of size 1e3..1e5, float32 rounds each logit ``b = s * z`` to ``ulp(b)``
 (6e-5 at 1e3, 1e-3 at 1e4): ``f`` itself, evaluated in float32, is only known to

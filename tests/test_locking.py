@@ -30,7 +30,7 @@ import pytest
 
 from deepliftjax import _store
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import deeplift_shap
+from deepliftjax._shap import deeplift_shap
 from deepliftjax._store import DirLock, DiskStore
 
 L, N, CHUNK = 6, 12, 4  # 3 chunks

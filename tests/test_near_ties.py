@@ -5,12 +5,12 @@ it is off by their ratio:
 
 - (c) predicates on the raw inputs at a tie against a near tie. ``Δx0`` and ``Δx1`` are
   rounded separately, so ``(x0 - x1) - (r0 - r1)`` is not ``Δx0 - Δx1``; a margin that moved
-  1e-7 while its operands moved 1e4 credited ±1e8 that summed to 0 where Δf = 1. Scores are
-  now built from the rounded ``Δx`` the contributions use, and a margin whose operands moved
+  1e-7 while its operands moved 1e4 would credit ±1e8 that sum to 0 where Δf = 1. Scores
+  are built from the rounded ``Δx`` the contributions use, and a margin whose operands moved
   more than ``SPREAD`` times as much as it did splits its jump as the predicate's
   two-player Shapley value (bounded by |J| per operand).
 - (h) a near tie behind upstream cancellation: ``-1 + 1e-6 + 1`` rounds to 1.0013e-6 in
-  float32 while its multipliers account for 1e-6 (1.3% off). The interpreter now carries
+  float32 while its multipliers account for 1e-6 (1.3% off). The interpreter carries
   each pair's accounted difference Σ m·Δx forward wherever a jump could amplify it.
 
 Each case runs plain, under ``jit`` and under ``vmap`` (jit and vmap in one compiled

@@ -1,4 +1,4 @@
-"""Never silently wrong: exact scores or a DeepLiftError, for the families of issue 15.
+"""Never silently wrong: exact scores or a DeepLiftError, where a rule could go wrong.
 
 Each case is a function, an input and a reference. Its scores must be finite and sum to
 ``f(x) - f(ref)`` computed in float64 (and, where the rule fixes them, equal the expected

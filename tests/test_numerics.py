@@ -301,13 +301,14 @@ def test_all_zero_and_constant_inputs(name):
         assert err <= allowed, (err, allowed)
 
 
-# ---- a core bug found by the fuzzer, fixed --------------------------------------------
+# ---- small values: where the secant hands over to Simpson's rule -----------------------
 #
-# secant() in _rules_elementwise.py replaced the Rescale secant by Simpson's mean derivative
-# where |x - r| <= sqrt(eps) * max(1, |x|, |r|). The floor of 1 made the test absolute
-# (3.5e-4 in float32) for values below 1, where sqrt, rsqrt, log, ... vary by orders of
-# magnitude within that width: Simpson's rule was then far off (and inf for sqrt at 0), and
-# summation to delta broke. Now scale = max(|x|, |r|) (no floor at 1).
+# secant() replaces the Rescale secant by Simpson's mean derivative where
+# |x - r| <= sqrt(eps) * scale, scale = max(|x|, |r|). A floor of 1 on that scale would
+# make the test absolute (3.5e-4 in float32) for values below 1, where sqrt, rsqrt, log,
+# ... vary by orders of magnitude within that width: Simpson's rule would be far off (and
+# inf for sqrt at 0) and summation to delta would break. These cases hold the scale
+# relative.
 
 SMALL_VALUE_CASES = {
     "sqrt_from_0": (jnp.sqrt, 1e-4, 0.0),

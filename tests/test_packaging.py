@@ -1,4 +1,4 @@
-"""Packaging (issue 13): what the sdist and the wheel carry, one version, a light import,
+"""Packaging: what the sdist and the wheel carry, one version, a light import,
 and a documentation site that builds with warnings as errors.
 
 The sdist and the wheel are built once per module, with ``python -m build --no-isolation``

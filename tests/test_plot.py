@@ -11,7 +11,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from deepliftjax import plot  # noqa: E402
+from deepliftjax import DeepLiftError, plot  # noqa: E402
 
 RNG = np.random.default_rng(0)
 X = np.eye(4, dtype=np.float32)[RNG.integers(0, 4, 60)]
@@ -148,8 +148,9 @@ def test_method_panels_images_and_sequences() -> None:
     ],
 )
 def test_bad_shapes(call, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(DeepLiftError, match=match) as e:  # a ValueError too
         call()
+    assert "\nHint: " in str(e.value), e.value
     plt.close("all")
 
 

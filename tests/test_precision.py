@@ -104,7 +104,7 @@ def test_bad_precision_says_what_to_pass():
         dl.deeplift(model, REF, precision="fast")
 
 
-# ---- split-precision products (issue 18) -------------------------------------------------
+# ---- split-precision products ------------------------------------------------------------
 
 SPLITS = tuple(_precision.SPLIT_MODES)
 SPLIT_PRIMS = tuple(_precision.SPLIT_PRIMS.values())

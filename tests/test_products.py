@@ -2,7 +2,7 @@
 
 Every rule is an exact split of ``B(a, b) − B(a⁰, b⁰)`` (a convex mixture of the two
 orderings per output element), so all must sum to delta on mul, dot, conv and attention.
-The new rules exist for the degenerate references of issue 15 (class 8): a LayerNorm,
+The rules other than midpoint exist for degenerate references: a LayerNorm,
 RMSNorm or GroupNorm whose input has zero variance at the reference, where the midpoint
 rule credits each feature ~1/√ε times its share of Δf through ``x − μ`` and takes it
 back through ``rsqrt(var + ε)``.
@@ -21,7 +21,7 @@ import pytest
 
 import deepliftjax as dl
 from deepliftjax import _rules_products as rp
-from deepliftjax._interpreter import Pair
+from deepliftjax._pair import Pair
 
 RULES = ("midpoint", "guarded", "balanced")
 NEW = ("guarded", "balanced")
@@ -239,7 +239,7 @@ def test_scores_can_be_differentiated(rule):
     assert np.isfinite(np.asarray(g)).all()
 
 
-# ---- normalisation at degenerate references (issue 15, class 8) --------------------------
+# ---- normalisation at degenerate references ----------------------------------------------
 
 D = 16
 _rng = np.random.default_rng(0)

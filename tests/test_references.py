@@ -15,7 +15,7 @@ from deepliftjax._hypothetical import (
     hypothetical_from_multipliers,
     project_hypothetical,
 )
-from deepliftjax._references import ShapScores, check_residuals, deeplift_shap
+from deepliftjax._shap import ShapScores, check_residuals, deeplift_shap
 from deepliftjax._shuffle import dinuc_shuffle
 
 L = 12

@@ -114,7 +114,7 @@ def test_checkpointed_model_scores_equal_the_unchecked_model(checkpoint, scan, m
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
 def test_the_deeplift_pass_keeps_the_checkpoint_and_its_policy(scan):
     """The transformed function still holds a checkpoint, with the model's policy, around the
-    body (before: the body was inlined and every intermediate pair was stored)."""
+    body (inlining it would store every intermediate pair and lose the memory saving)."""
     policy = jax.checkpoint_policies.dots_saveable
     f = _model({"policy": policy}, scan)
     x = jnp.ones((N,))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import deeplift_shap
 from deepliftjax._runner import attribute
+from deepliftjax._shap import deeplift_shap
 from deepliftjax._shuffle import dinuc_shuffle
 
 L = 10

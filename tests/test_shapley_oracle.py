@@ -128,7 +128,7 @@ def _oracle(f, x, r):
     return shapley_from_values(v, np.size(x)).reshape(np.shape(x)), v[-1] - v[0], np.abs(v).max()
 
 
-# Cases that fail today, by family of issue 23 (item 2); strict, so a fix shows as XPASS and
+# Cases known to fail, each labelled with its family; strict, so a fix shows as XPASS and
 # the entry must go.
 XFAIL = {
     "reduce_max_log_at_zero_reference": "(e) max with an operand infinite on one side",
@@ -168,7 +168,7 @@ def _params(cases):
     def marks(name):
         out = [pytest.mark.slow] if name in SLOW else []
         if name in XFAIL:
-            out.append(pytest.mark.xfail(strict=True, reason=f"{XFAIL[name]} - being fixed"))
+            out.append(pytest.mark.xfail(strict=True, reason=f"{XFAIL[name]} - known failure"))
         return out
 
     return [pytest.param(c, id=c[0], marks=marks(c[0])) for c in cases]

@@ -169,7 +169,7 @@ def test_a_composite_that_amplifies_rounding_follows_the_exact_difference():
     that by 1/(1 - σ), so f(x) - f(ref) in float32 is off by up to 1e-2 of itself. Each
     step's multiplier is exact, so the scores are off only by what the rounded σ changes in
     log1p's slope (ulp/(1 − σ) relative): 2e-5 at z = 6, 1e-2 at z = 12 (the mean derivative
-    over [ref, x] across a rounded σ was off by 100% there)."""
+    over [ref, x] across a rounded σ would be off by 100% there)."""
     f = lambda v: jnp.sum(jnp.log1p(-jax.nn.sigmoid(v)))
     z = np.array([6.0, 6.0, 9.0, 9.0, 12.0, 12.0], F32)
     zr = z + np.array([1e-3, 0.1, 1e-3, 0.1, 3e-3, 0.1], F32)

@@ -265,6 +265,45 @@ def test_error_text_has_no_terminal_colour_codes():
     assert eqn_str(Coloured()) == "a:f32[3] = sort[dimension=0] b"
 
 
+# Where the package may build an error other than through _errors.error, and why.
+_ERRORS_BUILT_ELSEWHERE = {
+    ("deepliftjax._errors", "DeepLiftError"),  # the builder itself
+    ("deepliftjax._distributed", "DeepLiftError"),  # relays a message that has its hint
+    ("deepliftjax.genomics._motifs", "DeepLiftError"),  # one line naming the pip install
+    ("deepliftjax._store", "ValueError"),  # a truncated final file, caught where it is raised
+    # messages that also print the offending equation (Context.error) or the guard's report
+    ("deepliftjax._interpreter", "DeepLiftError"),
+    ("deepliftjax._guard", "DeepLiftError"),
+}
+
+
+def test_errors_are_built_by_one_builder():
+    """Bad input raises a DeepLiftError built by ``_errors.error`` (what was wrong, then
+    ``Hint:`` and the fix), never a bare ValueError or TypeError without a hint."""
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        name = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            built = node.func.id
+            if built in ("DeepLiftError", "ValueError", "TypeError"):
+                if (name, built) not in _ERRORS_BUILT_ELSEWHERE:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {built}(...)")
+    assert not found, "build errors with deepliftjax._errors.error:\n" + "\n".join(found)
+
+
+def test_the_error_builder_names_the_fix():
+    from deepliftjax._errors import DeepLiftError, error
+
+    class Wrong(DeepLiftError, TypeError):
+        pass
+
+    e = error("x is a string.", "pass an array.", cls=Wrong)
+    assert isinstance(e, ValueError) and isinstance(e, TypeError)
+    assert str(e) == "x is a string.\nHint: pass an array."
+
+
 def test_deeplift_vjp_takes_a_tuple_of_outputs():
     f = lambda x: (jnp.tanh(x), jnp.sum(x**2))  # noqa: E731
     x, r = jnp.array([1.0, 2.0]), jnp.zeros(2)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from deepliftjax._errors import error
 from deepliftjax._progress import tqdm
 
 ScalarFn = Callable[[jax.Array], jax.Array]
@@ -111,9 +112,14 @@ def attribute(
     """
     x = np.asarray(x, np.float32)
     if x.ndim != 3:
-        raise ValueError(f"expected (n, length, 4) sequences, got shape {x.shape}")
+        raise error(
+            f"expected (n, length, 4) sequences, got shape {x.shape}.",
+            "pass a batch of one-hot DNA, channels last (x[None] for one sequence).",
+        )
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise error(
+            f"batch_size must be >= 1, got {batch_size}.", "pass a positive int such as 64."
+        )
     batch_size = max(1, min(batch_size, len(x)))
     out = {}
     for name, method in methods.items():

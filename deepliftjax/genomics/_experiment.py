@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import DeepLiftError, error
 
 from ._attribute import METHODS, MORE_METHODS, UNIFORM_REFERENCE, Method, attribute
 from ._metrics import auprc, auroc, motif_auprc, per_position, top_window_hit
@@ -79,15 +79,21 @@ class Config:
             "shuffles",
         ):
             if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+                raise error(f"{k} must be >= 1, got {getattr(self, k)}.", "pass a positive int.")
         if self.n_train < self.batch_size:
-            raise ValueError(f"n_train ({self.n_train}) must be >= batch_size ({self.batch_size})")
+            raise error(
+                f"n_train ({self.n_train}) must be >= batch_size ({self.batch_size}).",
+                "pass a smaller batch_size or a larger n_train.",
+            )
         if self.n_val < 2 or self.n_test < 2:
-            raise ValueError("n_val and n_test must be >= 2")
+            raise error(
+                "n_val and n_test must be >= 2.",
+                "the validation and test metrics need at least two sequences each.",
+            )
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise error(f"learning_rate must be > 0, got {self.learning_rate}.", "pass e.g. 1e-3.")
         if self.n_plot < 1:
-            raise ValueError(f"n_plot must be >= 1, got {self.n_plot}")
+            raise error(f"n_plot must be >= 1, got {self.n_plot}.", "pass a positive int.")
 
 
 TINY = dict(n_train=1500, n_val=300, n_test=300, epochs=4, n_plot=2, tiny_modisco=True)
@@ -566,7 +572,10 @@ def run_experiment(
     """
     methods = dict(METHODS if methods is None else methods)
     if not methods:
-        raise ValueError("methods must not be empty")
+        raise error(
+            "methods must not be empty.",
+            "pass {name: attribution function}, or None for the default methods.",
+        )
     if config.motifs:
         require_modisco()  # before training, not after
     os.makedirs(out_dir, exist_ok=True)

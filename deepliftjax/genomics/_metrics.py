@@ -5,16 +5,27 @@ from __future__ import annotations
 import numpy as np
 from jax.typing import ArrayLike
 
+from deepliftjax._errors import error
+
 
 def _check_binary(y_true: ArrayLike, y_score: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).ravel()
     s = np.asarray(y_score, dtype=np.float64).ravel()
     if y.shape != s.shape:
-        raise ValueError(f"y_true has {y.size} entries but y_score has {s.size}")
+        raise error(
+            f"y_true has {y.size} entries but y_score has {s.size}.",
+            "pass one label and one score per example.",
+        )
     if not np.isin(y, (0, 1)).all():
-        raise ValueError("y_true must hold only 0/1 (or False/True)")
+        raise error(
+            "y_true must hold only 0/1 (or False/True).",
+            "pass binary labels, e.g. y == positive_class.",
+        )
     if not np.isfinite(s).all():
-        raise ValueError("y_score must be finite")
+        raise error(
+            "y_score must be finite.",
+            "drop or replace the NaN/inf scores (np.nan_to_num) before ranking them.",
+        )
     return y.astype(bool), s
 
 
@@ -31,7 +42,10 @@ def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     y, s = _check_binary(y_true, y_score)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError("auroc needs at least one positive and one negative")
+        raise error(
+            "auroc needs at least one positive and one negative.",
+            "evaluate on a set holding both classes (the ROC curve is undefined otherwise).",
+        )
     order = np.argsort(s, kind="mergesort")
     ranks = np.empty(s.size, dtype=np.float64)
     ss = s[order]
@@ -57,7 +71,10 @@ def auprc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     y, s = _check_binary(y_true, y_score)
     n_pos = int(y.sum())
     if n_pos == 0:
-        raise ValueError("auprc needs at least one positive")
+        raise error(
+            "auprc needs at least one positive.",
+            "evaluate on a set holding a positive (precision is undefined otherwise).",
+        )
     order = np.argsort(-s, kind="mergesort")
     ys, ss = y[order], s[order]
     tp = np.cumsum(ys)
@@ -80,7 +97,10 @@ def per_position(scores: ArrayLike, x: ArrayLike) -> np.ndarray:
     """
     scores, x = np.asarray(scores), np.asarray(x)
     if scores.shape != x.shape:
-        raise ValueError(f"scores {scores.shape} and x {x.shape} differ in shape")
+        raise error(
+            f"scores {scores.shape} and x {x.shape} differ in shape.",
+            "pass the one-hot inputs the scores were computed on.",
+        )
     return (scores * x).sum(-1)
 
 
@@ -96,7 +116,10 @@ def motif_auprc(scores: ArrayLike, mask: ArrayLike) -> np.ndarray:
     """
     scores, mask = np.asarray(scores), np.asarray(mask, dtype=bool)
     if scores.shape != mask.shape or scores.ndim != 2:
-        raise ValueError(f"expected matching (n, length) arrays, got {scores.shape}, {mask.shape}")
+        raise error(
+            f"expected matching (n, length) arrays, got {scores.shape}, {mask.shape}.",
+            "pass per-position scores (e.g. per_position(scores, x)) and a mask of that shape.",
+        )
     return np.array([auprc(m, s) if m.any() else np.nan for s, m in zip(scores, mask, strict=True)])
 
 
@@ -119,18 +142,25 @@ def top_window_hit(
     """
     scores, starts = np.asarray(scores, dtype=np.float64), np.asarray(starts)
     if scores.ndim != 2 or starts.ndim != 2 or starts.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"expected (n, length) scores and (n, k) starts, got {scores.shape}, {starts.shape}"
+        raise error(
+            f"expected (n, length) scores and (n, k) starts, got {scores.shape}, {starts.shape}.",
+            "pass per-position scores and one row of motif start positions per sequence.",
         )
     if not 1 <= width <= scores.shape[1]:
-        raise ValueError(f"width must be in [1, {scores.shape[1]}], got {width}")
+        raise error(
+            f"width must be in [1, {scores.shape[1]}], got {width}.",
+            "pass the motif length, at most the sequence length.",
+        )
     c = np.concatenate([np.zeros((scores.shape[0], 1)), np.cumsum(scores, axis=1)], axis=1)
     windows = c[:, width:] - c[:, :-width]
     valid = np.ones_like(windows, dtype=bool)
     if exclude is not None:
         exclude = np.asarray(exclude, dtype=bool)
         if exclude.shape != scores.shape:
-            raise ValueError(f"exclude {exclude.shape} and scores {scores.shape} differ in shape")
+            raise error(
+                f"exclude {exclude.shape} and scores {scores.shape} differ in shape.",
+                "pass a bool mask with one entry per scored position.",
+            )
         e = np.concatenate([np.zeros((len(exclude), 1)), np.cumsum(exclude, axis=1)], axis=1)
         valid = (e[:, width:] - e[:, :-width]) == 0
         windows = np.where(valid, windows, -np.inf)

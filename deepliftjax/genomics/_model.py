@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepliftjax._errors import error
+
 
 class PReLU(nn.Module):
     """PReLU with one learnable slope per feature: max(x, 0) + a * min(x, 0)."""
@@ -67,9 +69,15 @@ class GenomicsCNN(nn.Module):
           (...,) logits.
         """
         if x.ndim < 2 or x.shape[-1] != 4:
-            raise ValueError(f"expected one-hot input of shape (..., length, 4), got {x.shape}")
+            raise error(
+                f"expected one-hot input of shape (..., length, 4), got {x.shape}.",
+                "pass one-hot DNA with the bases on the last axis (jax.nn.one_hot(tokens, 4)).",
+            )
         if x.shape[-2] < self.kernel:
-            raise ValueError(f"sequence length {x.shape[-2]} is shorter than kernel {self.kernel}")
+            raise error(
+                f"sequence length {x.shape[-2]} is shorter than kernel {self.kernel}.",
+                "pass sequences at least as long as the convolution kernel, or a smaller kernel.",
+            )
         h = nn.Conv(self.filters, (self.kernel,), padding="VALID", name="conv")(x)
         h = PReLU(name="prelu_conv")(h)
         h = window_max(h, self.pool)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import DeepLiftError, error
 
 __all__ = [
     "DiscoveredPattern",
@@ -166,9 +166,10 @@ def discover_motifs(
     x = np.asarray(onehot, np.float32)
     h = np.asarray(hypothetical, np.float32)
     if x.shape != h.shape or x.ndim != 3 or x.shape[-1] != 4:
-        raise DeepLiftError(
-            f"onehot and hypothetical must both be (N, L, 4); got {x.shape} and {h.shape} "
-            "(for modisco-lite's (N, 4, L) files, transpose with .transpose(0, 2, 1))"
+        raise error(
+            f"onehot and hypothetical must both be (N, L, 4); got {x.shape} and {h.shape}.",
+            "pass one-hot DNA and its hypothetical contributions, one row per example; for "
+            "modisco-lite's (N, 4, L) files, transpose with .transpose(0, 2, 1).",
         )
     pwms = {name: np.asarray(getattr(m, "pwm", m), float) for name, m in (motifs or {}).items()}
     pos, neg = TFMoDISco(one_hot=x, hypothetical_contribs=h, **modisco_options)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from deepliftjax._errors import error
+
 from ._seeds import METRICS, headline
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +43,10 @@ def plot_scores(
 
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[0] == 0:
-        raise ValueError(f"no sequences to plot (x has shape {x.shape})")
+        raise error(
+            f"no sequences to plot (x has shape {x.shape}).",
+            "pass a non-empty batch of one-hot sequences, (n, length, 4).",
+        )
     k = x.shape[0]
     highlight = [
         {f"{m} instance": np.asarray(v[i], bool) for m, v in masks.items()} for i in range(k)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from deepliftjax._errors import error
+
 Row = Mapping[str, Any]
 
 METRICS: dict[str, tuple[str, bool]] = {
@@ -47,7 +49,7 @@ def summarize_seeds(tables: Sequence[Sequence[Row]]) -> list[dict[str, Any]]:
       ``<metric>_sd`` (None for one seed) and ``<metric>_values``, and ``n_seeds``.
     """
     if not tables:
-        raise ValueError("no seeds to summarize")
+        raise error("no seeds to summarize.", "pass one results table per seed.")
     keys = [(r["method"], r["motif"]) for r in tables[0]]
     index = [{(r["method"], r["motif"]): r for r in t} for t in tables]
     out = []
@@ -102,7 +104,7 @@ def paired_comparison(
       ``sign_p`` (:func:`sign_test_p`).
     """
     if not tables:
-        raise ValueError("no seeds to compare")
+        raise error("no seeds to compare.", "pass one results table per seed.")
     motifs = list(dict.fromkeys(r["motif"] for r in tables[0] if r["method"] in (a, b)))
     out = []
     for motif in motifs:
@@ -111,7 +113,10 @@ def paired_comparison(
             for t in tables:
                 ix = {(r["method"], r["motif"]): r for r in t}
                 if (a, motif) not in ix or (b, motif) not in ix:
-                    raise ValueError(f"a seed's table lacks {a!r} or {b!r} on {motif!r}")
+                    raise error(
+                        f"a seed's table lacks {a!r} or {b!r} on {motif!r}.",
+                        "compare methods that every seed ran (the same methods= for all seeds).",
+                    )
                 diffs.append(float(ix[(a, motif)][m]) - float(ix[(b, motif)][m]))
             d = np.array(diffs)
             higher = METRICS[m][1]

@@ -8,10 +8,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from deepliftjax._errors import error
+
 BASES = "ACGT"
 GATA = "GATA_disc1"
 TAL1 = "TAL1_known1"
 _MOTIF_FILE = "motifs_sec3.2.txt"
+_FORMAT = (
+    "write each motif as a '>NAME' header line followed by one row 'LETTER pA pC pG pT' "
+    "per position (probabilities or counts)."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,28 +74,33 @@ def parse_motifs(text: str) -> dict[str, Motif]:
         if line.startswith(">"):
             fields = line[1:].split()
             if not fields:
-                raise ValueError(f"line {lineno}: motif header without a name: {raw!r}")
+                raise error(f"line {lineno}: motif header without a name: {raw!r}.", _FORMAT)
             name = fields[0]
             if name in motifs:
-                raise ValueError(f"line {lineno}: duplicate motif {name!r}")
+                raise error(
+                    f"line {lineno}: duplicate motif {name!r}.", "give every motif its own name."
+                )
             motifs[name] = []
             continue
         if name is None:
-            raise ValueError(f"line {lineno}: matrix row before any '>NAME' header: {raw!r}")
+            raise error(f"line {lineno}: matrix row before any '>NAME' header: {raw!r}.", _FORMAT)
         fields = line.split()
         if len(fields) != 5:
-            raise ValueError(f"line {lineno}: expected 'LETTER pA pC pG pT', got {raw!r}")
+            raise error(f"line {lineno}: expected 'LETTER pA pC pG pT', got {raw!r}.", _FORMAT)
         try:
             motifs[name].append([float(v) for v in fields[1:]])
         except ValueError as e:
-            raise ValueError(f"line {lineno}: non-numeric probability in {raw!r}") from e
+            raise error(f"line {lineno}: non-numeric probability in {raw!r}.", _FORMAT) from e
     out = {}
     for k, rows in motifs.items():
         pwm = np.asarray(rows, dtype=np.float64)
         if pwm.size == 0:
-            raise ValueError(f"motif {k!r} has no rows")
+            raise error(f"motif {k!r} has no rows.", _FORMAT)
         if (pwm < 0).any() or (pwm.sum(axis=1) <= 0).any():
-            raise ValueError(f"motif {k!r}: probabilities must be >= 0 with a positive row sum")
+            raise error(
+                f"motif {k!r}: probabilities must be >= 0 with a positive row sum.",
+                "rows are probabilities or counts of A, C, G, T (normalised on reading).",
+            )
         out[k] = Motif(k, pwm / pwm.sum(axis=1, keepdims=True))
     return out
 
@@ -175,19 +186,31 @@ def simulate(
       A SimulatedData.
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise error(f"n must be >= 1, got {n}.", "ask for at least one sequence.")
     if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+        raise error(
+            f"positive_fraction must be in [0, 1], got {positive_fraction}.",
+            "pass the fraction of sequences that carry both motifs.",
+        )
     motifs = load_motifs() if motifs is None else motifs
     names = tuple(names)
     if len(names) != 2:
-        raise ValueError(f"names must hold exactly two motif names, got {names}")
+        raise error(
+            f"names must hold exactly two motif names, got {names}.",
+            'name the two motifs to embed, e.g. ("GATA_disc1", "TAL1_known1").',
+        )
     missing = [k for k in names if k not in motifs]
     if missing:
-        raise ValueError(f"unknown motif(s) {missing}; known: {sorted(motifs)}")
+        raise error(
+            f"unknown motif(s) {missing}; known: {sorted(motifs)}.",
+            "pick names from the known motifs, or pass motifs= your own parse_motifs table.",
+        )
     lengths = np.array([motifs[k].length for k in names])
     if 2 * lengths.max() > seq_len:
-        raise ValueError(f"seq_len={seq_len} is too short for two instances of length {lengths}")
+        raise error(
+            f"seq_len={seq_len} is too short for two instances of length {lengths}.",
+            f"pass seq_len >= {2 * lengths.max()}.",
+        )
 
     rng = np.random.default_rng(seed)
     seq = rng.integers(0, 4, size=(n, seq_len))
@@ -255,10 +278,16 @@ def split(
     """
     fr = np.asarray(fractions, dtype=np.float64)
     if (fr <= 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
+        raise error(
+            f"fractions must be positive and sum to 1, got {fractions}.",
+            "pass the train, validation and test shares, e.g. (0.8, 0.1, 0.1).",
+        )
     bounds = np.round(np.cumsum(fr) * len(data)).astype(int)
     bounds = np.concatenate([[0], bounds])
     parts = tuple(data.subset(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
     if any(len(p) == 0 for p in parts):
-        raise ValueError(f"{len(data)} sequences are too few for fractions {fractions}")
+        raise error(
+            f"{len(data)} sequences are too few for fractions {fractions}.",
+            "simulate more sequences, or give every part a larger share.",
+        )
     return parts

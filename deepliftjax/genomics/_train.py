@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from deepliftjax._errors import error
 from deepliftjax._progress import tqdm
 
 from ._metrics import auroc
@@ -102,11 +103,18 @@ def train(
     x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.float32)
     x_val, y_val = np.asarray(x_val, np.float32), np.asarray(y_val, np.float32)
     if len(x_train) != len(y_train) or len(x_val) != len(y_val):
-        raise ValueError("inputs and labels differ in length")
+        raise error("inputs and labels differ in length.", "pass one label row per input sequence.")
     if len(x_train) < batch_size:
-        raise ValueError(f"{len(x_train)} training sequences are fewer than batch {batch_size}")
+        raise error(
+            f"{len(x_train)} training sequences are fewer than batch {batch_size}.",
+            "pass a smaller batch_size or more training sequences.",
+        )
     if epochs < 1 or patience < 1 or min_epochs < 1:
-        raise ValueError("epochs, patience and min_epochs must be >= 1")
+        raise error(
+            "epochs, patience and min_epochs must be >= 1.",
+            f"got epochs={epochs}, patience={patience}, min_epochs={min_epochs}; pass "
+            "positive ints.",
+        )
     key = jax.random.key(seed)
     params = model.init(key, jnp.asarray(x_train[:1]))["params"]
     import optax  # the genomics extra (see _experiment.main's check)

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import gammaln
 
+from deepliftjax._errors import error
+
 __all__ = [
     "Enformer",
     "AttentionPool",
@@ -87,7 +89,10 @@ class AttentionPool(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         length, channels = x.shape[-2:]
         if length % self.pool_size:
-            raise ValueError(f"length {length} is not a multiple of pool_size {self.pool_size}")
+            raise error(
+                f"length {length} is not a multiple of pool_size {self.pool_size}.",
+                "crop or pad the sequence to a multiple of the pooling size.",
+            )
         w = x.reshape(*x.shape[:-2], length // self.pool_size, self.pool_size, channels)
         init = lambda key, shape, dtype=jnp.float32: 2.0 * jnp.eye(shape[0], dtype=dtype)  # noqa: E731
         logits = nn.Dense(channels, use_bias=False, kernel_init=init, name="to_attn_logits")(w)

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepliftjax._errors import error
+
 __all__ = [
     "BPNet",
     "ChromBPNet",
@@ -99,7 +101,10 @@ class BPNet(nn.Module):
         length = x.shape[1]
         start, end = trim, length - trim
         if end <= start:
-            raise ValueError(f"length {length} leaves no output after trimming {trim} per side")
+            raise error(
+                f"length {length} leaves no output after trimming {trim} per side.",
+                f"pass sequences longer than {2 * trim}, or a model with a smaller trim.",
+            )
         conv = lambda f, k, d, name, bias=True: nn.Conv(  # noqa: E731
             f,
             (k,),

@@ -50,8 +50,9 @@ import jax
 import jax.numpy as jnp
 
 from deepliftjax._api import deeplift_vjp
+from deepliftjax._errors import DeepLiftError, error
 from deepliftjax._hypothetical import hypothetical_from_multipliers
-from deepliftjax._references import ShapScores, deeplift_shap
+from deepliftjax._shap import ShapScores, deeplift_shap
 
 __all__ = [
     "PROFILE_WEIGHTINGS",
@@ -131,6 +132,14 @@ def profile_target(model: Model, *, stop_gradient: bool = True) -> Callable[...,
     return lambda x, *args: profile(model(x, *args), stop_gradient=stop_gradient)
 
 
+def _bad_weighting(weighting: Any) -> DeepLiftError:
+    return error(
+        f"weighting must be one of {PROFILE_WEIGHTINGS}, got {weighting!r}.",
+        "'fixed' holds the softmax weights at the input's (the default), 'exact' attributes "
+        "through them, 'bpnet-lite' and 'chrombpnet' reproduce those tools' conventions.",
+    )
+
+
 def profile_weights(z_x: jax.Array, z_r: jax.Array, weighting: str) -> jax.Array:
     """Per-logit multipliers ``dT/dz`` of the profile target under a named convention.
 
@@ -153,7 +162,7 @@ def profile_weights(z_x: jax.Array, z_r: jax.Array, weighting: str) -> jax.Array
         small = jnp.abs(d) < 1e-6  # tangermeme's threshold; there, the derivative at x
         grad = s_x * (1 + z_x - jnp.sum(s_x * z_x))
         return jnp.where(small, grad, (z_x * s_x - z_r * s_r) / jnp.where(small, 1.0, d))
-    raise ValueError(f"weighting must be one of {PROFILE_WEIGHTINGS}, got {weighting!r}")
+    raise _bad_weighting(weighting)
 
 
 def counts_shap(model: Model, references: Any, **shap_options: Any) -> Callable[..., Any]:
@@ -197,7 +206,7 @@ def profile_shap(
       ``f(x, *args)`` returning the mean contributions (or :class:`ShapScores`).
     """
     if weighting not in PROFILE_WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {PROFILE_WEIGHTINGS}, got {weighting!r}")
+        raise _bad_weighting(weighting)
     if weighting in ("fixed", "exact"):
         mode = "constant" if weighting == "fixed" else "pass"
         return deeplift_shap(

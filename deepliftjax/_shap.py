@@ -23,7 +23,7 @@ from jax.typing import ArrayLike
 
 from deepliftjax._api import deeplift_vjp, scores_of
 from deepliftjax._checks import floored_delta, ratio
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import error
 from deepliftjax._hypothetical import check_onehot, hypothetical_from_multipliers
 
 __all__ = [
@@ -31,11 +31,7 @@ __all__ = [
     "ShapScores",
     "check_residuals",
     "Tally",
-    "ReferenceSpec",
-    "classify_references",
 ]
-
-ReferenceGenerator = Callable[[jax.Array, jax.Array], Any]
 
 
 class ShapScores(NamedTuple):
@@ -62,18 +58,13 @@ class ShapScores(NamedTuple):
     conditioning: Any = None
 
 
-def _error(message: str, hint: str) -> DeepLiftError:
-    """A :class:`DeepLiftError` saying what was wrong and, after ``Hint:``, the fix."""
-    return DeepLiftError(f"{message}\nHint: {hint}")
-
-
 def check_chunk_size(name: str, value: Any, *, allow_none: bool = False) -> None:
     """Raise :class:`DeepLiftError` unless ``value`` is an int >= 1 (or None if allowed)."""
     if value is None and allow_none:
         return
     ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
     if not ok:
-        raise _error(
+        raise error(
             f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}.",
             f"{name} is how many are processed together; pass a positive int such as 10"
             + (" (None: all at once)." if allow_none else "."),
@@ -83,21 +74,21 @@ def check_chunk_size(name: str, value: Any, *, allow_none: bool = False) -> None
 def _leading(tree) -> int:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
-        raise _error(
+        raise error(
             "references is an empty pytree.",
             "pass the references as a (K, *x.shape) array, or a pytree like x with a "
             "leading reference axis K on every leaf.",
         )
     sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
     if len(sizes) != 1 or None in sizes:
-        raise _error(
+        raise error(
             "references must have a leading reference axis K on every leaf, shaped "
             f"(K, *x.shape); got leaf shapes {[np.shape(v) for v in leaves]}.",
             "stack the references on a new axis 0 of the same length K on every leaf.",
         )
     num = sizes.pop()
     if num == 0:
-        raise _error(
+        raise error(
             f"there are no references: K = 0 (leaf shapes {[np.shape(v) for v in leaves]}), "
             "and the mean over references of an empty set is undefined.",
             "pass at least one reference, shaped (K, *x.shape) with K >= 1 (refs[None] for "
@@ -211,14 +202,14 @@ def deeplift_shap(
 def _shap_inputs(args, argnums, references, key, hypothetical, alphabet_axis):
     """``(x, refs)`` for one call of a :func:`deeplift_shap` function, checked."""
     if not 0 <= argnums < len(args):
-        raise _error(
+        raise error(
             f"argnums={argnums} but f was called with {len(args)} argument(s).",
             f"pass argnums in [0, {len(args)}), the position of the argument to attribute.",
         )
     x = args[argnums]
     if callable(references):
         if key is None:
-            raise _error(
+            raise error(
                 "references is a generator (key, x) -> (K, ...) but no key was given.",
                 "pass key=jax.random.key(...) to deeplift_shap.",
             )
@@ -228,14 +219,14 @@ def _shap_inputs(args, argnums, references, key, hypothetical, alphabet_axis):
     refs = jax.tree_util.tree_map(jnp.asarray, refs)
     x_struct = jax.tree_util.tree_structure(x)
     if jax.tree_util.tree_structure(refs) != x_struct:
-        raise _error(
+        raise error(
             f"references must have x's pytree structure {x_struct}, got "
             f"{jax.tree_util.tree_structure(refs)}.",
             "give every leaf of x a (K, *leaf.shape) array of references.",
         )
     for xl, rl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs), strict=True):
         if rl.ndim != jnp.ndim(xl) + 1 or rl.shape[1:] != jnp.shape(xl):
-            raise _error(
+            raise error(
                 f"references must be shaped (K, *x.shape) with x.shape={jnp.shape(xl)}, "
                 f"got {rl.shape}.",
                 "stack the references on a new leading axis; for a single reference "
@@ -244,13 +235,13 @@ def _shap_inputs(args, argnums, references, key, hypothetical, alphabet_axis):
     _leading(refs)  # K >= 1
     if hypothetical:
         if not (hasattr(x, "shape") and hasattr(x, "ndim")):
-            raise _error(
+            raise error(
                 "hypothetical=True needs x to be one array (one-hot, the alphabet on "
                 f"alphabet_axis), got {x_struct}.",
                 "attribute the one-hot array alone, closing over any other inputs.",
             )
         if not -x.ndim <= alphabet_axis < x.ndim:
-            raise _error(
+            raise error(
                 f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
                 "pass the axis of x that holds the one-hot alphabet (default -1).",
             )
@@ -269,7 +260,7 @@ def _per_reference(
     def one_ref(ref):
         out, out_ref, pullback = vjp(f, ref, *args, argnums=argnums, **deeplift_options)
         if jnp.shape(out) != ():
-            raise _error(
+            raise error(
                 f"f must return a scalar, got shape {jnp.shape(out)}.",
                 "select one output (e.g. lambda x: model(x)[i], or target= in attribute()).",
             )
@@ -424,114 +415,3 @@ def check_residuals(residuals: ArrayLike, threshold: float = 1e-3, *, offset: in
     if tally.count:
         warnings.warn(tally.residual_message(), stacklevel=2)
     return tally.count
-
-
-REFERENCE_LAYOUTS = ("shared", "per_example")
-
-
-class ReferenceSpec(NamedTuple):
-    """What the references of a batch job are, as :func:`classify_references` read them.
-
-    Attributes:
-      kind: ``"zeros"`` (one all-zero reference), ``"shared"`` (the same ``K`` for every
-        example), ``"per_example"`` (``K`` of its own for each example) or
-        ``"generator"`` (drawn by ``generator(key, x)`` for each example).
-      shared: ``(K, *example_shape)`` references of kinds ``zeros`` and ``shared``.
-      per_example: the ``(N, K, *example_shape)`` or ``(N, *example_shape)`` array (any
-        array type; rows are read chunk by chunk) for kind ``per_example``.
-      generator: the function ``(key, x) -> (K, *x.shape)`` for kind ``generator``.
-      one_each: ``per_example`` holds one reference per example, ``(N, *example_shape)``.
-    """
-
-    kind: str
-    shared: np.ndarray | None = None
-    per_example: Any = None
-    generator: Callable | None = None
-    one_each: bool = False
-
-    def rows(self, lo: int, hi: int) -> np.ndarray:
-        """The per-example references of examples ``lo:hi``, shaped ``(B, K, ...)``."""
-        r = np.asarray(self.per_example[lo:hi])
-        return r[:, None] if self.one_each else r
-
-
-def classify_references(
-    references: Any,
-    example_shape: tuple[int, ...],
-    num_examples: int | None,
-    dtype: Any,
-    layout: str | None = None,
-) -> ReferenceSpec:
-    """Read a batch job's references: one, shared, per example or generated.
-
-    Args:
-      references: ``None`` (all-zero), a function ``(key, x) -> (K, *example_shape)``, or
-        an array shaped ``example_shape`` (one reference), ``(K, *example_shape)``,
-        ``(N, *example_shape)`` or ``(N, K, *example_shape)``.
-      example_shape: the shape of one example.
-      num_examples: ``N``, or ``None`` for inputs streamed from an iterable.
-      dtype: the dtype shared references are converted to.
-      layout: ``"shared"`` (every example against all K), ``"per_example"`` (row i
-        belongs to example i), or ``None``: read it from the shape, which must not be
-        ambiguous (a ``(K, ...)`` array with ``K == N > 1`` is).
-
-    Returns:
-      A :class:`ReferenceSpec`.
-
-    Raises:
-      DeepLiftError: a shape that fits no layout or the given one, ``K = 0``, another
-        ``N`` than the inputs', an ambiguous shape, or an unknown ``layout``.
-    """
-    if layout not in (None, *REFERENCE_LAYOUTS):
-        raise _error(
-            f"reference_layout must be 'shared', 'per_example' or None, got {layout!r}.",
-            "'shared': every example against all K references; 'per_example': row i of "
-            "the references belongs to example i.",
-        )
-    if references is None:
-        return ReferenceSpec("zeros", shared=np.zeros((1, *example_shape), dtype))
-    if callable(references):
-        return ReferenceSpec("generator", generator=references)
-    shape, nd = tuple(np.shape(references)), len(example_shape)
-    lead = shape[: len(shape) - nd]
-    n = num_examples
-    if shape[len(lead) :] != tuple(example_shape) or len(lead) > 2:
-        raise _error(
-            f"references must be shaped {example_shape} (one), (K, *{example_shape}) "
-            f"(shared), or (N, *{example_shape}) or (N, K, *{example_shape}) (per example) "
-            f"for examples of shape {example_shape}; got {shape}.",
-            "give every reference the shape of one example, stacked on leading axes.",
-        )
-    if lead and 0 in lead:
-        raise _error(
-            f"references of shape {shape} hold no references (K = 0), and the mean over "
-            "references of an empty set is undefined.",
-            "pass at least one reference per example (K >= 1), or references=None for the "
-            "all-zero reference.",
-        )
-    per_example = len(lead) == 2 or (len(lead) == 1 and layout == "per_example")
-    if len(lead) == 1 and layout is None and n is not None and n > 1 and lead[0] == n:
-        raise _error(
-            f"references of shape {shape} are ambiguous for {n} inputs: {n} references "
-            "shared by every example, or one reference per example (as Captum's baselines)?",
-            "say which: reference_layout='per_example' (row i belongs to example i) or "
-            "reference_layout='shared' (--reference-layout on the command line).",
-        )
-    if (layout == "shared" and len(lead) == 2) or (layout == "per_example" and not lead):
-        want = "(K, ...) or one reference" if layout == "shared" else "(N, ...) or (N, K, ...)"
-        raise _error(
-            f"reference_layout={layout!r} needs references shaped {want}; got {shape}.",
-            "pass references of that shape, or reference_layout=None to read the shape.",
-        )
-    if not per_example:
-        return ReferenceSpec(
-            "shared", shared=np.asarray(references, dtype=dtype).reshape(-1, *example_shape)
-        )
-    if n is None or lead[0] != n:
-        raise _error(
-            f"per-example references need array inputs with the same N; got references "
-            f"{shape} for inputs with N={n}.",
-            "pass the inputs as one (N, ...) array, or references shared by all examples, "
-            "(K, ...).",
-        )
-    return ReferenceSpec("per_example", per_example=references, one_each=len(lead) == 1)

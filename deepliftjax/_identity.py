@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from deepliftjax._batch_references import ReferenceSpec
 from deepliftjax._compat import Primitive, is_jaxpr, open_jaxpr, primitive
-from deepliftjax._errors import DeepLiftError
-from deepliftjax._references import ReferenceSpec
+from deepliftjax._errors import DeepLiftError, error
 
 __all__ = [
     "digest",
@@ -189,9 +189,9 @@ class _Walk:
         if id(v) in names:
             return names[id(v)]
         if not hasattr(v, "val"):  # pragma: no cover - a variable the jaxpr never bound
-            raise DeepLiftError(
-                f"cannot identify the traced model: variable {v} is used before it is bound.\n"
-                "Hint: pass out_dir=None (results in memory, nothing resumed)."
+            raise error(
+                f"cannot identify the traced model: variable {v} is used before it is bound.",
+                "pass out_dir=None (results in memory, nothing resumed).",
             )
         val = v.val  # a literal: scalars are structure, arrays (inlined constants) weights
         if np.size(_host_array(val)) <= 1:
@@ -318,11 +318,12 @@ def _cell_set(cell: Any) -> bool:
 
 def _unidentifiable(v: Any, where: tuple[str, str], why: str) -> DeepLiftError:
     prim, name = where
-    return DeepLiftError(
+    return error(
         f"cannot identify the job: parameter {name!r} of primitive {prim!r} holds a "
         f"{type(v).__module__}.{type(v).__qualname__}, and {why}, so a change in it would go "
-        "unnoticed on resume.\nHint: pass out_dir=None (results in memory, nothing resumed), "
-        "or report this parameter to deepliftjax so that its content can be hashed."
+        "unnoticed on resume.",
+        "pass out_dir=None (results in memory, nothing resumed), or report this parameter "
+        "to deepliftjax so that its content can be hashed.",
     )
 
 
