@@ -1,6 +1,6 @@
 """deepliftjax on an accelerator: each matmul precision against the gradient x input floor.
 
-One prepared run (issue 18), from the repository root::
+One prepared run, from the repository root::
 
     python benchmarks/bench_accel.py --out benchmarks/RESULTS_accel.md         # GPU / TPU
     python benchmarks/bench_accel.py --smoke --out /tmp/RESULTS_accel.md       # CPU check

@@ -1,9 +1,9 @@
 """Cost of the product rules (``product_rule=``) on a small transformer.
 
 A two-block pre-LayerNorm encoder (multi-head attention, GELU MLP, mean pooling, final
-LayerNorm), attributed against the all-zero embedding (the degenerate reference of
-issue 15, class 8) under ``jit(vmap(...))``. Each method is timed after a warm-up call
-(compilation), as the median of ``--repeats`` calls; the methods are interleaved over
+LayerNorm), attributed against the all-zero embedding (a reference at which every
+LayerNorm sees zero variance) under ``jit(vmap(...))``. Each method is timed after a
+warm-up call (compilation), as the median of ``--repeats`` calls; the methods are interleaved over
 ``--rounds`` rounds and the median of the round medians is reported. The gradient×input
 of the same model is the floor (compiled first, so that it absorbs one-time costs of the
 first compilation). Flax initialises biases to zero, so at the zero reference every

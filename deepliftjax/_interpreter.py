@@ -21,15 +21,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _compat, _discrete, _precision, _rulekit
 from deepliftjax._errors import DeepLiftError, at_user_line, eqn_str, unsupported_primitive
-from deepliftjax._pair import (  # noqa: F401
-    Accounts,
-    Pair,
-    bind_both,
-    carried,
-    is_pair,
-    rs,
-    xs,
-)
+from deepliftjax._pair import Accounts, Pair, bind_both, carried
 from deepliftjax._registry import (  # noqa: F401  (RULES, register_rule: re-exported)
     CALLS,
     DOMAIN_EDGE,
@@ -385,7 +377,3 @@ def _is_float_output(eqn: Any) -> bool:
     return any(
         jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars if hasattr(v.aval, "dtype")
     )
-
-
-def stop_gradient_ref(v: Any) -> Any:
-    return jax.lax.stop_gradient(v)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from deepliftjax._errors import DeepLiftError
+from deepliftjax._errors import error
 
 Rule = Callable[..., Any]
 
@@ -100,16 +100,16 @@ def register_rule(
         or ``score`` is not callable.
     """
     if moves is not None and moves not in MOVES:
-        raise DeepLiftError(
-            f"register_rule: moves={moves!r} is not one of {MOVES} or None.\nHint: "
+        raise error(
+            f"register_rule: moves={moves!r} is not one of {MOVES} or None.",
             "'first' for a map that moves its first operand's values (reshape, gather), "
-            "'all' for one that moves every operand's (concatenate, pad)."
+            "'all' for one that moves every operand's (concatenate, pad).",
         )
     for name, fn in (("rule", rule), ("score", score)):
         if fn is not None and not callable(fn):
-            raise DeepLiftError(
-                f"register_rule: {name}={fn!r} is not callable.\nHint: pass a function "
-                f"{name}(ctx, ...) or None."
+            raise error(
+                f"register_rule: {name}={fn!r} is not callable.",
+                f"pass a function {name}(ctx, ...) or None.",
             )
     if prim is None:
         return

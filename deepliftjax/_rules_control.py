@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from deepliftjax import _compat
 from deepliftjax._compat import primitive
-from deepliftjax._interpreter import Context, Pair, eval_closed, eval_jaxpr, register_rule
+from deepliftjax._interpreter import Context, eval_closed, eval_jaxpr, register_rule
+from deepliftjax._pair import Pair
 
 # ---- calls ------------------------------------------------------------------------------
 
