@@ -18,6 +18,7 @@ from deepliftjax import (  # noqa: F401, I001
     _rules_elementwise,
     _rules_linear,
     _rules_reduce,
+    _rules_stop,
     _rulesets,  # the other rule sets: RevealCancel, LRP, guided backpropagation
 )
 from deepliftjax._errors import error

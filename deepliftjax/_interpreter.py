@@ -31,6 +31,7 @@ from deepliftjax._registry import (  # noqa: F401  (RULES, register_rule: re-exp
     register_rule,
 )
 from deepliftjax._rules_products import PRODUCT_RULES
+from deepliftjax._walk import walk
 
 MAX_RULES = ("cross", "paper", "gradient")
 METHODS: dict[str, Callable[[Any], Any] | None] = {"rescale": None}
@@ -149,18 +150,8 @@ def eval_jaxpr(
         eqns = _discrete.accounted_equations(jaxpr) if rescale else frozenset()
         options = dataclasses.replace(options, accounts=Accounts(eqns))
     acc = options.accounts
-    env: dict[Any, Any] = {}
 
-    def read(v: Any) -> Any:
-        return v.val if isinstance(v, _compat.Literal) else env[v]
-
-    for v, val in zip(jaxpr.constvars, consts, strict=True):
-        env[v] = val
-    for v, val in zip(jaxpr.invars, args, strict=True):
-        env[v] = val
-
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
+    def step(eqn: Any, invals: list[Any]) -> Sequence[Any]:
         account = acc.on and id(eqn) in acc.equations
         if options.precision is not None and eqn.primitive in _PRECISION_PRIMS:
             eqn = _with_precision(eqn, options.precision)
@@ -169,12 +160,9 @@ def eval_jaxpr(
                 outs = apply_rule(eqn, invals, options, account)
             else:
                 outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
-        if not eqn.primitive.multiple_results:
-            outs = [outs]
-        for v, val in zip(eqn.outvars, outs, strict=True):
-            if not isinstance(v, _compat.DropVar):
-                env[v] = val
-    return [read(v) for v in jaxpr.outvars]
+        return outs if eqn.primitive.multiple_results else [outs]
+
+    return walk(jaxpr, consts, args, step)
 
 
 _PRECISION_PRIMS = (jax.lax.dot_general_p, jax.lax.conv_general_dilated_p)
@@ -223,8 +211,6 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
             return _discrete.discrete_operand_rule(ctx, prim, invals, params, evaluate)
     dispatch = METHODS[options.method]
     rule = dispatch(prim) if dispatch is not None else RULES.get(prim)
-    if options.stop_gradient != "pass" and prim.name == "stop_gradient":
-        from deepliftjax._rules_stop import stop_gradient_rule as rule
     if rule is None:
         if options.fallback == "gradient":
             warnings.warn(
@@ -275,7 +261,7 @@ def _account(ctx: Context, prim: Any, rule: Rule, invals: list[Any], params: dic
         found = _tangents(prim, invals, params, pos, diffs)
     elif (smooth := _rescale(rule, pos)) is not None:
         found = [_through_secant(smooth, invals, pos[0], diffs[0], outs[0])]
-    elif prim in ELEMENTWISE or prim in _PASS or (len(outs) == 1 and "axes" in params):
+    elif prim in ELEMENTWISE or (len(outs) == 1 and "axes" in params):
         found = [_through_multipliers(ctx, rule, invals, params, pos, diffs)]
     else:
         return
@@ -283,10 +269,6 @@ def _account(ctx: Context, prim: Any, rule: Rule, invals: list[Any], params: dic
         d, o = found[k], outs[k]
         if d is not None and jnp.shape(d) == jnp.shape(o.x):
             acc.put(o, jnp.asarray(d, jnp.result_type(o.x)))
-
-
-_PASS = {_compat.primitive("stop_gradient_p")}
-"""Primitives whose rules pass (or zero) the multipliers of their one operand elementwise."""
 
 
 def _linear(prim: Any, rule: Rule, pos: Sequence[int]) -> bool:

@@ -130,25 +130,17 @@ def _split_impl(
 
 def _substituted(fn: Any, *args: Any, rebind: Any) -> Any:
     """``fn(*args)`` traced, its top-level equations bound as ``rebind(eqn)`` says."""
+    from deepliftjax._walk import walk
+
     closed = jax.make_jaxpr(fn)(*args)
     jaxpr, consts = _compat.open_jaxpr(closed)
-    env: dict[Any, Any] = {}
 
-    def read(v: Any) -> Any:
-        return v.val if isinstance(v, _compat.Literal) else env[v]
-
-    for v, c in zip(jaxpr.constvars, consts, strict=True):
-        env[v] = c
-    for v, a in zip(jaxpr.invars, jax.tree_util.tree_leaves(args), strict=True):
-        env[v] = a
-    for eqn in jaxpr.eqns:
+    def step(eqn: Any, invals: list[Any]) -> Any:
         eqn = rebind(eqn)
-        outs = eqn.primitive.bind(*[read(v) for v in eqn.invars], **_compat.bind_params(eqn))
-        outs = outs if eqn.primitive.multiple_results else [outs]
-        for v, o in zip(eqn.outvars, outs, strict=True):
-            if not isinstance(v, _compat.DropVar):
-                env[v] = o
-    outs = [read(v) for v in jaxpr.outvars]
+        outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
+        return outs if eqn.primitive.multiple_results else [outs]
+
+    outs = walk(jaxpr, consts, jax.tree_util.tree_leaves(args), step)
     return outs[0] if len(outs) == 1 else outs
 
 

@@ -24,11 +24,6 @@ def deflinear(prim: Any, **traits: Any) -> None:
     register_rule(prim, partial(linear_rule, prim), **traits)
 
 
-def _stop_gradient_rule(ctx: Context, operand: Pair, **params: Any) -> Pair:
-    # Every difference must be attributed, or the sum breaks: pass the multiplier through.
-    return Pair(operand.x, operand.r)
-
-
 def _convert_rule(ctx: Context, operand: Any, *, new_dtype: Any, **params: Any) -> Pair:
     """Widening float casts are linear; a narrowing cast rounds, so it gets Rescale."""
     params = dict(params, new_dtype=new_dtype)
@@ -53,7 +48,6 @@ deflinear(primitive("copy_p"), elementwise=True, moves="first")
 deflinear(primitive("device_put_p"), moves="first")
 deflinear(primitive("sharding_constraint_p"), moves="first")
 deflinear(primitive("optimization_barrier_p"), moves="all")
-register_rule(primitive("stop_gradient_p"), _stop_gradient_rule)
 
 # ---- shape ------------------------------------------------------------------------------
 deflinear(primitive("reshape_p"), moves="first")

@@ -35,7 +35,9 @@ from typing import Any
 
 import jax
 
+from deepliftjax._compat import primitive
 from deepliftjax._pair import Pair
+from deepliftjax._registry import register_rule
 
 STOP_GRADIENT_MODES = ("pass", "constant")
 
@@ -48,3 +50,7 @@ def stop_gradient_rule(ctx: Any, operand: Any, **params: Any) -> Any:
         return jax.lax.stop_gradient(operand.x)
     # "pass": every difference must be attributed, or the sum breaks.
     return Pair(operand.x, operand.r)
+
+
+# elementwise: a float pair's provenance and accounted difference pass through it unchanged
+register_rule(primitive("stop_gradient_p"), stop_gradient_rule, elementwise=True)
