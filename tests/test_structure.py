@@ -381,3 +381,57 @@ def test_trait_tables_are_written_only_by_the_registration():
     assert not offenders, "trait tables written outside register_rule:\n" + "\n".join(offenders)
     # and the check itself sees a write
     assert pattern.search("ELEMENTWISE.add(p)") and pattern.search("SCORES[p] = f")
+
+
+def test_one_loop_skips_dead_equations_and_drops_values_after_their_last_use():
+    """``_walk.walk`` (the interpreter's and the split products' loop): an equation nothing
+    reads is not evaluated (a sort, which has no DeepLIFT rule, left unused), one with
+    effects is; each value is released once its last reader has run."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from deepliftjax import _walk
+
+    def g(x):
+        jnp.sort(x)  # dead: no rule needed
+        jax.debug.callback(lambda v: seen.append(float(v)), x[0])  # effects: kept
+        return jnp.tanh(x).sum()
+
+    seen: list[float] = []
+    x, r = jnp.array([1.0, -2.0]), jnp.zeros(2)
+    c = dl.deeplift(g, r)(x)
+    np.testing.assert_allclose(c, jnp.tanh(x), rtol=1e-6)
+    assert seen  # the callback ran
+
+    jaxpr = jax.make_jaxpr(lambda a: jnp.sin(jnp.cos(jnp.exp(a))) + 1.0)(1.0).jaxpr
+    assert _walk.live_equations(jaxpr) == [True] * len(jaxpr.eqns)
+
+    class Box:  # a value the test can watch
+        def __init__(self, v):
+            self.v = v
+
+    refs, alive_at = [], []
+
+    def step(eqn, invals):
+        gc.collect()
+        alive_at.append(sum(ref() is not None for ref in refs))
+        fn = {"exp": np.exp, "cos": np.cos, "sin": np.sin}.get(eqn.primitive.name)
+        vals = [v.v if isinstance(v, Box) else v for v in invals]
+        out = Box(fn(vals[0]) if fn else vals[0] + vals[1])
+        refs.append(weakref.ref(out))
+        return [out]
+
+    (out,) = _walk.walk(jaxpr, [], [Box(1.0)], step)
+    np.testing.assert_allclose(out.v, np.sin(np.cos(np.exp(1.0))) + 1.0)
+    assert alive_at == [0, 1, 1, 1]  # each intermediate freed once its reader ran
+
+
+def test_stop_gradient_is_a_table_rule():
+    from deepliftjax import _interpreter, rules
+    from deepliftjax._rules_stop import stop_gradient_rule
+
+    assert rules.RULES[jax.lax.stop_gradient_p] is stop_gradient_rule
+    assert rules.traits(jax.lax.stop_gradient_p)["elementwise"]
+    assert '"stop_gradient"' not in pathlib.Path(_interpreter.__file__).read_text()
