@@ -7,6 +7,7 @@ Each shim names the JAX version it serves. Code elsewhere never inspects
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import jax
@@ -18,7 +19,6 @@ JAX_VERSION: tuple[int, ...] = tuple(int(p) for p in jax.__version__.split(".")[
 
 Literal = jex_core.Literal
 Primitive = jex_core.Primitive
-Var = jex_core.Var
 DropVar = jex_core.DropVar
 
 
@@ -87,14 +87,6 @@ def scan_counts(params: dict[str, Any]) -> tuple[int, int]:
     groups = list(ft_in.unpack() if hasattr(ft_in, "unpack") else ft_in)
     sizes = [g if isinstance(g, int) else len(g) for g in groups]
     return sizes[0], sizes[1]
-
-
-def make_closed(jaxpr: Any, consts: list[Any]) -> Any:
-    """A closed jaxpr from an open one (jax <= 0.10: ``ClosedJaxpr``; 0.11: already closed)."""
-    closed = getattr(jex_core, "ClosedJaxpr", None)
-    if closed is None:  # jax >= 0.11
-        return jaxpr
-    return closed(jaxpr, consts)
 
 
 # ---- split-precision products (deepliftjax._precision) ------------------------------------
@@ -225,6 +217,23 @@ def define_report_primitive(name: str, impl: Any, lowered: Any) -> Primitive:
 
 # ---- source locations (jax 0.10-0.11: only jax._src.source_info_util offers them) --------
 
+_MISSING: set[str] = set()
+
+
+def missing(api: str, loses: str, err: BaseException) -> None:
+    """Warn once per ``api`` that this JAX lacks it, and what is lost without it (the
+    location of the user's line in ``loses``); nothing else changes."""
+    if api in _MISSING:
+        return
+    _MISSING.add(api)
+    warnings.warn(
+        f"deepliftjax: this JAX ({jax.__version__}) has no usable {api} "
+        f"({type(err).__name__}: {err}); {loses} will not name the line of your code. "
+        "Scores are unaffected; please report it with your JAX version.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
 
 def equation_context(eqn: Any) -> Any:
     """A context binding under ``eqn``'s source info and equation context, as
@@ -243,8 +252,8 @@ def equation_context(eqn: Any) -> Any:
         if tb is None or siu.user_frame(tb) is None:  # inside jnp's own jit: keep the caller's
             tb = siu.current().traceback
         stack.enter_context(siu.user_context(tb, name_stack=names))
-    except Exception:  # pragma: no cover - a newer JAX without this API: no location
-        pass
+    except Exception as err:  # noqa: BLE001 - a newer JAX without this API: no location
+        missing("jax._src.source_info_util.user_context", "the interpreter's binds", err)
     manager = getattr(getattr(eqn, "ctx", None), "manager", None)
     if manager is not None:
         stack.enter_context(manager)
@@ -266,7 +275,8 @@ def user_location(eqn: Any) -> str | None:
             frame = siu.user_frame(tb) if tb is not None else None
             if frame is not None:
                 break
-    except Exception:  # pragma: no cover - a newer JAX without this API
+    except Exception as err:  # noqa: BLE001 - a newer JAX without this API
+        missing("jax._src.source_info_util.user_frame", "error messages", err)
         return None
     if frame is None:
         return None

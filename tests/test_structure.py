@@ -435,3 +435,25 @@ def test_stop_gradient_is_a_table_rule():
     assert rules.RULES[jax.lax.stop_gradient_p] is stop_gradient_rule
     assert rules.traits(jax.lax.stop_gradient_p)["elementwise"]
     assert '"stop_gradient"' not in pathlib.Path(_interpreter.__file__).read_text()
+
+
+def test_a_missing_private_api_warns_once_naming_it(monkeypatch):
+    """``_compat``'s source-location shims fall back to no location on a JAX without the
+    private API, with one RuntimeWarning naming it (never silently)."""
+    from jax._src import source_info_util
+
+    from deepliftjax import _compat
+
+    def gone(*args, **kwargs):
+        raise AttributeError("user_frame was removed")
+
+    monkeypatch.setattr(source_info_util, "user_frame", gone)
+    monkeypatch.setattr(_compat, "_MISSING", set())
+    eqn = jax.make_jaxpr(jnp.sin)(1.0).jaxpr.eqns[0]
+    with pytest.warns(RuntimeWarning, match="user_frame.*user_frame was removed"):
+        assert _compat.user_location(eqn) is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _compat.user_location(eqn) is None  # once only
