@@ -91,7 +91,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _shapley import coalitions, shapley_from_values
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from jax import lax
 
@@ -558,6 +558,21 @@ _SETTINGS = dict(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+SLOW_SEED = os.environ.get("DEEPLIFTJAX_FUZZ_SEED")
+"""Long runs only: another fixed stream of draws (so a long run can be split across
+processes, each with its own seed); unset, the stream is the test's own fixed one."""
+
+
+def _long_run(examples):
+    """Settings (and seed) of a long run of ``examples`` hypothesis examples."""
+    conf = settings(max_examples=examples, **dict(_SETTINGS, derandomize=SLOW_SEED is None))
+
+    def apply(fn):
+        fn = conf(fn)
+        return fn if SLOW_SEED is None else seed(int(SLOW_SEED))(fn)
+
+    return apply
+
 
 @settings(max_examples=CI_EXAMPLES, **_SETTINGS)
 @given(specs=model_batches, seed=st.integers(0, 2**31 - 1))
@@ -571,7 +586,7 @@ def test_random_models_long_run():
     examples = -(-SLOW_MODELS // MODELS_PER_CALL)
     stats = {"n": 0, "max": 0.0, "strict": 0.0, "noise": 0, "bad": [], "listed": []}
 
-    @settings(max_examples=examples, **_SETTINGS)
+    @_long_run(examples)
     @given(specs=model_batches, seed=st.integers(0, 2**31 - 1))
     def run(specs, seed):
         report = check_models(specs, seed)
@@ -757,7 +772,7 @@ def test_gradients_with_respect_to_references_long_run():
     examples = -(-SLOW_GRAD_MODELS // 4)  # 4 architectures per example
     bad, raised = [], [0]
 
-    @settings(max_examples=examples, **_SETTINGS)
+    @_long_run(examples)
     @given(specs=smooth_batches, seed=st.integers(0, 2**31 - 1))
     def run(specs, seed):
         errors = check_reference_grads(specs, seed)
@@ -1491,7 +1506,7 @@ def test_random_programs_long_run():
     examples = -(-SLOW_PROGRAMS // PROGRAMS_PER_EXAMPLE)
     stats, bad, listed, spreads, wide = {}, [], [], {}, []
 
-    @settings(max_examples=examples, **_SETTINGS)
+    @_long_run(examples)
     @given(specs=program_batches, seed=st.integers(0, 2**31 - 1))
     def run(specs, seed):
         report = check_programs(specs, seed)
@@ -1521,12 +1536,12 @@ def test_random_programs_long_run():
     lines = []
     for f, (n, *counts) in sorted(stats.items()):
         sp = np.asarray(spreads.get(f, []))
-        wide = f"; {np.sum(sp > 2)} of {sp.size} wider than 2 sum|phi|" if sp.size else ""
-        wide += f" (max {sp.max():.3g})" if sp.size else ""
+        width = f"; {np.sum(sp > 2)} of {sp.size} wider than 2 sum|phi|" if sp.size else ""
+        width += f" (max {sp.max():.3g})" if sp.size else ""
         lines.append(
             f"  {f}: {n} models, "
             + ", ".join(f"{c} {k}" for c, k in zip(counts, CLASSES, strict=True))
-            + wide
+            + width
         )
     print(
         f"\nfuzz programs: {examples * PROGRAMS_PER_EXAMPLE} programs, "
