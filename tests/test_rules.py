@@ -403,28 +403,29 @@ SEPARABLE = {
     "where_abs", "is_finite", "jit", "custom_jvp", "custom_vjp", "remat",
 }  # fmt: skip
 GROUPS = {"mul", "div", "pow", "atan2", "rem"}
+# "rescale_linear": f = Σ_o w_o tanh(z_o), z = L x linear: Rescale's definition (§2.3.1 of
+#   the paper) gives x_i the score Σ_o w_o L_oi Δx_i Δtanh_o / Δz_o, computed here in
+#   float64 from L (the Jacobian of the linear part written out below, checked to be the
+#   case's own) without the library; the split among mixed inputs is Rescale's, not Shapley.
+RESCALE_LINEAR = {
+    "add": lambda x: x[0] + x[1],
+    "sub": lambda x: x[0] - x[1],
+    "unstack": lambda x: sum(i * v for i, v in enumerate(jnp.unstack(x))),
+    "scatter_add": lambda x: x.at[_idx()].add(x * 0.5),
+    "scatter_sub": lambda x: x.at[_idx()].add(-x * 0.5),
+    "reduce_sum": lambda x: x.sum(0),
+    "avg_pool": lambda x: lax.reduce_window(x, 0.0, lax.add, (2, 2), (1, 1), "VALID"),
+    "cumsum": lambda x: jnp.cumsum(x, 1),
+}
 # The rule's own per-element claim needs an option the table's default leaves off: the
 # default product_rule "guarded" moves off the midpoint where it would cancel.
 ORACLE_OPTIONS = {"mul": {"product_rule": "midpoint"}, "div": {"product_rule": "midpoint"}}
 SUM_ONLY = {
-    # elements mixed by a sum before a nonlinearity: DeepLIFT's split of Δ among the mixed
-    # inputs is the rule itself (Rescale through a linear map), no independent value
     **dict.fromkeys(
-        [
-            "add",
-            "sub",
-            "unstack",
-            "scatter_add",
-            "scatter_sub",
-            "reduce_sum",
-            "avg_pool",
-            "cumsum",
-            "dot_general",
-            "split_dot_general",
-            "scan",
-        ],
-        "inputs mixed linearly before a nonlinearity: Rescale's split is not a Shapley value",
-    ),  # fmt: skip
+        ["dot_general", "split_dot_general"],
+        "products of two varying operands under tanh: the guarded split, no closed form",
+    ),
+    "scan": "a recurrence (tanh of a carried sum): the rule composes, no closed form",
     **dict.fromkeys(
         ["conv", "split_conv"],
         "bilinear form of 24 players under the guarded product rule: beyond enumeration",
@@ -442,7 +443,7 @@ SUM_ONLY = {
             "min_pool",
         ],
         "max/min split Δ by the straight path's fraction (§2.3.3), not a Shapley value",
-    ),  # fmt: skip
+    ),
     **dict.fromkeys(
         [
             "select",
@@ -461,6 +462,8 @@ SUM_ONLY = {
 
 def _oracle_scores(case: Case, f, x, r) -> np.ndarray | None:
     """Exact per-element scores (float64) of f at x against r (x, r: batch + case.shape)."""
+    if case.name in RESCALE_LINEAR:
+        return _rescale_linear_scores(case, x, r)
     if case.name in SEPARABLE:
         k = 1
     elif case.name in GROUPS:
@@ -488,6 +491,27 @@ def _oracle_scores(case: Case, f, x, r) -> np.ndarray | None:
         for g, idx in enumerate(groups):
             phi[b, idx] = shapley_from_values(vals[b, g], k)
     return phi.reshape(batch + case.shape)
+
+
+def _rescale_linear_scores(case: Case, x, r) -> np.ndarray:
+    """Rescale's scores for f = Σ_o w_o tanh((L x)_o), in float64 (x, r: batch + shape)."""
+    lin = RESCALE_LINEAR[case.name]
+    n = int(np.prod(case.shape))
+    with jax.enable_x64(True):
+        zero = jnp.zeros(case.shape, jnp.float64)
+        L = np.asarray(jax.jacobian(lin)(zero), np.float64)
+        probe = jnp.asarray(np.asarray(x, np.float64).reshape((-1,) + case.shape)[0])
+        # the linear part written here is the case's own
+        np.testing.assert_allclose(np.tanh(lin(probe)), case.fn(probe), rtol=1e-12, atol=1e-12)
+    L = L.reshape(-1, n)
+    w = np.resize(np.random.default_rng(7).standard_normal(case.shape, np.float32).ravel(), len(L))
+    xf = np.asarray(x, np.float64).reshape(-1, n)
+    rf = np.asarray(r, np.float64).reshape(-1, n)
+    dz = (xf - rf) @ L.T
+    dy = np.tanh(xf @ L.T) - np.tanh(rf @ L.T)
+    m = np.where(dz != 0, dy / np.where(dz != 0, dz, 1), 1 - np.tanh(rf @ L.T) ** 2)
+    phi = ((w * m)[:, :, None] * L[None] * (xf - rf)[:, None, :]).sum(1)
+    return phi.reshape(np.shape(x))
 
 
 def _check_per_element(case: Case, c, phi, mode):
@@ -594,7 +618,7 @@ def _check_one(case, c, x, fx, fr, mode):
 
 def test_every_case_has_an_oracle_or_a_reason():
     names = [c.name for c in CASES]
-    kinds = [SEPARABLE, GROUPS, set(SUM_ONLY)]
+    kinds = [SEPARABLE, GROUPS, set(RESCALE_LINEAR), set(SUM_ONLY)]
     for name in names:
         assert sum(name in k for k in kinds) == 1, f"classify case {name}: one of SEPARABLE, ..."
     assert set().union(*kinds) == set(names), set().union(*kinds) - set(names)
