@@ -1,7 +1,8 @@
 """Table-driven tests: one case per DeepLIFT rule, each run plain, jitted and vmapped.
 
 Every case checks summation to delta (eq. 1 of the paper) on random inputs and random
-references, and that the multipliers tend to ``jax.grad`` as the reference tends to the
+references, each score against an independent float64 oracle where one exists (``ORACLE``),
+and that the multipliers tend to ``jax.grad`` as the reference tends to the
 input. ``test_every_rule_has_a_case`` fails when a registered rule has no case here.
 """
 
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers import primitives_in, rel_sum_error, rel_sum_errors_batch
+from _shapley import coalitions, shapley_from_values
 from jax import lax
 
 import deepliftjax as dl
@@ -379,6 +381,153 @@ NOT_TESTED_HERE = {
 }
 
 
+# ---- per-element oracles ----------------------------------------------------------------
+# "separable": f = Σ_i h_i(x_i) (every op elementwise or moving elements without mixing
+#   them), so the exact score of x_i is h_i(x_i) - h_i(r_i) = f(r with x_i) - f(r), the
+#   Shapley value of an additive game; Rescale on a one-input chain passes the whole Δ.
+# "groups": f = Σ_j g(x[0, j], x[1, j], ...) (operands stacked on axis 0): each group of
+#   shape[0] players is an independent game, and the rule under test claims the exact
+#   two-player Shapley value (defshapley: pow, atan2, rem; mul and div under
+#   product_rule="midpoint", §2.3.5, whose weight ½ is the Shapley value). Enumerated over
+#   all 2^k coalitions of each group in float64 (_shapley).
+SEPARABLE = {
+    "neg", "convert_widen", "copy", "device_put", "sharding_constraint",
+    "optimization_barrier", "stop_gradient", "reshape", "squeeze", "broadcast",
+    "transpose", "rev", "concatenate", "pad", "split", "tile", "stack", "slice",
+    "dynamic_slice", "dynamic_update_slice", "gather", "scatter", "add_any",
+    "exp", "exp2", "expm1", "log", "log1p", "logistic", "tanh", "sin", "cos", "tan",
+    "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc",
+    "erf_inv", "lgamma", "digamma", "bessel_i0e", "bessel_i1e", "sqrt", "rsqrt", "cbrt",
+    "square", "integer_pow", "abs", "sign", "floor", "ceil", "round", "reduce_precision",
+    "convert_narrow", "relu", "mul_square", "div_const", "clamp_const", "where_prelu",
+    "where_abs", "is_finite", "jit", "custom_jvp", "custom_vjp", "remat",
+}  # fmt: skip
+GROUPS = {"mul", "div", "pow", "atan2", "rem"}
+# "rescale_linear": f = Σ_o w_o tanh(z_o), z = L x linear: Rescale's definition (§2.3.1 of
+#   the paper) gives x_i the score Σ_o w_o L_oi Δx_i Δtanh_o / Δz_o, computed here in
+#   float64 from L (the Jacobian of the linear part written out below, checked to be the
+#   case's own) without the library; the split among mixed inputs is Rescale's, not Shapley.
+RESCALE_LINEAR = {
+    "add": lambda x: x[0] + x[1],
+    "sub": lambda x: x[0] - x[1],
+    "unstack": lambda x: sum(i * v for i, v in enumerate(jnp.unstack(x))),
+    "scatter_add": lambda x: x.at[_idx()].add(x * 0.5),
+    "scatter_sub": lambda x: x.at[_idx()].add(-x * 0.5),
+    "reduce_sum": lambda x: x.sum(0),
+    "avg_pool": lambda x: lax.reduce_window(x, 0.0, lax.add, (2, 2), (1, 1), "VALID"),
+    "cumsum": lambda x: jnp.cumsum(x, 1),
+}
+# The rule's own per-element claim needs an option the table's default leaves off: the
+# default product_rule "guarded" moves off the midpoint where it would cancel.
+ORACLE_OPTIONS = {"mul": {"product_rule": "midpoint"}, "div": {"product_rule": "midpoint"}}
+SUM_ONLY = {
+    **dict.fromkeys(
+        ["dot_general", "split_dot_general"],
+        "products of two varying operands under tanh: the guarded split, no closed form",
+    ),
+    "scan": "a recurrence (tanh of a carried sum): the rule composes, no closed form",
+    **dict.fromkeys(
+        ["conv", "split_conv"],
+        "bilinear form of 24 players under the guarded product rule: beyond enumeration",
+    ),
+    **dict.fromkeys(
+        [
+            "max",
+            "min",
+            "clamp",
+            "reduce_max",
+            "reduce_min",
+            "max_pool_overlap",
+            "max_pool_same",
+            "max_pool_tiled",
+            "min_pool",
+        ],
+        "max/min split Δ by the straight path's fraction (§2.3.3), not a Shapley value",
+    ),
+    **dict.fromkeys(
+        [
+            "select",
+            "select_int_pred",
+            "compare_eq_ne_lt_le",
+            "step_mask",
+            "logic",
+            "xor",
+            "argmin",
+            "cond",
+        ],
+        "a moving predicate's switch score: the rule defines the split, no closed form",
+    ),
+}
+
+
+def _oracle_scores(case: Case, f, x, r) -> np.ndarray | None:
+    """Exact per-element scores (float64) of f at x against r (x, r: batch + case.shape)."""
+    if case.name in RESCALE_LINEAR:
+        return _rescale_linear_scores(case, x, r)
+    if case.name in SEPARABLE:
+        k = 1
+    elif case.name in GROUPS:
+        k = case.shape[0]
+    else:
+        return None
+    x = np.asarray(x, np.float64)
+    r = np.asarray(r, np.float64)
+    batch = x.shape[: x.ndim - len(case.shape)]
+    n = int(np.prod(case.shape))
+    groups = np.arange(n).reshape(k, n // k).T  # (G, k): the flat indices of each group
+    members = coalitions(k)  # (2^k, k)
+    xf, rf = x.reshape(-1, n), r.reshape(-1, n)
+    hyb = np.repeat(rf[:, None, None, :], len(groups), 1).repeat(2**k, 2)  # (B, G, 2^k, n)
+    for g, idx in enumerate(groups):
+        for s, m in enumerate(members):
+            hyb[:, g, s, idx[m]] = xf[:, idx[m]]
+    with jax.enable_x64(True):
+        vals = np.asarray(
+            jax.jit(jax.vmap(lambda z: f(z.reshape(case.shape))))(jnp.asarray(hyb.reshape(-1, n))),
+            np.float64,
+        ).reshape(len(xf), len(groups), 2**k)
+    phi = np.zeros((len(xf), n))
+    for b in range(len(xf)):
+        for g, idx in enumerate(groups):
+            phi[b, idx] = shapley_from_values(vals[b, g], k)
+    return phi.reshape(batch + case.shape)
+
+
+def _rescale_linear_scores(case: Case, x, r) -> np.ndarray:
+    """Rescale's scores for f = Σ_o w_o tanh((L x)_o), in float64 (x, r: batch + shape)."""
+    lin = RESCALE_LINEAR[case.name]
+    n = int(np.prod(case.shape))
+    with jax.enable_x64(True):
+        zero = jnp.zeros(case.shape, jnp.float64)
+        L = np.asarray(jax.jacobian(lin)(zero), np.float64)
+        probe = jnp.asarray(np.asarray(x, np.float64).reshape((-1,) + case.shape)[0])
+        # the linear part written here is the case's own
+        np.testing.assert_allclose(np.tanh(lin(probe)), case.fn(probe), rtol=1e-12, atol=1e-12)
+    L = L.reshape(-1, n)
+    w = np.resize(np.random.default_rng(7).standard_normal(case.shape, np.float32).ravel(), len(L))
+    xf = np.asarray(x, np.float64).reshape(-1, n)
+    rf = np.asarray(r, np.float64).reshape(-1, n)
+    dz = (xf - rf) @ L.T
+    dy = np.tanh(xf @ L.T) - np.tanh(rf @ L.T)
+    m = np.where(dz != 0, dy / np.where(dz != 0, dz, 1), 1 - np.tanh(rf @ L.T) ** 2)
+    phi = ((w * m)[:, :, None] * L[None] * (xf - rf)[:, None, :]).sum(1)
+    return phi.reshape(np.shape(x))
+
+
+def _check_per_element(case: Case, c, phi, mode):
+    """Each score against the oracle. Allowed: case.tol (1e-5: float32's rounding of f's
+    values, as in the sum check) of the largest exact score, plus 8 float32 ulps of it
+    (each score is a secant of two float32 values of f's terms times Δx)."""
+    c = np.asarray(c, np.float64).reshape(phi.shape[0] if phi.ndim > len(case.shape) else 1, -1)
+    phi = phi.reshape(c.shape)
+    scale = np.abs(phi).max(1, keepdims=True)
+    allowed = (case.tol + 8 * np.finfo(np.float32).eps) * scale
+    err = np.abs(c - phi)
+    worst = np.unravel_index(np.argmax(err / allowed), err.shape)
+    limit = allowed[worst[0], 0]
+    assert (err <= allowed).all(), (mode, "score", c[worst], "exact", phi[worst], limit)
+
+
 def _target(case: Case):
     w = jnp.asarray(np.random.default_rng(7).standard_normal(case.shape, np.float32))
 
@@ -415,6 +564,11 @@ def test_summation_to_delta(case, mode):
         c = transform(x)
         fx, fr = jax.jit(f)(x), jax.jit(f)(r)
         _check_one(case, c, x, fx, fr, "plain")
+        phi = _oracle_scores(case, f, x, r)
+        if phi is not None:
+            if case.name in ORACLE_OPTIONS:
+                c = dl.deeplift(f, r, check=_check(case), **ORACLE_OPTIONS[case.name])(x)
+            _check_per_element(case, c, phi, "plain")
         return
     xs, rs = _draw(case, 1, (4,)), _draw(case, 2, (4,))
     prog = jax.jit(
@@ -432,6 +586,21 @@ def test_summation_to_delta(case, mode):
     assert cs.shape == xs.shape and cs.dtype == xs.dtype
     errs = rel_sum_errors_batch(cs, fxs, frs)
     assert errs.max() <= case.tol, ("vmap", errs)
+    # one float64 program for the oracle of all five examples
+    phi = _oracle_scores(case, f, jnp.concatenate([x[None], xs]), jnp.concatenate([r[None], rs]))
+    if phi is None:
+        return
+    phi, phis = phi[0], phi[1:]
+    if case.name in ORACLE_OPTIONS:
+        opts = ORACLE_OPTIONS[case.name]
+        c, cs = jax.jit(
+            lambda x, xs, rs: (
+                dl.deeplift(f, r, check=_check(case), **opts)(x),
+                jax.vmap(lambda a, b: dl.deeplift(f, b, check=_check(case), **opts)(a))(xs, rs),
+            )
+        )(x, xs, rs)
+    _check_per_element(case, c, phi, "jit")
+    _check_per_element(case, cs, phis, "vmap")
 
 
 def _check(case: Case) -> str | None:
@@ -445,6 +614,14 @@ def _check_one(case, c, x, fx, fr, mode):
     assert np.isfinite(np.asarray(c)).all(), mode
     err = rel_sum_error(c, fx, fr)
     assert err <= case.tol, (mode, err)
+
+
+def test_every_case_has_an_oracle_or_a_reason():
+    names = [c.name for c in CASES]
+    kinds = [SEPARABLE, GROUPS, set(RESCALE_LINEAR), set(SUM_ONLY)]
+    for name in names:
+        assert sum(name in k for k in kinds) == 1, f"classify case {name}: one of SEPARABLE, ..."
+    assert set().union(*kinds) == set(names), set().union(*kinds) - set(names)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.smooth], ids=repr)
