@@ -26,6 +26,8 @@ from deepliftjax._registry import (  # noqa: F401  (RULES, register_rule: re-exp
     CALLS,
     DOMAIN_EDGE,
     ELEMENTWISE,
+    MOVES_ALL,
+    MOVES_FIRST,
     RULES,
     Rule,
     register_rule,
@@ -222,8 +224,11 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
             return bind_both(prim, invals, params)
         raise unsupported_primitive(ctx.eqn)
     out = rule(ctx, *invals, **params)
-    if exact and prim in ELEMENTWISE and isinstance(out, Pair) and out.s is None:
-        _record_provenance(prim, out, invals)
+    if exact and isinstance(out, Pair) and out.s is None:
+        if prim in ELEMENTWISE:
+            _record_provenance(prim, out, invals)
+        elif prim in MOVES_FIRST or prim in MOVES_ALL:
+            out.s = _moved_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
     if ctx.account and not options.accounts.paused and prim not in CALLS:
         _account(ctx, prim, rule, invals, params, out)
     return out
@@ -236,6 +241,38 @@ def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any]) -> None:
         return
     if prim in DOMAIN_EDGE or pairs[0].s is not None:
         out.s = pairs[0]
+
+
+def _moved_provenance(prim: Any, invals: Sequence[Any], params: dict, depth: int) -> Any:
+    """The provenance of a map that moves values (concatenate, reshape, gather, ...): the
+    same map of its data operands' provenances (an operand without one stands for
+    itself), and so on back ``depth`` steps. ``max(concatenate([log(x[:2]), x[2:]]))``
+    then credits an element arriving from ``-inf`` through ``x``, as for ``maximum``.
+    None where no data operand has a provenance, or an index operand varies."""
+    data = range(len(invals)) if prim in MOVES_ALL else (0,)
+    if depth <= 0 or any(isinstance(v, Pair) for i, v in enumerate(invals) if i not in data):
+        return None
+    pairs = [invals[i] for i in data if isinstance(invals[i], Pair)]
+    if not any(_has_provenance(v) for v in pairs):
+        return None
+    parents = [v.s if i in data and _has_provenance(v) else v for i, v in enumerate(invals)]
+    out = bind_both(prim, parents, params)
+    if not isinstance(out, Pair) or not out.is_float:
+        return None
+    out.s = _moved_provenance(prim, parents, params, depth - 1)
+    return out
+
+
+def _has_provenance(v: Any) -> bool:
+    anc = getattr(v, "s", None)
+    return (
+        isinstance(v, Pair)
+        and v.is_float
+        and isinstance(anc, Pair)
+        and anc.is_float
+        and jnp.shape(anc.x) == jnp.shape(v.x)
+        and jnp.result_type(anc.x) == jnp.result_type(v.x)
+    )
 
 
 # ---- accounted differences, carried forward ---------------------------------------------

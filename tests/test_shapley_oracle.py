@@ -131,7 +131,6 @@ def _oracle(f, x, r):
 # Cases known to fail, each labelled with its family; strict, so a fix shows as XPASS and
 # the entry must go.
 XFAIL = {
-    "reduce_max_log_at_zero_reference": "(e) max with an operand infinite on one side",
     # the scores are right (1.9e-6 of Δf in float64), but float32 f cannot resolve Δf
     # (sigmoid(12) rounds to 1 - 6e-6 within 1.6%), and the guard, comparing with the float32
     # Δf, reports them
