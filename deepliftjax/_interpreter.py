@@ -226,30 +226,36 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
     out = rule(ctx, *invals, **params)
     if exact and isinstance(out, Pair) and out.s is None:
         if prim in ELEMENTWISE:
-            _record_provenance(prim, out, invals)
+            _record_provenance(prim, out, invals, params)
         elif prim in MOVES_FIRST or prim in MOVES_ALL:
-            out.s = _moved_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
+            out.s = _mapped_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
     if ctx.account and not options.accounts.paused and prim not in CALLS:
         _account(ctx, prim, rule, invals, params, out)
     return out
 
 
-def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any]) -> None:
-    """``out.s``: the single float pair operand ``out`` was computed from elementwise."""
+def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any], params: dict) -> None:
+    """``out.s``: the single float pair operand ``out`` was computed from elementwise; with
+    several (``x + log(x)``), the same map of their provenances (:func:`_mapped_provenance`)."""
     pairs = [v for v in invals if isinstance(v, Pair)]
+    if len(pairs) > 1:
+        if all(jnp.shape(v.x) == jnp.shape(out.x) for v in pairs):
+            out.s = _mapped_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
+        return
     if len(pairs) != 1 or not pairs[0].is_float or jnp.shape(pairs[0].x) != jnp.shape(out.x):
         return
     if prim in DOMAIN_EDGE or pairs[0].s is not None:
         out.s = pairs[0]
 
 
-def _moved_provenance(prim: Any, invals: Sequence[Any], params: dict, depth: int) -> Any:
-    """The provenance of a map that moves values (concatenate, reshape, gather, ...): the
-    same map of its data operands' provenances (an operand without one stands for
-    itself), and so on back ``depth`` steps. ``max(concatenate([log(x[:2]), x[2:]]))``
-    then credits an element arriving from ``-inf`` through ``x``, as for ``maximum``.
+def _mapped_provenance(prim: Any, invals: Sequence[Any], params: dict, depth: int) -> Any:
+    """The provenance of a map that moves values (concatenate, reshape, gather, ...) or of
+    an elementwise map of several varying operands (``x + log(x)``): the same map of its
+    data operands' provenances (an operand without one stands for itself), and so on back
+    ``depth`` steps. ``max(concatenate([log(x[:2]), x[2:]]))`` and ``max(x + log(x))``
+    then credit an element arriving from ``-inf`` through ``x``, as for ``maximum``.
     None where no data operand has a provenance, or an index operand varies."""
-    data = range(len(invals)) if prim in MOVES_ALL else (0,)
+    data = (0,) if prim in MOVES_FIRST else range(len(invals))
     if depth <= 0 or any(isinstance(v, Pair) for i, v in enumerate(invals) if i not in data):
         return None
     pairs = [invals[i] for i in data if isinstance(invals[i], Pair)]
@@ -259,7 +265,7 @@ def _moved_provenance(prim: Any, invals: Sequence[Any], params: dict, depth: int
     out = bind_both(prim, parents, params)
     if not isinstance(out, Pair) or not out.is_float:
         return None
-    out.s = _moved_provenance(prim, parents, params, depth - 1)
+    out.s = _mapped_provenance(prim, parents, params, depth - 1)
     return out
 
 

@@ -367,7 +367,8 @@ for _split in _precision.SPLIT_PRIMS.values():  # precision="split_*": the same 
 defmaxmin(max_p, 1.0)
 defmaxmin(min_p, -1.0)
 register_rule(primitive("clamp_p"), _clamp_rule, elementwise=True)
-register_rule(select_n_p, partial(linear_rule, select_n_p))  # a moving predicate: _discrete
+# a moving predicate goes to _discrete; with a constant one, select_n is elementwise
+register_rule(select_n_p, partial(linear_rule, select_n_p), elementwise=True)
 register_rule(div_p, _div_rule, elementwise=True, domain_edge=True)
 defshapley(primitive("pow_p"), domain_edge=True)
 defshapley(primitive("atan2_p"))

@@ -350,6 +350,13 @@ RNG = np.random.default_rng(2024)
 X6, R6 = _f32(RNG.normal(size=6)), _f32(RNG.normal(size=6) * 0.5)
 X5 = _f32([0.3, -1.2, 0.8, 2.0, -0.4])
 
+
+def _masked_log_max(v):
+    return jnp.max(
+        v + jnp.where(jnp.array([True, False, False, False]), jnp.log(jax.nn.relu(v)), 0)
+    )
+
+
 # (name, f, x, ref, deeplift keywords)
 COMPOSITIONS = [
     ("mlp_relu_tanh", lambda z: jnp.tanh(jax.nn.relu(z @ W46) @ W63) @ W31, X6[:4], R6[:4], {}),
@@ -408,6 +415,13 @@ COMPOSITIONS = [
         lambda z: jnp.max(jnp.concatenate([jnp.log(jax.nn.relu(z[:2])), z[2:]])),
         _f32([3.0, 0.5, 0.1, -1.0]),
         _f32([0.0, 0.0, 0.3, 0.2]),
+        {},
+    ),
+    (  # x + log(x) under a mask: -inf on one side only, through add, where and a max twice
+        "max_of_x_plus_masked_log_twice",
+        lambda z: _masked_log_max(z + _masked_log_max(z)),
+        _f32([-1.0, 1.0, 1.0, 1.0]),
+        _f32([1.0, -1.0, -1.0, -1.0]),
         {},
     ),
     ("attention_3x2", _attention, X6, R6, {}),
