@@ -196,6 +196,7 @@ HOLD_SCRIPT = textwrap.dedent("""
     fcntl.lockf(fd, fcntl.LOCK_EX)
     record = {"host": socket.gethostname().replace(".", "_"), "pid": os.getpid(),
               "job": sys.argv[2], "started": time.time(), "token": "holder"}
+    os.ftruncate(fd, 0)  # a killed holder's longer record may still be there
     os.pwrite(fd, json.dumps(record).encode(), 0)
     print("held", flush=True)
     sys.stdin.readline()  # hold until told (or killed)
