@@ -270,14 +270,13 @@ def _mapped_provenance(prim: Any, invals: Sequence[Any], params: dict, depth: in
 
 
 def _has_provenance(v: Any) -> bool:
-    anc = getattr(v, "s", None)
+    """A float pair whose provenance (``_discrete._provenance``) has its dtype too, so the
+    same map can be bound on it."""
     return (
         isinstance(v, Pair)
         and v.is_float
-        and isinstance(anc, Pair)
-        and anc.is_float
-        and jnp.shape(anc.x) == jnp.shape(v.x)
-        and jnp.result_type(anc.x) == jnp.result_type(v.x)
+        and _discrete._provenance(v)
+        and jnp.result_type(v.s.x) == jnp.result_type(v.x)
     )
 
 
