@@ -37,6 +37,7 @@ from deepliftjax._methods import (
     integrated_gradients,
     lrp_epsilon,
 )
+from deepliftjax._rulemap import RuleSite
 from deepliftjax._runner import Attribution, attribute
 from deepliftjax._shap import ShapScores, check_residuals, deeplift_shap
 from deepliftjax._shuffle import dinuc_shuffle, dinucleotide_counts, shuffle
@@ -49,6 +50,7 @@ __all__ = [
     "deeplift_vjp",
     "deeplift_shap",
     "ShapScores",
+    "RuleSite",
     "attribute",
     "Attribution",
     "gradient",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -25,6 +25,7 @@ from deepliftjax._errors import error
 from deepliftjax._guard import check_options, guard
 from deepliftjax._interpreter import EXACT_METHODS, Options, eval_jaxpr
 from deepliftjax._pair import Pair
+from deepliftjax._rulemap import RuleSite, rule_map
 
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, bool, complex)
 
@@ -37,7 +38,7 @@ def deeplift(
     multiply_by_inputs: bool = True,
     has_aux: bool = False,
     onehot_axis: int | None = None,
-    rule: str = "rescale",
+    rule: str | Mapping[Any, str] | Callable[[RuleSite], str | None] = "rescale",
     max_rule: str = "cross",
     fallback: str | None = None,
     precision: str | jax.lax.Precision | None = "highest",
@@ -75,6 +76,17 @@ def deeplift(
         al. 2017: positive and negative parts of Δ kept apart through linear maps, weights
         split by sign, and treated separately at each nonlinearity). Both are exact. The
         gradient-based methods are their own functions (:func:`lrp_epsilon`, ...).
+        Rule sets per layer: a mapping from a primitive's name (as the jaxpr prints it)
+        or a ``jax.named_scope`` path (Flax modules' names, ``"Block_*/Dense_0"``;
+        ``fnmatch`` wildcards) to a rule set, ``"*"`` naming the default; or a function of
+        a :class:`RuleSite` returning a rule-set name (None: not chosen). The 2017 paper's
+        best variant on genomics CNNs, RevealCancel on dense layers and Rescale on
+        convolutions, is ``{"dot_general": "reveal_cancel", "conv_general_dilated":
+        "rescale"}``. The innermost matching scope wins, then a primitive's name; an
+        equation no key names follows the equations its operands came from (a layer's
+        bias, activation and pooling get the layer's rule), except a new layer
+        (``dot_general``/``conv``), which gets the default. Every mixture is exact. A key
+        that names nothing in ``f`` raises.
       max_rule: rule for max pooling and ``reduce_max``: ``"cross"`` (exact, default),
         ``"paper"`` (eq. 11) or ``"gradient"`` (not exact). Under every rule a tie goes to
         the first maximal element (as in torch, Captum, shap), whatever the lowering.
@@ -190,7 +202,7 @@ def deeplift_vjp(
     *primals: Any,
     argnums: int | Sequence[int] = 0,
     has_aux: bool = False,
-    rule: str = "rescale",
+    rule: str | Mapping[Any, str] | Callable[[RuleSite], str | None] = "rescale",
     max_rule: str = "cross",
     fallback: str | None = None,
     precision: str | jax.lax.Precision | None = "highest",
@@ -436,6 +448,17 @@ def _finish(m, diff, refs, multiply_by_inputs, onehot_axis):
 
 def _options(rule, max_rule, fallback, precision, product_rule, stop_gradient="pass"):
     """The options of :func:`deeplift` and :func:`deeplift_vjp`, checked."""
+    if not isinstance(rule, str):
+        rules = rule_map(rule)
+        return Options(
+            max_rule=max_rule,
+            fallback=fallback,
+            method=rules.default,
+            precision=precision,
+            product_rule=product_rule,
+            stop_gradient=stop_gradient,
+            rules=rules,
+        )
     if rule not in EXACT_METHODS:
         raise error(
             f"rule={rule!r} is not a DeepLIFT rule set; deeplift accepts {EXACT_METHODS}.",

@@ -260,6 +260,22 @@ def equation_context(eqn: Any) -> Any:
     return stack
 
 
+def current_scope() -> tuple[str, ...]:
+    """The ``jax.named_scope`` path the interpreter is binding under (Flax modules' names:
+    ``("CNN", "Dense_0")``), transforms (``jvp``, ``vmap``) left out.
+
+    jax 0.10-0.11: ``source_info_util.current_name_stack()`` holds ``Scope`` and
+    ``Transform`` entries; :func:`equation_context` has already added the equation's own.
+    """
+    try:
+        from jax._src import source_info_util as siu
+
+        return tuple(e.name for e in siu.current_name_stack().stack if isinstance(e, siu.Scope))
+    except Exception as err:  # noqa: BLE001 - a newer JAX without this API: no scopes
+        missing("jax._src.source_info_util.current_name_stack", "rules chosen by scope", err)
+        return ()
+
+
 def user_location(eqn: Any) -> str | None:
     """``file:line (function)`` of the user's code that made ``eqn``, if known.
 

@@ -32,6 +32,7 @@ from deepliftjax._registry import (  # noqa: F401  (RULES, register_rule: re-exp
     Rule,
     register_rule,
 )
+from deepliftjax._rulemap import RuleUse
 from deepliftjax._rules_products import PRODUCT_RULES
 from deepliftjax._walk import walk
 
@@ -65,6 +66,11 @@ class Options:
     product_rule: str = "guarded"
     stop_gradient: str = "pass"
     """``"pass"`` or ``"constant"``: what ``stop_gradient`` means (``_rules_stop``)."""
+    rules: Any = None
+    """A :class:`deepliftjax._rulemap.RuleMap`: the rule set per equation (``method`` is
+    then its default)."""
+    rule_use: Any = dataclasses.field(default=None, compare=False, repr=False)
+    """Set per call by :func:`eval_jaxpr` with ``rules``: which keys chose a rule."""
     distance: Any = dataclasses.field(default=None, compare=False, repr=False)
     """Set per call: the input distance, the switch score of last resort (``_discrete``)."""
     accounts: Any = dataclasses.field(default=None, compare=False, repr=False)
@@ -123,6 +129,8 @@ class Context:
     eqn: Any = None
     account: bool = False
     """Whether this equation's float results get accounted differences (``_pair.Accounts``)."""
+    method: str | None = None
+    """The rule set chosen for this equation (``Options.rules``); None: ``options.method``."""
 
     def error(self, what: str, hint: str) -> DeepLiftError:
         return DeepLiftError(
@@ -148,9 +156,15 @@ def eval_jaxpr(
 ) -> list[Any]:
     """Evaluate an open jaxpr on arguments that may be :class:`Pair` values."""
     if options.accounts is None:  # the outermost call decides for the nested ones
-        rescale = options.method == "rescale"
-        eqns = _discrete.accounted_equations(jaxpr) if rescale else frozenset()
-        options = dataclasses.replace(options, accounts=Accounts(eqns))
+        rules = options.rules
+        methods = rules.methods(EXACT_METHODS) if rules is not None else {options.method}
+        eqns = _discrete.accounted_equations(jaxpr) if "rescale" in methods else frozenset()
+        use = RuleUse() if rules is not None else None
+        options = dataclasses.replace(options, accounts=Accounts(eqns), rule_use=use)
+        outs = eval_jaxpr(jaxpr, consts, args, options)
+        if use is not None:
+            use.check(rules)
+        return outs
     acc = options.accounts
 
     def step(eqn: Any, invals: list[Any]) -> Sequence[Any]:
@@ -194,12 +208,26 @@ def apply_rule(eqn: Any, invals: list[Any], options: Options, account: bool = Fa
     params = eqn.params
     if eqn.primitive not in CALLS:
         params = _compat.bind_params(eqn)
-    return _apply(ctx, eqn.primitive, invals, params, _is_float_output(eqn))
+    if options.rules is None:
+        return _apply(ctx, eqn.primitive, invals, params, _is_float_output(eqn))
+    ctx.method = options.rules.choose(eqn.primitive, _inherited(invals), options.rule_use)
+    out = _apply(ctx, eqn.primitive, invals, params, _is_float_output(eqn))
+    for o in out if isinstance(out, list | tuple) else [out]:
+        if isinstance(o, Pair):
+            o.rule = ctx.method
+    return out
+
+
+def _inherited(invals: Sequence[Any]) -> str | None:
+    """The rule set that computed the float pair operands, where they agree."""
+    found = {v.rule for v in invals if isinstance(v, Pair) and v.is_float}
+    return found.pop() if len(found) == 1 else None
 
 
 def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: bool) -> Any:
     options = ctx.options
-    exact = options.method in EXACT_METHODS
+    method = ctx.method or options.method
+    exact = method in EXACT_METHODS
     if prim not in CALLS:
         if not float_out:
             if exact:
@@ -211,7 +239,7 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
                 return ctx.bind(prim, args, params, float_out)
 
             return _discrete.discrete_operand_rule(ctx, prim, invals, params, evaluate)
-    dispatch = METHODS[options.method]
+    dispatch = METHODS[method]
     rule = dispatch(prim) if dispatch is not None else RULES.get(prim)
     if rule is None:
         if options.fallback == "gradient":
@@ -229,7 +257,7 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
             _record_provenance(prim, out, invals, params)
         elif prim in MOVES_FIRST or prim in MOVES_ALL:
             out.s = _mapped_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
-    if ctx.account and not options.accounts.paused and prim not in CALLS:
+    if ctx.account and method == "rescale" and not options.accounts.paused and prim not in CALLS:
         _account(ctx, prim, rule, invals, params, out)
     return out
 

@@ -21,7 +21,7 @@ class Pair:
     ``s``; every discrete pair gets one (see :mod:`deepliftjax._discrete`).
     """
 
-    __slots__ = ("x", "r", "s", "exact")
+    __slots__ = ("x", "r", "s", "exact", "rule")
 
     def __init__(self, x: Any, r: Any, s: Pair | None = None, exact: bool = False):
         self.x = x
@@ -30,6 +30,8 @@ class Pair:
         self.exact = exact
         """True for the attributed inputs and what structural maps make of them: values
         no arithmetic has rounded, so differences of them carry no upstream rounding."""
+        self.rule: str | None = None
+        """With rule sets per equation (``_rulemap``): the one that computed this value."""
 
     @property
     def dtype(self):
