@@ -32,7 +32,7 @@ from deepliftjax._registry import (  # noqa: F401  (RULES, register_rule: re-exp
     Rule,
     register_rule,
 )
-from deepliftjax._rulemap import RuleUse
+from deepliftjax._rulemap import EXACT_METHODS, RuleUse  # noqa: F401  (re-exported)
 from deepliftjax._rules_products import PRODUCT_RULES
 from deepliftjax._walk import walk
 
@@ -40,8 +40,6 @@ MAX_RULES = ("cross", "paper", "gradient")
 METHODS: dict[str, Callable[[Any], Any] | None] = {"rescale": None}
 """Rule sets over the same interpreter: name -> ``dispatch(prim)`` returning a rule (or None
 for the default table). Filled by the modules that define them (``_rulesets.py``)."""
-EXACT_METHODS = ("rescale", "reveal_cancel")
-"""The DeepLIFT rule sets (exact: summation to delta); the others are modified gradients."""
 FALLBACKS = (None, "error", "gradient")
 
 
@@ -255,7 +253,7 @@ def _apply(ctx: Context, prim: Any, invals: list[Any], params: dict, float_out: 
     if exact and isinstance(out, Pair) and out.s is None:
         if prim in ELEMENTWISE:
             _record_provenance(prim, out, invals, params)
-        elif prim in MOVES_FIRST or prim in MOVES_ALL:
+        elif _discrete._data_positions(prim, len(invals)) is not None:
             out.s = _mapped_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
     if ctx.account and method == "rescale" and not options.accounts.paused and prim not in CALLS:
         _account(ctx, prim, rule, invals, params, out)
@@ -266,8 +264,8 @@ def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any], params: dict
     """``out.s``: the single float pair operand ``out`` was computed from elementwise; with
     several (``x + log(x)``), the same map of their provenances (:func:`_mapped_provenance`)."""
     pairs = [v for v in invals if isinstance(v, Pair)]
-    if len(pairs) > 1:
-        if all(jnp.shape(v.x) == jnp.shape(out.x) for v in pairs):
+    if len(pairs) > 1:  # operands that broadcast (x - x[0], x - max(x)): the same map
+        if all(_broadcasts_to(jnp.shape(v.x), jnp.shape(out.x)) for v in pairs):
             out.s = _mapped_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
         return
     if len(pairs) != 1 or not pairs[0].is_float or jnp.shape(pairs[0].x) != jnp.shape(out.x):
@@ -276,20 +274,39 @@ def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any], params: dict
         out.s = pairs[0]
 
 
+def _broadcasts_to(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    try:
+        return jnp.broadcast_shapes(shape, out) == tuple(out)
+    except ValueError:
+        return False
+
+
 def _mapped_provenance(prim: Any, invals: Sequence[Any], params: dict, depth: int) -> Any:
-    """The provenance of a map that moves values (concatenate, reshape, gather, ...) or of
+    """The provenance of a map that moves values (concatenate, reshape, gather, scatter and
+    dynamic_update_slice of constant indices, ...) or of
     an elementwise map of several varying operands (``x + log(x)``): the same map of its
-    data operands' provenances (an operand without one stands for itself), and so on back
-    ``depth`` steps. ``max(concatenate([log(x[:2]), x[2:]]))`` and ``max(x + log(x))``
-    then credit an element arriving from ``-inf`` through ``x``, as for ``maximum``.
+    data operands' provenances, and so on back ``depth`` steps. A moved operand without one
+    stands for itself (its elements sit elsewhere); in an elementwise map it is held at its
+    value at the input, so the jump is credited to what produced the infinite change (in
+    ``exp(log(relu(x)) - x[0])``, to ``relu(x)``, not linearly to ``x[0]`` as well).
+    ``max(concatenate([log(x[:2]), x[2:]]))`` and ``max(x + log(x))`` then credit an
+    element arriving from ``-inf`` through ``x``, as for ``maximum``.
     None where no data operand has a provenance, or an index operand varies."""
-    data = (0,) if prim in MOVES_FIRST else range(len(invals))
+    moved = _discrete._data_positions(prim, len(invals))
+    data = range(len(invals)) if moved is None else moved  # elementwise: every operand
     if depth <= 0 or any(isinstance(v, Pair) for i, v in enumerate(invals) if i not in data):
         return None
     pairs = [invals[i] for i in data if isinstance(invals[i], Pair)]
     if not any(_has_provenance(v) for v in pairs):
         return None
-    parents = [v.s if i in data and _has_provenance(v) else v for i, v in enumerate(invals)]
+    parents = [
+        v.s
+        if i in data and _has_provenance(v)
+        else jax.lax.stop_gradient(v.x)
+        if moved is None and isinstance(v, Pair)
+        else v
+        for i, v in enumerate(invals)
+    ]
     out = bind_both(prim, parents, params)
     if not isinstance(out, Pair) or not out.is_float:
         return None

@@ -249,8 +249,20 @@ def bind_varying(prim: Any, consts: Sequence[Any], i: int, params: dict) -> Call
     return h
 
 
+JUMPS: dict[str, Callable[..., Any]] = {}
+"""``JUMPS["score"](ctx, v, shape)``: the score through which a finite change across an
+infinite one is credited (``_discrete.jump_score``, which builds on this module and
+registers itself here)."""
+
+
 def rescale_rule(prim: Any, smooth: bool, ctx: Any, *vals: Any, **params: Any) -> Pair:
-    """Rescale (§2.3.4) in the single varying operand; other operands are constants."""
+    """Rescale (§2.3.4) in the single varying operand; other operands are constants.
+
+    Where the operand's change is infinite and the result's finite (``exp`` of a ``log``
+    that reaches ``-inf`` on one side), the secant is 0 and the result's change is
+    credited through the operand's jump score instead (the value the ``log`` was taken of:
+    :data:`JUMPS`), so ``exp(log(relu(x)))`` gets the scores of ``relu(x)``.
+    """
     (i,) = float_pair_positions(vals)
     consts = [v.x if isinstance(v, Pair) else v for v in vals]  # integer pairs: equal sides
     n = len(vals)
@@ -259,20 +271,31 @@ def rescale_rule(prim: Any, smooth: bool, ctx: Any, *vals: Any, **params: Any) -
         return bind_varying(prim, cs, i, params)(v)
 
     yr = bind_varying(prim, [v.r if isinstance(v, Pair) else v for v in vals], i, params)(vals[i].r)
+    shape = jnp.shape(vals[i].x)
+    jump_score = JUMPS.get("score")
+    score = jump_score(ctx, vals[i], shape) if jump_score and jnp.shape(yr) == shape else None
+    extra = [] if score is None else [score.x, score.r]
 
-    def primal(x, r, yr, *cs):
-        return h_with(x, *cs)
+    def primal(x, r, yr, *rest):
+        return h_with(x, *rest[:n])
 
     # an accurate derivative where JAX's cancels, for the primitive of one operand
     dh = SLOPES.get(prim) if n == 1 and not params.get("accuracy") else None
     h_error = H_ERROR.get(prim, (H_ULPS, 0.0))
 
     def backward(args, y, g):
-        x, r, yr_, *cs = args
+        x, r, yr_, *rest = args
+        cs = rest[:n]
         m = secant(lambda v: h_with(v, *cs), x, r, y, yr_, smooth, dh, h_error)
-        return (times(g, m), None, None, *([None] * n))
+        if score is None:
+            return (times(g, m), None, None, *([None] * n))
+        sx, sr = rest[n:]
+        dy = y - yr_
+        jump = jax.lax.stop_gradient(~jnp.isfinite(x - r) & jnp.isfinite(dy) & (dy != 0))
+        credit = safe_div(times(g, jnp.where(jump, dy, 0)), (sx - sr).astype(g.dtype))
+        return (times(g, jnp.where(jump, 0, m)), None, None, *([None] * n), credit, None)
 
-    ya = custom_multiplier(primal, backward)(vals[i].x, vals[i].r, yr, *consts)
+    ya = custom_multiplier(primal, backward)(vals[i].x, vals[i].r, yr, *consts, *extra)
     return Pair(ya, yr)
 
 

@@ -22,6 +22,9 @@ from typing import Any
 from deepliftjax._compat import Primitive, current_scope
 from deepliftjax._errors import error
 
+EXACT_METHODS = ("rescale", "reveal_cancel")
+"""The DeepLIFT rule sets (exact: summation to delta); the others are modified gradients."""
+
 DEFAULT_KEY = "*"
 """The mapping key for equations no other key names (default: ``"rescale"``)."""
 
@@ -155,8 +158,6 @@ class RuleUse:
 
 
 def _checked(method: Any, where: str) -> str:
-    from deepliftjax._interpreter import EXACT_METHODS
-
     if method not in EXACT_METHODS:
         raise error(
             f"{where}: {method!r} is not a DeepLIFT rule set.",

@@ -44,7 +44,7 @@ def _flatten_value(v: Any, leaves: list[Any]) -> Any:
     spec = []
     for name in _slot_names(type(v)):
         val = getattr(v, name)
-        if name == "exact":
+        if name in ("exact", "rule"):  # Python values: a flag, a rule-set name
             spec.append((name, "static", val))
         elif name == "s" and v.is_float:  # a float pair's provenance stays inside
             spec.append((name, "pair", None))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from deepliftjax import _precision
 from deepliftjax._compat import primitive
-from deepliftjax._discrete import discrete_output_rule, ensure_score, with_provenance
+from deepliftjax._discrete import discrete_output_rule, jump_score
 from deepliftjax._interpreter import RULE_KINDS, Context, register_rule
 from deepliftjax._pair import Pair
 from deepliftjax._registry import RESCALE_PRIMS  # noqa: F401  (read by _rulesets and tests)
@@ -198,29 +198,6 @@ def max_split(ux: Any, vx: Any, ur: Any, vr: Any) -> tuple[jax.Array, ...]:
     v = (vx, vr, fin_v, arrive_v, leave_v)
     # ties go to u: v's gain against u must be strict, which max(v - u, 0) = 0 gives
     return mu, mv, jump(*u, *v), jump(*v, *u)
-
-
-def jump_score(ctx: Context, v: Any, shape: tuple[int, ...]) -> Pair | None:
-    """The score through which the finite contribution of ``v`` is credited where its
-    change is infinite (``log`` of a reference at 0): the value ``v`` was computed from
-    elementwise (its provenance), else the input distance (``_discrete``).
-
-    None where ``v`` has no provenance: an infinite change then arose elsewhere (a ``-inf``
-    selected on one side, a linear map of a ``log``), its finite contribution is not
-    credited, and the summation guard reports the example. A score for every operand
-    would cost every ReLU and max pool a reduction in the backward pass (25-35% measured on
-    a CNN) for a case no finite operand has.
-    """
-    dist = ctx.options.distance
-    if not isinstance(v, Pair) or not v.is_float or v.s is None or dist is None:
-        return None
-    vx, vr = jnp.broadcast_to(v.x, shape), jnp.broadcast_to(v.r, shape)
-    moved = jax.lax.stop_gradient(~jnp.isfinite(vx - vr) & (vx != vr))
-    cand = with_provenance(ctx, v)
-    if jnp.shape(cand.x) != shape:
-        cand = None
-    out = Pair(jnp.zeros(shape, bool), jnp.zeros(shape, bool))
-    return ensure_score(ctx, out, cand, moved).s
 
 
 def maxmin_rule(prim: Any, sign: float, ctx: Context, a: Any, b: Any, **params: Any) -> Pair:

@@ -1537,8 +1537,8 @@ def test_random_programs_long_run():
                 st_ = stats.setdefault(fam, [0] * (1 + len(CLASSES)))
                 st_[0] += len(entry[2])
                 st_[1] += len(entry[2]) if entry[5] == "raised" else 0
-                for cls, _ in found:
-                    st_[CLASSES.index(cls)] += len(entry[2]) if cls == "crashed" else 1
+                for cls, _ in found:  # st_[0] counts models: classes start at 1
+                    st_[1 + CLASSES.index(cls)] += len(entry[2]) if cls == "crashed" else 1
                 spreads.setdefault(fam, []).extend(entry[9][np.isfinite(entry[9])])
             listed.extend(m for _, m in found)
             bad.extend(_not_allowed(found, set(fams)))

@@ -351,6 +351,18 @@ X6, R6 = _f32(RNG.normal(size=6)), _f32(RNG.normal(size=6) * 0.5)
 X5 = _f32([0.3, -1.2, 0.8, 2.0, -0.4])
 
 
+def _log_mask(v):
+    """log(relu(v)), entry 0 never masked (written with a scatter)."""
+    return jnp.log(jax.nn.relu(v)).at[0].set(0.0)
+
+
+def _masked_key_attention(h):
+    n = h.shape[0]
+    s = (h * W5[:n])[:, None] * h[None, :] + _log_mask(h)[None, :]
+    s = jnp.where(np.tril(np.ones((n, n), bool)), s, -jnp.inf)
+    return (jax.nn.softmax(s, axis=-1) @ h) @ W5[::-1][:n]
+
+
 def _masked_log_max(v):
     return jnp.max(
         v + jnp.where(jnp.array([True, False, False, False]), jnp.log(jax.nn.relu(v)), 0)
@@ -422,6 +434,27 @@ COMPOSITIONS = [
         lambda z: _masked_log_max(z + _masked_log_max(z)),
         _f32([-1.0, 1.0, 1.0, 1.0]),
         _f32([1.0, -1.0, -1.0, -1.0]),
+        {},
+    ),
+    (  # a log mask that reaches -inf on one side only, under jax.nn.softmax's max shift
+        "softmax_of_one_sided_log_mask",
+        lambda z: jax.nn.softmax(z + _log_mask(z)) @ W5[:4],
+        _f32([0.0, 0.0, 1.0, 0.5]),
+        _f32([0.5, -2.0, 0.5, 0.5]),
+        {},
+    ),
+    (  # exp of it, shifted by an element of the input (a scalar operand broadcast)
+        "exp_of_one_sided_log_minus_x0",
+        lambda z: jnp.exp(jnp.log(jax.nn.relu(z)) - z[0]) @ W5[:4],
+        _f32([0.0, 1.0, 0.0, 0.5]),
+        _f32([0.5, 0.5, 0.7, -1.0]),
+        {},
+    ),
+    (  # causal attention whose keys carry the mask: the fuzz program that found the family
+        "causal_attention_one_sided_log_mask",
+        _masked_key_attention,
+        _f32([0.0, 0.0, 0.0, 1.0, 0.0]),
+        _f32([0.5, 0.5, -2.0, 0.5, -0.5]),
         {},
     ),
     ("attention_3x2", _attention, X6, R6, {}),
