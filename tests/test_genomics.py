@@ -31,6 +31,8 @@ from deepliftjax.genomics import (
     top_window_hit,
     window_max,
 )
+from deepliftjax.genomics._attribute import GRADIENT, METHODS, MIXED, RESCALE, SHAP
+from deepliftjax.genomics._experiment import PAIRS
 
 # ---------------------------------------------------------------- motifs
 
@@ -304,13 +306,19 @@ def _check_results(out, r):
     assert saved["model"]["test_auroc"] == pytest.approx(r["model"]["test_auroc"])
     assert 0.0 <= r["model"]["test_auroc"] <= 1.0 and 0.0 <= r["model"]["test_auprc"] <= 1.0
     assert r["n_scored"] >= 1
-    assert {row["method"] for row in r["table"]} == {"DeepLIFT", "gradient×input", "random"}
-    assert len(r["table"]) == 6
+    assert {row["method"] for row in r["table"]} == {*METHODS, "random"}
+    assert len(r["table"]) == 2 * (len(METHODS) + 1)
     for row in r["table"]:
         for k in ("auprc_core", "auprc_motif", "top_window", "top_window_alone"):
             assert math.isfinite(row[k]) and 0.0 <= row[k] <= 1.0, (row, k)
-        assert 0 <= row["n_missed"] <= r["n_scored"]
-    assert r["summation"]["DeepLIFT"] < 1e-3 * max(1.0, abs(r["occlusion_drop"][GATA]))
+        assert 0 <= row["n_missed_any"] <= row["n_missed"] <= r["n_scored"]
+        assert row["top_window_alone_any"] >= row["top_window_alone"]
+    # eq. (1) for every DeepLIFT method: the two single-reference rule sets against the
+    # uniform reference, DeepLIFT-SHAP against the mean over its shuffles
+    assert set(r["summation"]) == {RESCALE, MIXED, SHAP}
+    for v in r["summation"].values():
+        assert v < 1e-3 * max(1.0, abs(r["occlusion_drop"][GATA]))
+    assert r["figure_examples"]["methods"] == [RESCALE, MIXED, GRADIENT]
     report = (out / "report.md").read_text()
     assert "auROC" in report and "| DeepLIFT | GATA_disc1 |" in report
 
@@ -330,6 +338,7 @@ def test_tiny_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Test auROC" in printed and "| gradient×input | TAL1_known1 |" in printed
     assert "Across 2 training seeds" in printed and "seeds favouring DeepLIFT" in printed
+    assert f"seeds favouring {MIXED}" in printed and f"seeds favouring {SHAP}" in printed
     assert str(out) in printed
     r = json.loads((out / "metrics.json").read_text())
     _check_results(out, r)
@@ -350,21 +359,21 @@ def test_tiny_end_to_end(tmp_path, capsys):
             )
             for run in r["runs"]
         ]
-        for m in ("auprc_core", "top_window", "top_window_alone", "n_missed"):
+        for m in ("auprc_core", "top_window", "top_window_alone", "n_missed", "n_missed_any"):
             v = np.array([p[m] for p in per], float)
             assert row[f"{m}_values"] == pytest.approx(v.tolist())
             assert row[f"{m}_mean"] == pytest.approx(v.mean())
             assert row[f"{m}_sd"] == pytest.approx(v.std(ddof=1))
-    assert len(s["paired"]) == 2 * 5  # 2 motifs x 5 metrics
+    assert s["pairs"] == [list(p) for p in PAIRS]
+    assert len(s["paired"]) == len(PAIRS) * 2 * 6  # pairs x 2 motifs x 6 metrics
     for p in s["paired"]:
         rows = [{(x["method"], x["motif"]): x for x in run["table"]} for run in r["runs"]]
         d = [
-            t[("DeepLIFT", p["motif"])][p["metric"]]
-            - t[("gradient×input", p["motif"])][p["metric"]]
+            t[(p["a"], p["motif"])][p["metric"]] - t[(p["b"], p["motif"])][p["metric"]]
             for t in rows
         ]
         assert p["diff_values"] == pytest.approx(d)
-        sign = 1 if p["metric"] != "frac_missed" else -1
+        sign = -1 if p["metric"].startswith("frac_missed") else 1
         assert p["favour_a"] == sum(sign * x > 1e-12 for x in d)
         assert p["favour_b"] == sum(sign * x < -1e-12 for x in d)
         assert p["favour_a"] + p["favour_b"] + p["ties"] == 2

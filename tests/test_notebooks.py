@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from deepliftjax.genomics._attribute import MIXED
+
 pytest.importorskip("matplotlib")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -133,12 +135,14 @@ def test_genomics_notebook_numbers_equal_the_command(tmp_path: Path) -> None:
     out = tmp_path / "cmd"
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     r = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    rows = [ln for ln in nb.splitlines() if ln.startswith(("| DeepLIFT |", "| gradient×input |"))]
-    assert len(rows) == 4, nb[-2000:]
+    heads = ("| DeepLIFT |", f"| {MIXED} |", "| gradient×input |")
+    rows = [ln for ln in nb.splitlines() if ln.startswith(heads)]
+    assert len(rows) == 6, nb[-2000:]
+    keys = ("auprc_core", "auprc_motif", "top_window", "top_window_alone", "top_window_alone_any")
     for row in rows:
         method, motif, *vals = [v.strip() for v in row.strip("|").split("|")]
         ref = next(x for x in r["table"] if (x["method"], x["motif"]) == (method, motif))
-        want = [ref[k] for k in ("auprc_core", "auprc_motif", "top_window", "top_window_alone")]
+        want = [ref[k] for k in keys]
         assert vals == [f"{v:.3f}" for v in want], (row, want)
     assert f"{r['n_scored']} correctly predicted positives" in nb or "all test positives" in str(
         r["findings"]

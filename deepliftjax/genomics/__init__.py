@@ -1,5 +1,7 @@
 """The DeepLIFT paper's genomics experiment (§3.2): simulated GATA + CAGATG sequences, the
-paper's CNN, DeepLIFT vs gradient×input, and motif-recovery metrics.
+paper's CNN, DeepLIFT (the paper's Rescale rules, RevealCancel on the dense layers, and
+DeepLIFT-SHAP) vs gradient×input, and motif-recovery metrics counting planted instances and
+chance matches of the motifs.
 
 Run it all with the console command ``deepliftjax-genomics`` (or
 ``python -m deepliftjax.genomics``); ``--motifs`` adds motif discovery with modisco-lite
@@ -8,11 +10,16 @@ Run it all with the console command ``deepliftjax-genomics`` (or
 
 from deepliftjax.genomics import targets
 from deepliftjax.genomics._attribute import (
+    DENSE_RC_CONV_RS,
     METHODS,
+    MIXED,
     MORE_METHODS,
+    SHAP,
     UNIFORM_REFERENCE,
     attribute,
     deeplift_onehot,
+    deeplift_shap_onehot,
+    dense_rc_conv_rs_onehot,
     gradient_x_input,
 )
 from deepliftjax.genomics._experiment import TINY, Config, main, run_experiment
@@ -34,6 +41,7 @@ from deepliftjax.genomics._motifs import (
     similarity,
 )
 from deepliftjax.genomics._report import format_table, plot_patterns, plot_scores, write_report
+from deepliftjax.genomics._scan import chance_matches, match_starts
 from deepliftjax.genomics._simulate import (
     BASES,
     GATA,
@@ -73,6 +81,13 @@ __all__ = [
     "GATA",
     "METHODS",
     "MORE_METHODS",
+    "MIXED",
+    "SHAP",
+    "DENSE_RC_CONV_RS",
+    "chance_matches",
+    "match_starts",
+    "deeplift_shap_onehot",
+    "dense_rc_conv_rs_onehot",
     "TAL1",
     "TINY",
     "UNIFORM_REFERENCE",

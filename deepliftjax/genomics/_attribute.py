@@ -49,6 +49,42 @@ def reveal_cancel_onehot(f: ScalarFn) -> ScoreFn:
     return deeplift_onehot(f, rule="reveal_cancel")
 
 
+DENSE_RC_CONV_RS = {"dot_general": "reveal_cancel", "conv_general_dilated": "rescale"}
+"""Shrikumar et al. (2017)'s best variant on genomics models: RevealCancel at the dense
+layers' nonlinearities, Rescale at the convolutions'."""
+
+
+def dense_rc_conv_rs_onehot(f: ScalarFn) -> ScoreFn:
+    """:func:`deeplift_onehot` with RevealCancel on the dense layers and Rescale on the
+    convolutions (:data:`DENSE_RC_CONV_RS`)."""
+    return deeplift_onehot(f, rule=DENSE_RC_CONV_RS)
+
+
+SHAP_SHUFFLES = 20
+
+
+def deeplift_shap_onehot(f: ScalarFn, shuffles: int = SHAP_SHUFFLES, seed: int = 0) -> ScoreFn:
+    """DeepLIFT-SHAP with ``shuffles`` dinucleotide-shuffled references per sequence
+    (the field's practice: Shrikumar et al. 2017, tangermeme, BPNet). A position's score is
+    its contributions summed over the bases, on the base present (the present-base
+    projection of the hypothetical scores), so it sums to the mean ``f(x) - f(ref_k)``.
+
+    The shuffles of every sequence are drawn with the same key (``seed``): different
+    sequences still get different shuffles, and a sequence's scores do not depend on the
+    batch it is scored in.
+    """
+    import functools
+
+    from deepliftjax import deeplift_shap, dinuc_shuffle
+
+    shap = deeplift_shap(
+        f,
+        functools.partial(dinuc_shuffle, num_shuffles=shuffles),
+        key=jax.random.key(seed),
+    )
+    return lambda x: shap(x).sum(-1, keepdims=True) * x
+
+
 def integrated_gradients_onehot(f: ScalarFn, steps: int = 32) -> ScoreFn:
     """Integrated gradients from the uniform reference, multipliers mean-centred over bases
     like :func:`deeplift_onehot`, scores of the present base."""
@@ -77,9 +113,16 @@ def guided_backprop_x_input(f: ScalarFn) -> ScoreFn:
     return guided_backprop(f, multiply_by_inputs=True)
 
 
+RESCALE = "DeepLIFT"
+MIXED = "DeepLIFT (RevealCancel dense, Rescale conv)"
+SHAP = f"DeepLIFT-SHAP ({SHAP_SHUFFLES} dinucleotide shuffles)"
+GRADIENT = "gradient×input"
+
 METHODS: dict[str, Method] = {
-    "DeepLIFT": deeplift_onehot,
-    "gradient×input": gradient_x_input,
+    RESCALE: deeplift_onehot,
+    MIXED: dense_rc_conv_rs_onehot,
+    SHAP: deeplift_shap_onehot,
+    GRADIENT: gradient_x_input,
 }
 
 MORE_METHODS: dict[str, Method] = {

@@ -20,7 +20,18 @@ import numpy as np
 
 from deepliftjax._errors import DeepLiftError, error
 
-from ._attribute import METHODS, MORE_METHODS, UNIFORM_REFERENCE, Method, attribute
+from ._attribute import (
+    GRADIENT,
+    METHODS,
+    MIXED,
+    MORE_METHODS,
+    RESCALE,
+    SHAP,
+    SHAP_SHUFFLES,
+    UNIFORM_REFERENCE,
+    Method,
+    attribute,
+)
 from ._metrics import auprc, auroc, motif_auprc, per_position, top_window_hit
 from ._model import GenomicsCNN
 from ._motifs import MODISCO, TINY_MODISCO, motif_step, require_modisco
@@ -33,7 +44,14 @@ from ._report import (
     plot_scores,
     write_report,
 )
-from ._seeds import paired_comparison, seed_findings, summarize_seeds
+from ._scan import MATCH_THRESHOLD, chance_matches
+from ._seeds import (
+    caveat_line,
+    paired_comparison,
+    ranking_lines,
+    seed_findings,
+    summarize_seeds,
+)
 from ._simulate import GATA, TAL1, Motif, SimulatedData, load_motifs, simulate, split
 from ._train import TrainResult, predict, train
 
@@ -99,7 +117,18 @@ class Config:
 TINY = dict(n_train=1500, n_val=300, n_test=300, epochs=4, n_plot=2, tiny_modisco=True)
 
 NAMES = (GATA, TAL1)
-A, B = "DeepLIFT", "gradient×input"
+A, B = RESCALE, GRADIENT
+PAIRS = ((RESCALE, GRADIENT), (MIXED, GRADIENT), (SHAP, GRADIENT), (MIXED, RESCALE))
+"""The paired comparisons across seeds: each DeepLIFT variant against gradient×input, and
+the 2017 remedy against the paper's rules."""
+FIGURE_METHODS = {
+    RESCALE: "DeepLIFT\nRescale",
+    MIXED: "DeepLIFT RC\ndense",
+    GRADIENT: "gradient\n×input",
+}
+"""Fig. 3's rows per sequence, with their (short) axis labels."""
+SINGLE_REFERENCE = (RESCALE, MIXED, "DeepLIFT RevealCancel")
+"""The methods whose scores sum to logit(x) - logit(uniform reference)."""
 
 
 def package_version() -> str:
@@ -187,14 +216,40 @@ def _single_findings(
     seed: int,
     n_seeds: int = 1,
 ) -> list[str]:
-    """Plain-language comparison of DeepLIFT and gradient×input in one run, every metric."""
+    """Plain-language comparison of each pair of :data:`PAIRS` in one run, every metric."""
     rows = {(r["method"], r["motif"]): r for r in table}
     out = [f"## Findings of this run (training seed {seed})", ""]
+    for a, b in PAIRS:
+        lines = _pair_findings(rows, names, n, a, b)
+        if lines:
+            out += [f"### {a} vs {b}", "", *lines, ""]
+    if len(out) == 2:
+        return []
+    out.append(
+        "- This is one training run; the differences move with the training seed. "
+        + (
+            f"The {n_seeds} seeds below show by how much."
+            if n_seeds > 1
+            else "`--seeds N` trains N models on the same data and reports mean ± sd and how "
+            "many seeds favour each method."
+        )
+    )
+    return out
+
+
+def _pair_findings(
+    rows: Mapping[tuple[str, str], Mapping[str, Any]],
+    names: Sequence[str],
+    n: int,
+    a: str,
+    b: str,
+) -> list[str]:
+    out: list[str] = []
     b_better = []
     for motif in names:
-        if (A, motif) not in rows or (B, motif) not in rows:
+        if (a, motif) not in rows or (b, motif) not in rows:
             continue
-        ra, rb = rows[(A, motif)], rows[(B, motif)]
+        ra, rb = rows[(a, motif)], rows[(b, motif)]
         diff = rb["n_missed"] - ra["n_missed"]
         how = (
             "more often than"
@@ -203,10 +258,18 @@ def _single_findings(
             if diff < -0.02 * n
             else "about as often as"
         )
+        line = (
+            f"- {motif}: {b} misses it in {rb['n_missed']} of {n} sequences, {how} {a} "
+            f"({ra['n_missed']})"
+        )
+        if "n_missed_any" in ra:
+            line += (
+                f"; counting a top window on a chance match as found, {rb['n_missed_any']} vs "
+                f"{ra['n_missed_any']}"
+            )
         out.append(
-            f"- {motif}: {B} misses it in {rb['n_missed']} of {n} sequences, {how} {A} "
-            f"({ra['n_missed']}). auPRC on informative positions {ra['auprc_core']:.3f} ({A}) "
-            f"vs {rb['auprc_core']:.3f} ({B}), whole motif {ra['auprc_motif']:.3f} vs "
+            line + f". auPRC on informative positions {ra['auprc_core']:.3f} ({a}) "
+            f"vs {rb['auprc_core']:.3f} ({b}), whole motif {ra['auprc_motif']:.3f} vs "
             f"{rb['auprc_motif']:.3f}; top window {ra['top_window']:.3f} vs "
             f"{rb['top_window']:.3f}; top window, other motif masked, "
             f"{ra['top_window_alone']:.3f} vs {rb['top_window_alone']:.3f}."
@@ -221,29 +284,20 @@ def _single_findings(
                 b_better.append(f"{motif} {label}, {rb[k]:.3f} vs {ra[k]:.3f}")
         if rb["drop_missed"] is not None:
             out.append(
-                f"  Where {B} misses it, occluding the motif lowers the logit by "
+                f"  Where {b} misses it, occluding the motif lowers the logit by "
                 f"{rb['drop_missed']:.2f} on average (where it finds it: "
                 + ("-" if rb["drop_found"] is None else f"{rb['drop_found']:.2f}")
-                + "): the model relies on motifs the gradient does not show."
+                + f"): the model relies on motifs {b} does not show."
                 if rb["drop_missed"] > 0.5
-                else f"  Where {B} misses it, occluding the motif lowers the logit by only "
+                else f"  Where {b} misses it, occluding the motif lowers the logit by only "
                 f"{rb['drop_missed']:.2f} on average: the model barely uses those instances."
             )
-    if len(out) == 2:
+    if not out:
         return []
     out.append(
-        f"- Where {B} scores higher in this run: "
+        f"- Where {b} scores higher in this run: "
         + ("; ".join(b_better) if b_better else "no metric")
         + "."
-    )
-    out.append(
-        "- This is one training run; the differences move with the training seed. "
-        + (
-            f"The {n_seeds} seeds below show by how much."
-            if n_seeds > 1
-            else "`--seeds N` trains N models on the same data and reports mean ± sd and how "
-            "many seeds favour each method."
-        )
     )
     return out
 
@@ -282,6 +336,76 @@ def _pick_examples(
     return [*first, j], j, "methods disagree: " + what
 
 
+def _summation(
+    scores: Mapping[str, np.ndarray], logit_fn: Any, logits: np.ndarray, x: np.ndarray
+) -> dict[str, float]:
+    """Eq. (1) per method, max over sequences of |sum of scores - Δ logit|: the
+    single-reference DeepLIFT methods against the uniform reference, DeepLIFT-SHAP against
+    the mean over its shuffled references (drawn again with the same key)."""
+    out = {}
+    ref_logit = float(logit_fn(jnp.full(x.shape[1:], UNIFORM_REFERENCE, jnp.float32)))
+    for m in SINGLE_REFERENCE:
+        if m in scores:
+            out[m] = float(np.abs(scores[m].sum(axis=(1, 2)) - (logits - ref_logit)).max())
+    if SHAP in scores:
+        from deepliftjax import dinuc_shuffle
+
+        @jax.jit
+        def mean_ref_logit(xb):
+            def one(xi):
+                refs = dinuc_shuffle(jax.random.key(0), xi, num_shuffles=SHAP_SHUFFLES)
+                return jax.vmap(logit_fn)(refs).mean()
+
+            return jax.vmap(one)(xb)
+
+        ref = np.concatenate(
+            [np.asarray(mean_ref_logit(x[i : i + 256])) for i in range(0, len(x), 256)]
+        )
+        out[SHAP] = float(np.abs(scores[SHAP].sum(axis=(1, 2)) - (logits - ref)).max())
+    return out
+
+
+def _recovery_table(
+    per_pos: Mapping[str, np.ndarray],
+    motifs: Mapping[str, Motif],
+    sel: SimulatedData,
+    chance: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    drop: Mapping[str, np.ndarray],
+) -> tuple[list[dict[str, Any]], dict, dict]:
+    """The motif-recovery rows per method and motif (planted instances, and planted or
+    chance matches), and each method's per-sequence hits and auPRCs for Fig. 3."""
+    table: list[dict[str, Any]] = []
+    hits: dict = {}
+    core: dict = {}
+    for method, s in per_pos.items():
+        for motif in NAMES:
+            other = sel.masks[NAMES[1 - NAMES.index(motif)]]
+            width = motifs[motif].length
+            alone = top_window_hit(s, sel.starts[motif], width, exclude=other)
+            either = np.concatenate([sel.starts[motif], chance[motif][0]], axis=1)
+            alone_any = top_window_hit(s, either, width, exclude=other)
+            core[(method, motif)] = motif_auprc(s, sel.core_masks[motif])
+            hits[(method, motif)] = alone
+            table.append(
+                {
+                    "method": method,
+                    "motif": motif,
+                    "auprc_core": float(np.nanmean(core[(method, motif)])),
+                    "auprc_motif": float(np.nanmean(motif_auprc(s, sel.masks[motif]))),
+                    "top_window": float(top_window_hit(s, sel.starts[motif], width).mean()),
+                    "top_window_alone": float(alone.mean()),
+                    "n_missed": int((~alone).sum()),
+                    "frac_missed": float((~alone).mean()),
+                    "top_window_alone_any": float(alone_any.mean()),
+                    "n_missed_any": int((~alone_any).sum()),
+                    "frac_missed_any": float((~alone_any).mean()),
+                    "drop_missed": float(drop[motif][~alone].mean()) if (~alone).any() else None,
+                    "drop_found": float(drop[motif][alone].mean()) if alone.any() else None,
+                }
+            )
+    return table, hits, core
+
+
 def _score_run(
     config: Config,
     motifs: Mapping[str, Motif],
@@ -308,14 +432,8 @@ def _score_run(
 
     t = time.perf_counter()
     scores = attribute(methods, logit_fn, sel.x, progress=progress)
-    # eq. (1) check for DeepLIFT: scores sum to logit(x) - logit(reference)
-    summation = {}
-    if A in scores:
-        ref_logit = float(logit_fn(jnp.full(sel.x.shape[1:], UNIFORM_REFERENCE, jnp.float32)))
-        delta = logits[correct] - ref_logit
-        err = np.abs(scores[A].sum(axis=(1, 2)) - delta)
-        summation[A] = float(err.max())
     attribute_s = time.perf_counter() - t
+    summation = _summation(scores, logit_fn, logits[correct], sel.x)
 
     rng = np.random.default_rng(seed)
     per_pos = {k: per_position(v, sel.x) for k, v in scores.items()}
@@ -327,29 +445,12 @@ def _score_run(
         for m in NAMES
     }
     n = int(correct.sum())
-    table = []
-    hits, core = {}, {}
-    for method, s in per_pos.items():
-        for motif in NAMES:
-            other = sel.masks[NAMES[1 - NAMES.index(motif)]]
-            width = motifs[motif].length
-            alone = top_window_hit(s, sel.starts[motif], width, exclude=other)
-            core[(method, motif)] = motif_auprc(s, sel.core_masks[motif])
-            hits[(method, motif)] = alone
-            table.append(
-                {
-                    "method": method,
-                    "motif": motif,
-                    "auprc_core": float(np.nanmean(core[(method, motif)])),
-                    "auprc_motif": float(np.nanmean(motif_auprc(s, sel.masks[motif]))),
-                    "top_window": float(top_window_hit(s, sel.starts[motif], width).mean()),
-                    "top_window_alone": float(alone.mean()),
-                    "n_missed": int((~alone).sum()),
-                    "frac_missed": float((~alone).mean()),
-                    "drop_missed": float(drop[motif][~alone].mean()) if (~alone).any() else None,
-                    "drop_found": float(drop[motif][alone].mean()) if alone.any() else None,
-                }
-            )
+    # chance matches: PWM matches of the motif's core in the background, not planted
+    chance = {
+        m: chance_matches(sel.x, motifs[m], sel.starts[m], MATCH_THRESHOLD, config.min_bits)
+        for m in NAMES
+    }
+    table, hits, core = _recovery_table(per_pos, motifs, sel, chance, drop)
     return {
         "logit_fn": logit_fn,
         "logits": logits,
@@ -361,6 +462,14 @@ def _score_run(
         "n_scored": n,
         "note": note,
         "table": table,
+        "chance": chance,
+        "chance_counts": {
+            m: {
+                "sequences": int((v[0] >= 0).any(axis=1).sum()),
+                "matches": int((v[0] >= 0).sum()),
+            }
+            for m, v in chance.items()
+        },
         "summation": summation,
         "occlusion_drop": {m: float(v.mean()) for m, v in drop.items()},
         "attribute_s": attribute_s,
@@ -432,15 +541,17 @@ def _write_figure(config: Config, out_dir: str | os.PathLike, first: Mapping[str
     for i in idx:
         title = f"test sequence {test_ids[i]}: logit {float(first['logits'][test_ids[i]]):.2f}"
         titles.append(title + (f"; {what}" if i == disagree else ""))
-    shown = [m for m in METHODS if m in scores] or list(scores)  # Fig. 3: DeepLIFT, grad×input
+    shown = [m for m in FIGURE_METHODS if m in scores] or list(scores)
     plot_scores(
         os.path.join(out_dir, "fig3.png"),
         sel.x[idx],
-        {m: scores[m][idx] for m in shown},
+        {FIGURE_METHODS.get(m, m): scores[m][idx] for m in shown},
         {m: sel.masks[m][idx] for m in NAMES},
         titles=titles,
+        chance={m: first["chance"][m][1][idx] for m in NAMES},
     )
     return {
+        "methods": shown,
         "test_index": [int(test_ids[i]) for i in idx],
         "disagreement": None if disagree is None else int(test_ids[disagree]),
         "disagreement_note": what,
@@ -486,12 +597,30 @@ def _across_seeds(runs: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> 
     scored, the paired DeepLIFT / gradient×input comparison and its findings."""
     tables = [r["table"] for r in runs]
     summary = summarize_seeds(tables)
-    paired = paired_comparison(tables, A, B) if {A, B} <= set(methods) else []
+    pairs = [(a, b) for a, b in PAIRS if {a, b} <= set(methods)]
+    paired = [row for a, b in pairs for row in paired_comparison(tables, a, b)]
+    findings: list[str] = []
+    if pairs:
+        n = len(runs)
+        scored = [m for m in methods if m != "random"]
+        findings = [
+            f"## Findings across {n} training seeds",
+            "",
+            "The best of the " + ", ".join(scored) + ", seed by seed (a seed where two "
+            "methods share the best value counts for neither):",
+            "",
+            *ranking_lines(tables, scored, NAMES),
+        ]
+        for a, b in pairs:
+            findings += ["", f"### {a} vs {b}", ""]
+            findings += seed_findings(summary, paired, n, a, b, heading=False, caveat=False)
+        findings += ["", caveat_line(n)]
     return {
         "n_seeds": len(runs),
         "summary": summary,
+        "pairs": [list(p) for p in pairs],
         "paired": paired,
-        "findings": seed_findings(summary, paired, len(runs), A, B) if paired else [],
+        "findings": findings,
     }
 
 
@@ -525,6 +654,11 @@ def _results(
         "table": first["table"],
         "summation": first["summation"],
         "occlusion_drop": first["occlusion_drop"],
+        "chance_matches": {
+            "threshold": MATCH_THRESHOLD,
+            "min_bits": config.min_bits,
+            "counts": first["chance_counts"],
+        },
         "findings": _single_findings(first["table"], NAMES, n, seeds[0], len(seeds))
         + ([f"- {first['note']}"] if first["note"] else []),
         "figure": "fig3.png",

@@ -23,11 +23,12 @@ def plot_scores(
     masks: Mapping[str, np.ndarray],
     *,
     titles: Sequence[str] | None = None,
+    chance: Mapping[str, np.ndarray] | None = None,
 ) -> Figure | None:
     """Fig. 3 in the field's style: for each sequence, one letter logo per method (the letter
     of the present base, height = the position's score: the present-base projection of
-    :func:`deepliftjax.plot.present_base`), both methods on one y-scale, the motif
-    instances shaded.
+    :func:`deepliftjax.plot.present_base`), all methods on one y-scale, the planted motif
+    instances shaded, and the unlabelled chance matches of the motifs in other colours.
 
     Args:
       path: output PNG path; None returns the figure instead of writing it.
@@ -35,6 +36,7 @@ def plot_scores(
       scores: method -> (k, length, 4) scores.
       masks: motif name -> (k, length) bool motif positions.
       titles: optional title per sequence.
+      chance: motif name -> (k, length) bool positions of chance matches (not planted).
 
     Returns:
       None after writing ``path``; the Figure when ``path`` is None.
@@ -49,7 +51,9 @@ def plot_scores(
         )
     k = x.shape[0]
     highlight = [
-        {f"{m} instance": np.asarray(v[i], bool) for m, v in masks.items()} for i in range(k)
+        {f"{m} instance": np.asarray(v[i], bool) for m, v in masks.items()}
+        | {f"{m} chance match": np.asarray(v[i], bool) for m, v in (chance or {}).items()}
+        for i in range(k)
     ]
     fig = plot.method_panels(
         {m: np.asarray(v) for m, v in scores.items()},
@@ -68,17 +72,19 @@ def plot_scores(
             ax.get_legend().remove()
     fig.suptitle(
         "Letter height: score of the base present (contribution to the logit); one y-scale per "
-        "sequence; shaded: motif instances",
+        "sequence; shaded: planted motif instances"
+        + (" and unlabelled chance matches of the motifs (PWM scan)" if chance else ""),
         fontsize=9,
         x=0.01,
         ha="left",
     )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
-    if handles:
+    h = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / h))
+    if handles:  # a line of its own under the title: four entries with chance matches
         fig.legend(
             handles=handles,
-            loc="upper right",
-            bbox_to_anchor=(1.0, 1 - 0.2 / fig.get_figheight()),
+            loc="upper left",
+            bbox_to_anchor=(0.0, 1 - 0.3 / h),
             ncol=len(handles),
             fontsize=8,
             frameon=False,
@@ -127,16 +133,19 @@ def plot_patterns(
     rows = 1 + max(len(shown), 1)
     fig, axes = plt.subplots(rows, 2, figsize=(11, 1.7 * rows), squeeze=False)
     for ax, (name, m) in zip(axes[0], motifs.items(), strict=False):
-        plot.sequence_logo(_bits(getattr(m, "pwm", m)), ax=ax, ylabel="bits", xlabel=None)
+        plot.sequence_logo(
+            _bits(getattr(m, "pwm", m)), ax=ax, ylabel="bits", xlabel="position in motif"
+        )
         ax.set_title(f"ground truth: {name}", fontsize=9, loc="left")
     for r, p in enumerate(shown, start=1):
         best, sim = p.best_match
-        sims = ", ".join(f"{k} {v:.2f}" for k, v in p.similarity.items())
-        plot.sequence_logo(p.cwm, ax=axes[r, 0], ylabel="CWM", xlabel=None)
+        sims = ", ".join(f"{k} {v:.3f}" for k, v in p.similarity.items())
+        where = "position in pattern"
+        plot.sequence_logo(p.cwm, ax=axes[r, 0], ylabel="CWM", xlabel=where)
         axes[r, 0].set_title(
             f"{p.name}: {p.num_seqlets} seqlets; similarity {sims}", fontsize=9, loc="left"
         )
-        plot.sequence_logo(_bits(p.ppm), ax=axes[r, 1], ylabel="bits", xlabel=None)
+        plot.sequence_logo(_bits(p.ppm), ax=axes[r, 1], ylabel="bits", xlabel=where)
         axes[r, 1].set_title(f"{p.name} sequence logo (best match {best})", fontsize=9, loc="left")
     if not shown:
         axes[1, 0].set_title("modisco-lite found no pattern", fontsize=9, loc="left")
@@ -183,15 +192,17 @@ def format_table(table: Sequence[Mapping[str, Any]]) -> str:
     Returns:
       The table as Markdown text.
     """
+    anyc = all("top_window_alone_any" in r for r in table)
     lines = [
         "| method | motif | auPRC, informative positions | auPRC, whole motif | top window "
-        "| top window, other motif masked |",
-        "|---|---|---:|---:|---:|---:|",
+        "| top window, other motif masked |" + (" same, planted or chance match |" if anyc else ""),
+        "|---|---|---:|---:|---:|---:|" + ("---:|" if anyc else ""),
     ]
     for r in table:
         lines.append(
             f"| {r['method']} | {r['motif']} | {r['auprc_core']:.3f} | {r['auprc_motif']:.3f} "
             f"| {r['top_window']:.3f} | {r['top_window_alone']:.3f} |"
+            + (f" {r['top_window_alone_any']:.3f} |" if anyc else "")
         )
     return "\n".join(lines)
 
@@ -209,14 +220,18 @@ def format_missed(table: Sequence[Mapping[str, Any]]) -> str:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
+    anyc = all("n_missed_any" in r for r in table)
     lines = [
-        "| method | motif | missed | logit drop on occlusion, missed | logit drop, found |",
-        "|---|---|---:|---:|---:|",
+        "| method | motif | missed |"
+        + (" missed, chance matches counted as found |" if anyc else "")
+        + " logit drop on occlusion, missed | logit drop, found |",
+        "|---|---|---:|" + ("---:|" if anyc else "") + "---:|---:|",
     ]
     for r in table:
         lines.append(
-            f"| {r['method']} | {r['motif']} | {r['n_missed']} | {f(r['drop_missed'])} "
-            f"| {f(r['drop_found'])} |"
+            f"| {r['method']} | {r['motif']} | {r['n_missed']} |"
+            + (f" {r['n_missed_any']} |" if anyc else "")
+            + f" {f(r['drop_missed'])} | {f(r['drop_found'])} |"
         )
     return "\n".join(lines)
 
@@ -238,10 +253,12 @@ def format_seed_summary(
     Returns:
       The tables as Markdown text.
     """
+    anyc = all("n_missed_any_mean" in r for r in summary)
     lines = [
         "| method | motif | auPRC, informative positions | auPRC, whole motif | top window "
-        "| top window, other motif masked | missed |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| top window, other motif masked | missed |"
+        + (" missed, chance matches counted as found |" if anyc else ""),
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if anyc else ""),
     ]
     for r in summary:
         cells = [
@@ -249,17 +266,19 @@ def format_seed_summary(
             for m in ("auprc_core", "auprc_motif", "top_window", "top_window_alone")
         ]
         cells.append(_pm(r["n_missed_mean"], r["n_missed_sd"], 0))
+        if anyc:
+            cells.append(_pm(r["n_missed_any_mean"], r["n_missed_any_sd"], 0))
         lines.append(f"| {r['method']} | {r['motif']} | " + " | ".join(cells) + " |")
-    if paired:
-        a, b = paired[0]["a"], paired[0]["b"]
-        n = len(paired[0]["diff_values"])
+    for a, b in dict.fromkeys((p["a"], p["b"]) for p in paired):
+        rows = [p for p in paired if (p["a"], p["b"]) == (a, b)]
+        n = len(rows[0]["diff_values"])
         lines += [
             "",
             f"| motif | metric | {a} − {b}, mean ± sd | seeds favouring {a} "
             f"| seeds favouring {b} | ties | sign test p |",
             "|---|---|---:|---:|---:|---:|---:|",
         ]
-        for p in paired:
+        for p in rows:
             label = METRICS[p["metric"]][0]
             lines.append(
                 f"| {p['motif']} | {label} | {_pm(p['diff_mean'], p['diff_sd'])} "
@@ -269,21 +288,22 @@ def format_seed_summary(
     return "\n".join(lines)
 
 
-def format_per_seed(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> str:
-    """Formats one line per training seed: the model, and the two methods' auPRC (informative
+def format_per_seed(runs: Sequence[Mapping[str, Any]], *methods: str) -> str:
+    """Formats one line per training seed: the model, and the methods' auPRC (informative
     positions) and missed instances per motif.
 
     Args:
       runs: the per-seed records of metrics.json (``runs``).
-      a, b: the two methods.
+      *methods: the methods to show, in this order (those every seed scored).
 
     Returns:
       The table as Markdown text.
     """
     motifs = list(dict.fromkeys(r["motif"] for r in runs[0]["table"]))
+    names = " / ".join(methods)
     head = "| training seed | test auROC | epochs (best) | scored |"
     for m in motifs:
-        head += f" {m} auPRC, {a} / {b} | {m} missed, {a} / {b} |"
+        head += f" {m} auPRC, {names} | {m} missed, {names} |"
     lines = [head, "|---:|---:|---:|---:|" + "---:|---:|" * len(motifs)]
     for run in runs:
         ix = {(r["method"], r["motif"]): r for r in run["table"]}
@@ -294,13 +314,18 @@ def format_per_seed(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> str:
             str(run["n_scored"]),
         ]
         for m in motifs:
-            if (a, m) in ix and (b, m) in ix:
-                cells.append(f"{ix[(a, m)]['auprc_core']:.3f} / {ix[(b, m)]['auprc_core']:.3f}")
-                cells.append(f"{ix[(a, m)]['n_missed']} / {ix[(b, m)]['n_missed']}")
+            if all((a, m) in ix for a in methods):
+                cells.append(" / ".join(f"{ix[(a, m)]['auprc_core']:.3f}" for a in methods))
+                cells.append(" / ".join(str(ix[(a, m)]["n_missed"]) for a in methods))
             else:
                 cells += ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _methods_of(results: Mapping[str, Any]) -> set[str]:
+    """The methods every seed scored."""
+    return set.intersection(*({r["method"] for r in run["table"]} for run in results["runs"]))
 
 
 def _intro_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[str]:
@@ -333,11 +358,13 @@ def _intro_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[str]:
     ]
     across = results.get("across_seeds")
     if across and across.get("paired"):
-        lines += [
-            f"**In brief, across {across['n_seeds']} training seeds** (details below): "
-            + headline(across["paired"], across["n_seeds"]),
-            "",
-        ]
+        n = across["n_seeds"]
+        pairs = dict.fromkeys((p["a"], p["b"]) for p in across["paired"])
+        lines += [f"**In brief, across {n} training seeds** (details below):", ""]
+        for a, b in pairs:
+            rows = [p for p in across["paired"] if (p["a"], p["b"]) == (a, b)]
+            lines.append(f"- {a} vs {b}: " + headline(rows, n))
+        lines.append("")
     return lines
 
 
@@ -351,7 +378,12 @@ def _recovery_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[st
         f"Scores target the pre-sigmoid logit, on the {results['n_scored']} correctly predicted "
         "test positives. DeepLIFT uses the paper's reference: all zeros after the §2.6 weight "
         "normalisation of the first conv layer (= the uniform reference 0.25 with multipliers "
-        "mean-centred over the base axis). A position's score is the score of the base present.",
+        "mean-centred over the base axis), with the paper's Rescale rule; *RevealCancel dense, "
+        "Rescale conv* is Shrikumar et al. (2017)'s best variant on genomics models "
+        "(`rule={'dot_general': 'reveal_cancel', 'conv_general_dilated': 'rescale'}`), same "
+        "reference; DeepLIFT-SHAP averages DeepLIFT (Rescale) over dinucleotide-shuffled "
+        "references of each sequence. A position's score is the score of the base present "
+        "(for DeepLIFT-SHAP: its contributions summed over the bases).",
         "",
         "- *auPRC*: per sequence, the auPRC of the per-position scores against the motif "
         "instance's positions (the motif's informative positions, information content >= "
@@ -362,10 +394,24 @@ def _recovery_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[st
         "leaves out windows touching the other motif's instance and so asks whether the "
         "motif is found at all.",
         "- *random*: the same metrics for i.i.d. Gaussian scores (the chance level).",
-        "",
-        format_table(results["table"]),
-        "",
     ]
+    ch = results.get("chance_matches")
+    if ch:
+        counts = "; ".join(
+            f"{m}: {c['matches']} in {c['sequences']} of the {results['n_scored']} sequences"
+            for m, c in ch["counts"].items()
+        )
+        lines.append(
+            "- *planted or chance match*: the background is uniform, so it holds chance copies "
+            "of the motifs that the simulator did not plant and the labels do not mark. Each "
+            "scored sequence is scanned with the PWMs on both strands: a window whose log-odds "
+            "score against the uniform background, summed over the motif's informative "
+            f"positions (>= {ch['min_bits']:g} bit), reaches {ch['threshold']:g} of the "
+            "consensus's is a match; matches overlapping no planted instance of the motif are "
+            f"chance matches ({counts}). The metric counts a top window on one as found; "
+            "the other metrics count planted instances only."
+        )
+    lines += ["", format_table(results["table"]), ""]
     if results.get("summation"):
         lines += [
             "Summation to delta (eq. 1), max over scored sequences of "
@@ -408,7 +454,10 @@ def _across_seeds_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> lis
         "",
         "Per seed:",
         "",
-        format_per_seed(results["runs"], "DeepLIFT", "gradient×input"),
+        format_per_seed(
+            results["runs"],
+            *[m for m in results["methods"] if m != "random" and m in _methods_of(results)],
+        ),
         "",
     ]
     return lines + across.get("findings", [])
@@ -474,11 +523,14 @@ def _figure_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[str]
         "",
         f"Fig. 3 (training seed {seeds[0]}): for each of "
         f"{len(ex.get('test_index', [])) or 'the first'} correctly predicted test positives, "
-        "letter logos of the scores of DeepLIFT (top) and gradient×input (bottom): at each "
+        "letter logos of the scores of "
+        + ", ".join(ex.get("methods", ["DeepLIFT", "gradient×input"]))
+        + " (top to bottom): at each "
         "position the letter of the base present, its height the position's score (its "
         "contribution to the logit, the present-base projection; below the axis when "
-        "negative). Both methods of a sequence share one "
-        "y-scale; shaded: the motif instances.",
+        "negative). The methods of a sequence share one "
+        "y-scale; shaded: the planted motif instances and, in other colours, the chance "
+        "matches of the motifs found by the PWM scan.",
     ]
     if ex.get("disagreement") is not None:
         lines[-1] += (

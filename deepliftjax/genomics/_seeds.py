@@ -25,12 +25,27 @@ METRICS: dict[str, tuple[str, bool]] = {
     "top_window_alone": ("top window, other motif masked", True),
     "n_missed": ("missed instances", False),
     "frac_missed": ("fraction missed", False),
+    "top_window_alone_any": ("top window on a planted or chance match", True),
+    "n_missed_any": ("missed, chance matches counted as found", False),
+    "frac_missed_any": ("fraction missed, chance matches counted as found", False),
 }
-"""metric -> (label, higher is better)."""
+"""metric -> (label, higher is better). The ``_any`` metrics count a top window on an
+unlabelled chance match of the motif (``_scan``) as found; the others planted instances
+only. A table without them (an older run) is summarised on the others."""
 
-PAIRED_METRICS = ("auprc_core", "auprc_motif", "top_window", "top_window_alone", "frac_missed")
+PAIRED_METRICS = (
+    "auprc_core",
+    "auprc_motif",
+    "top_window",
+    "top_window_alone",
+    "frac_missed",
+    "frac_missed_any",
+)
 """The metrics compared seed by seed (missed as a fraction: each seed scores its own count of
 correctly predicted positives)."""
+
+COUNTS = {"frac_missed": "n_missed", "frac_missed_any": "n_missed_any"}
+"""A fraction's count, shown in findings."""
 
 
 def _sd(v: np.ndarray) -> float | None:
@@ -57,10 +72,12 @@ def summarize_seeds(tables: Sequence[Sequence[Row]]) -> list[dict[str, Any]]:
         rows = [ix[(method, motif)] for ix in index]
         rec: dict[str, Any] = {"method": method, "motif": motif, "n_seeds": len(rows)}
         for m in METRICS:
+            if not all(m in r for r in rows):
+                continue
             v = np.array([r[m] for r in rows], dtype=np.float64)
             rec[f"{m}_mean"] = float(v.mean())
             rec[f"{m}_sd"] = _sd(v)
-            rec[f"{m}_values"] = [int(x) if m == "n_missed" else float(x) for x in v]
+            rec[f"{m}_values"] = [int(x) if m.startswith("n_") else float(x) for x in v]
         out.append(rec)
     return out
 
@@ -106,9 +123,10 @@ def paired_comparison(
     if not tables:
         raise error("no seeds to compare.", "pass one results table per seed.")
     motifs = list(dict.fromkeys(r["motif"] for r in tables[0] if r["method"] in (a, b)))
+    present = [m for m in PAIRED_METRICS if all(m in r for t in tables for r in t)]
     out = []
     for motif in motifs:
-        for m in PAIRED_METRICS:
+        for m in present:
             diffs = []
             for t in tables:
                 ix = {(r["method"], r["motif"]): r for r in t}
@@ -166,21 +184,28 @@ def seed_findings(
     n_seeds: int,
     a: str = "DeepLIFT",
     b: str = "gradient×input",
+    *,
+    heading: bool = True,
+    caveat: bool = True,
 ) -> list[str]:
     """Plain-language findings across seeds, no stronger than the seeds allow.
 
     Args:
       summary: :func:`summarize_seeds` rows.
-      paired: :func:`paired_comparison` rows for methods a and b.
+      paired: :func:`paired_comparison` rows for methods a and b (rows of other pairs
+        are left out).
       n_seeds: the number of seeds.
       a, b: the two methods.
+      heading: start with the section heading.
+      caveat: end with the sign test's caveat.
 
     Returns:
       Markdown lines (a heading, one bullet per motif and a closing caveat).
     """
     rows = {(r["method"], r["motif"]): r for r in summary}
+    paired = [p for p in paired if (p["a"], p["b"]) == (a, b)]
     motifs = list(dict.fromkeys(p["motif"] for p in paired))
-    out = [f"## Findings across {n_seeds} training seeds", ""]
+    out = [f"## Findings across {n_seeds} training seeds", ""] if heading else []
     b_major: list[str] = []
     b_minor: list[str] = []
     for motif in motifs:
@@ -189,10 +214,11 @@ def seed_findings(
         for p in (p for p in paired if p["motif"] == motif):
             m = p["metric"]
             label = METRICS[m][0]
-            if m == "frac_missed":
-                va = _pm(ra["n_missed_mean"], ra["n_missed_sd"], 0)
-                vb = _pm(rb["n_missed_mean"], rb["n_missed_sd"], 0)
-                label = "missed instances"
+            if m in COUNTS:
+                n_key = COUNTS[m]
+                va = _pm(ra[f"{n_key}_mean"], ra[f"{n_key}_sd"], 0)
+                vb = _pm(rb[f"{n_key}_mean"], rb[f"{n_key}_sd"], 0)
+                label = METRICS[n_key][0]
             else:
                 va, vb = _pm(ra[f"{m}_mean"], ra[f"{m}_sd"]), _pm(rb[f"{m}_mean"], rb[f"{m}_sd"])
             parts.append(
@@ -213,14 +239,18 @@ def seed_findings(
         out.append(text + ".")
     else:
         out.append(f"- {b} does better in no metric on any seed.")
+    return out + [caveat_line(n_seeds)] if caveat else out
+
+
+def caveat_line(n_seeds: int) -> str:
+    """What a count of seeds can and cannot show (the sign test's best p)."""
     best = sign_test_p(n_seeds, 0)
-    out.append(
+    return (
         f"- Strength: with {n_seeds} seeds, even a unanimous split has a two-sided sign-test "
         f"p of {best:.2g}; read 'all {n_seeds} seeds' as consistent across these training runs "
         "on one simulated data set, not as a significance test, and a mixed split as no "
         "established difference."
     )
-    return out
 
 
 def headline(paired: Sequence[Row], n_seeds: int) -> str:
@@ -235,6 +265,8 @@ def headline(paired: Sequence[Row], n_seeds: int) -> str:
       Markdown text.
     """
     parts = []
+    pair = (paired[0]["a"], paired[0]["b"]) if paired else None
+    paired = [p for p in paired if (p["a"], p["b"]) == pair]  # the first pair's rows
     for motif in dict.fromkeys(p["motif"] for p in paired):
         rows = {p["metric"]: p for p in paired if p["motif"] == motif}
         au, mi = rows["auprc_core"], rows["frac_missed"]
@@ -250,3 +282,51 @@ def headline(paired: Sequence[Row], n_seeds: int) -> str:
                 f"{b} in {mi['favour_b']})"
             )
     return "; ".join(parts) + "."
+
+
+def best_counts(
+    tables: Sequence[Sequence[Row]], methods: Sequence[str], motif: str, metric: str
+) -> dict[str, int]:
+    """In how many seeds each method is the best of ``methods`` on ``motif`` and ``metric``
+    (alone: a seed where two share the best value counts for neither)."""
+    higher = METRICS[metric][1]
+    out = dict.fromkeys(methods, 0)
+    for t in tables:
+        ix = {(r["method"], r["motif"]): r for r in t}
+        vals = {m: float(ix[(m, motif)][metric]) for m in methods if (m, motif) in ix}
+        if not vals:
+            continue
+        best = (max if higher else min)(vals.values())
+        winners = [m for m, v in vals.items() if abs(v - best) <= 1e-12]
+        if len(winners) == 1:
+            out[winners[0]] += 1
+    return out
+
+
+def ranking_lines(
+    tables: Sequence[Sequence[Row]], methods: Sequence[str], motifs: Sequence[str]
+) -> list[str]:
+    """One bullet per motif: which method is best, in how many seeds, on auPRC (informative
+    positions), missed instances and missed counting chance matches."""
+    n = len(tables)
+    out = []
+    for motif in motifs:
+        parts = []
+        for metric, label in (
+            ("auprc_core", "highest auPRC"),
+            ("frac_missed", "fewest missed"),
+            ("frac_missed_any", "fewest missed, chance matches counted as found"),
+        ):
+            if not all(metric in r for t in tables for r in t):
+                continue
+            counts = best_counts(tables, methods, motif, metric)
+            ranked = sorted(((c, m) for m, c in counts.items() if c), reverse=True)
+            if not ranked:
+                parts.append(f"{label}: no method alone in any seed")
+                continue
+            lead = ranked[0]
+            what = f"{lead[1]} in {lead[0]} of {n} seeds"
+            rest = ", ".join(f"{m} in {c}" for c, m in ranked[1:])
+            parts.append(f"{label}: {what}" + (f" ({rest})" if rest else ""))
+        out.append(f"- {motif}: " + "; ".join(parts) + ".")
+    return out
