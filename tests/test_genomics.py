@@ -689,3 +689,34 @@ def test_default_run_reaches_paper_auroc(tmp_path):
     assert r["model"]["test_auroc"] >= 0.90
     _check_results(tmp_path, r)
     assert r["timing"]["total_s"] < 300
+
+
+def test_summation_covers_every_deeplift_method_and_integrated_gradients():
+    """Eq. (1) per method: the single-reference rule sets against the uniform reference,
+    DeepLIFT-SHAP against the mean over its own shuffles, integrated gradients (with
+    ``--all-methods``) as its completeness error; a wrong reference would show."""
+    from deepliftjax.genomics._attribute import MORE_METHODS, attribute
+    from deepliftjax.genomics._experiment import _summation
+
+    m = GenomicsCNN(filters=4, kernel=5, pool=10, hidden=8)
+    x = np.asarray(jax.nn.one_hot(jax.random.randint(jax.random.key(0), (5, 40), 0, 4), 4))
+    params = m.init(jax.random.key(1), x[0])["params"]
+
+    def f(s):
+        return m.apply({"params": params}, s)
+
+    methods = {
+        **METHODS,
+        **{k: MORE_METHODS[k] for k in ("DeepLIFT RevealCancel", "integrated gradients")},
+    }
+    scores = attribute(methods, f, x, progress=False)
+    logits = np.asarray(jax.vmap(f)(x))
+    out = _summation(scores, f, logits, x)
+    assert set(out) == {RESCALE, MIXED, SHAP, "DeepLIFT RevealCancel", "integrated gradients"}
+    scale = float(np.abs(logits - f(jnp.full((40, 4), 0.25))).max())
+    for k in (RESCALE, MIXED, SHAP, "DeepLIFT RevealCancel"):
+        assert out[k] < 1e-5 * max(scale, 1.0), (k, out[k])
+    assert np.isfinite(out["integrated gradients"])
+    # against the uniform reference, DeepLIFT-SHAP's sums would be far off
+    uniform = np.abs(scores[SHAP].sum((1, 2)) - (logits - float(f(jnp.full((40, 4), 0.25)))))
+    assert uniform.max() > 100 * out[SHAP]

@@ -127,8 +127,9 @@ FIGURE_METHODS = {
     GRADIENT: "gradient\n×input",
 }
 """Fig. 3's rows per sequence, with their (short) axis labels."""
-SINGLE_REFERENCE = (RESCALE, MIXED, "DeepLIFT RevealCancel")
-"""The methods whose scores sum to logit(x) - logit(uniform reference)."""
+SINGLE_REFERENCE = (RESCALE, MIXED, "DeepLIFT RevealCancel", "integrated gradients")
+"""The methods whose scores sum to logit(x) - logit(uniform reference): exactly, and for
+integrated gradients up to its completeness error (``--all-methods``)."""
 
 
 def package_version() -> str:

@@ -416,7 +416,10 @@ def _recovery_lines(results: Mapping[str, Any], seeds: Sequence[int]) -> list[st
         lines += [
             "Summation to delta (eq. 1), max over scored sequences of "
             "|sum of scores - (logit(x) - logit(reference))|: "
-            + ", ".join(f"{k}: {v:.2e}" for k, v in results["summation"].items())
+            + ", ".join(
+                f"{k}: {v:.2e}" + (" (its completeness error)" if "integrated" in k else "")
+                for k, v in results["summation"].items()
+            )
             + ".",
             "",
         ]
