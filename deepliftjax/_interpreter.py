@@ -265,13 +265,23 @@ def _record_provenance(prim: Any, out: Pair, invals: Sequence[Any], params: dict
     several (``x + log(x)``), the same map of their provenances (:func:`_mapped_provenance`)."""
     pairs = [v for v in invals if isinstance(v, Pair)]
     if len(pairs) > 1:  # operands that broadcast (x - x[0], x - max(x)): the same map
-        if all(_broadcasts_to(jnp.shape(v.x), jnp.shape(out.x)) for v in pairs):
+        if prim in _MAPPABLE and all(
+            _broadcasts_to(jnp.shape(v.x), jnp.shape(out.x)) for v in pairs
+        ):
             out.s = _mapped_provenance(prim, invals, params, _discrete.PROVENANCE_DEPTH)
         return
     if len(pairs) != 1 or not pairs[0].is_float or jnp.shape(pairs[0].x) != jnp.shape(out.x):
         return
     if prim in DOMAIN_EDGE or pairs[0].s is not None:
         out.s = pairs[0]
+
+
+_MAPPABLE = frozenset(
+    _compat.primitive(n) for n in ("add_p", "sub_p", "max_p", "min_p", "select_n_p")
+)
+"""Maps of several operands whose provenance is the same map of theirs: derivatives 0 or
+±1 everywhere, so a provenance that is infinite or undefined where it is not used passes
+no NaN back (``mul``, ``div``, ``sqrt`` of provenances would: 0 · inf)."""
 
 
 def _broadcasts_to(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:

@@ -1575,6 +1575,56 @@ def test_random_programs_long_run():
     assert not bad, "programs breaking summation to delta:\n" + "\n".join(bad)
 
 
+# ---- programs a long run found, kept as regressions ----------------------------------------------
+
+FOUND = [
+    # NaN scores (2026-12-07): a cosine similarity broadcast into h, a -inf mask under
+    # maximum, then log / sqrt predicates; provenance mapped through a division passed
+    # 0 * inf back
+    (
+        ((6,), (("normdiv", "cos", 1e-06), ("smap", ("cmp", ">", 0.0), "transpose", "int",
+         "where", "zero", "sq", 1), ("infmask", "maximum", "both", (False, True, False, True,
+         False, True)), ("iarith", ("and", ("arg", "max", 5, 1), ("isfinite", "log")), ("and",
+         ("cmp", ">=", -1.0), ("isnan", "sqrt")), "where", "tanh", "sq")), "tanh", 0, "vmap"),
+        [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+        [1.0] * 6,
+        [[0.49116534, -0.1640804, -0.5423966, -0.22788256, 0.9320607, -0.4285114], 0.2825454],
+    ),
+    # the family's smallest member (2026-12-07, relative error 2.5, reported): causal
+    # attention whose keys carry log(relu(h)), -inf on one side only
+    (
+        ((8,), (("infmask", "attention", "log", None),), "linear", 0, "vmap"),
+        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        [0.5, 0.5, -2.0, 0.5, -0.5, 0.5, 2.0, 0.5],
+        [
+            [-0.093935356, 1.5406723, -1.7943032, 0.027450228, 0.86041427, -1.2104002,
+             2.3362818, -0.78134245],
+            [-0.63685006, -0.3076426, 0.15533292, 1.0608836, -0.21333185, -0.080793604,
+             0.21236947, -0.7153768],
+            -0.052154984,
+        ],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec, x, r, p", FOUND, ids=["nan_through_cos_norm", "masked_keys"])
+def test_programs_a_long_run_found(spec, x, r, p):
+    """Exact now, under jit(vmap) and jit alone: finite scores summing to float64 Δf."""
+    x, r = np.asarray(x, np.float32), np.asarray(r, np.float32)
+    p = [np.asarray(a, np.float32) for a in p]
+    f = lambda v, q: program(spec, v, _Apply(q))  # noqa: E731
+    d64 = float(
+        program(spec, x.astype(np.float64), _Apply([a.astype(np.float64) for a in p]))
+        - program(spec, r.astype(np.float64), _Apply([a.astype(np.float64) for a in p]))
+    )
+    t = dl.deeplift(f, r)
+    one = lambda a: np.asarray(a)[None]  # noqa: E731
+    for c in (jax.jit(jax.vmap(t))(one(x), [one(a) for a in p])[0], jax.jit(t)(x, p)):
+        c = np.asarray(c)
+        assert np.all(np.isfinite(c)), c
+        assert abs(c.sum() - d64) <= 1e-5 * abs(d64) + 1e-6, (c.sum(), d64)
+
+
 # ---- argnums: scores come back in argnums' order ----------------------------------------------
 
 
