@@ -138,3 +138,16 @@ def test_chrombpnet_targets_sum_to_delta(chrombpnet, seqs):
     t = targets.profile_target(chrombpnet)
     want = jnp.mean(jax.vmap(lambda r: jax.vmap(t)(x) - t(r))(refs[1]), 0)
     _close(c.sum((1, 2)), want)
+
+
+def test_profile_shap_chunks_and_all_at_once_agree(bpnet, seqs):
+    """All references at once (vmap) and in chunks (lax.map) give the same scores."""
+    model, ctl = bpnet
+    x, refs = seqs
+    k = refs.shape[1]
+    out = [
+        jax.jit(jax.vmap(targets.profile_shap(model, refs[0], reference_chunk_size=c)))(x, ctl)
+        for c in (None, k, 2)
+    ]
+    _close(out[1], out[0])
+    _close(out[2], out[0])
