@@ -177,3 +177,16 @@ def make_pair(name: str, seed: int = 0) -> Pair:
         tm = torch_vgg16().eval()
         return Pair(name, tm, FlaxVGG16(), copy_params(tm, (512, 2, 2)), (3, 64, 64), 0)
     raise ValueError(name)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere), for the reports."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"

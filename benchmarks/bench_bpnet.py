@@ -80,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from _models import cpu_name  # benchmarks/, the script's folder, is on sys.path
 from bpnetlite.attribute import deep_lift_shap as bpnet_lite_dls
 from bpnetlite.bpnet import BPNet as TorchBPNet
 from bpnetlite.bpnet import CountWrapper, ProfileWrapper
@@ -447,14 +448,7 @@ def compared(head: str, peer: str, weighting: str) -> bool:
 
 # ----------------------------------------------------------------------------- report
 def machine(args) -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
 
     def ver(pkg: str) -> str:
         try:

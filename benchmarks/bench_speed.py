@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _models import Pair, make_pair  # noqa: E402
+from _models import Pair, cpu_name, make_pair  # noqa: E402
 
 import deepliftjax  # noqa: E402
 
@@ -176,14 +176,7 @@ def measure_memory(model: str, method: str, batch: int, threads: int) -> dict[st
 
 # ----------------------------------------------------------------------------- report
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import captum
 
     return {
