@@ -81,29 +81,101 @@ def measure(length: int, num_refs: int = 8, chunk: int = 2) -> dict:
     return row
 
 
-def full_size(length: int = 196_608) -> dict:
-    """Compile (not run) the full-size model at ``length``: memory and FLOPs per reference."""
-    model = Enformer(**FULL, num_outputs=1)
+def _full_model(length: int, remat: bool) -> tuple[Enformer, dict]:
+    """The published configuration at ``length`` (crop scaled with the number of bins)."""
+    bins = length // 128
+    crop = FULL["crop"] * bins // 1536
+    model = Enformer(**{**FULL, "crop": crop}, num_outputs=1, remat=remat)
     x = jax.ShapeDtypeStruct((length, 4), jnp.float32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    return model, jax.eval_shape(model.init, jax.random.key(0), x)
+
+
+def _programs(model, variables, length: int, chunks: tuple[int, ...], refs: int) -> dict:
+    """Lowered programs (not compiled) for the gradient, one reference and DeepLIFT-SHAP."""
+    x = jax.ShapeDtypeStruct((length, 4), jnp.float32)
+    r = jax.ShapeDtypeStruct((refs, length, 4), jnp.float32)
 
     def f(v, s):
         return target(model, v, s)
 
-    def dl(v, s, r):
-        out, out_ref, pullback = deeplift_vjp(f, r, v, s, argnums=1)
-        return pullback(jnp.ones_like(out))[0] * (s - r)
+    def dl(v, s, r1):
+        out, out_ref, pullback = deeplift_vjp(f, r1, v, s, argnums=1)
+        return pullback(jnp.ones_like(out))[0] * (s - r1)
 
-    grad = jax.jit(jax.grad(f, argnums=1)).lower(variables, x).compile()
-    deep = jax.jit(dl).lower(variables, x, x).compile()
-    params_mb = sum(a.size * 4 for a in jax.tree_util.tree_leaves(variables)) / 2**20
+    def shap(chunk, v, s, rs):
+        return deeplift_shap(functools.partial(f, v), rs, reference_chunk_size=chunk)(s)
+
+    progs = {
+        "gradient": jax.jit(jax.grad(f, argnums=1)).lower(variables, x),
+        "deeplift_1ref": jax.jit(dl).lower(variables, x, x),
+    }
+    for c in chunks:
+        progs[f"shap_chunk{c}"] = jax.jit(functools.partial(shap, c)).lower(variables, x, r)
+    return progs
+
+
+def full_size(
+    length: int = 196_608, remat: bool = False, chunks: tuple[int, ...] = (2, 4), refs: int = 8
+) -> dict:
+    """Compile (not run) the full-size model at ``length``: memory (MiB) and GFLOP of each.
+
+    DeepLIFT-SHAP programs take ``refs`` references in chunks of ``chunk``.
+    """
+    model, variables = _full_model(length, remat)
+    row = {
+        "length": length,
+        "remat": remat,
+        "params_mb": sum(a.size * 4 for a in jax.tree_util.tree_leaves(variables)) / 2**20,
+    }
+    for name, lowered in _programs(model, variables, length, chunks, refs).items():
+        t0 = time.perf_counter()
+        compiled = lowered.compile()
+        row[f"{name}_compile_s"] = time.perf_counter() - t0
+        row[f"{name}_mb"] = _mem(compiled)
+        row[f"{name}_gflop"] = _flops(compiled) / 1e9
+        print(
+            f"  L={length} remat={remat} {name}: {row[f'{name}_mb']:.0f} MiB, "
+            f"{row[f'{name}_gflop']:.0f} GFLOP, compile {row[f'{name}_compile_s']:.0f} s",
+            flush=True,
+        )
+        del compiled
+    return row
+
+
+def run_full(length: int, remat: bool = True) -> dict:
+    """Run (not only compile) DeepLIFT with one reference on the full-width model at ``length``.
+
+    Returns XLA's compiled memory, the process's peak RSS (``ru_maxrss``, which includes
+    the parameters, the Python process and compilation), time and the summation residual.
+    Meant to run in a fresh process per length (see ``--run``), so the peak is this length's.
+    """
+    import resource
+
+    model, shapes = _full_model(length, remat)
+    x = jax.nn.one_hot(jax.random.randint(jax.random.key(0), (length,), 0, 4), 4)
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+    r = dinuc_shuffle(jax.random.key(2), x, num_shuffles=1)[0]
+
+    def f(v, s):
+        return target(model, v, s)
+
+    def dl(v, s, r1):
+        out, out_ref, pullback = deeplift_vjp(f, r1, v, s, argnums=1)
+        scores = pullback(jnp.ones_like(out))[0] * (s - r1)
+        return scores, jnp.abs(jnp.sum(scores) - (out - out_ref)), out - out_ref
+
+    compiled = jax.jit(dl).lower(variables, x, r).compile()
+    t0 = time.perf_counter()
+    _, residual, delta = jax.block_until_ready(compiled(variables, x, r))
+    seconds = time.perf_counter() - t0
     return {
         "length": length,
-        "params_mb": params_mb,
-        "grad_mb": _mem(grad),
-        "deeplift_mb": _mem(deep),
-        "grad_gflop": _flops(grad) / 1e9,
-        "deeplift_gflop": _flops(deep) / 1e9,
+        "remat": remat,
+        "xla_mb": _mem(compiled),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "seconds": seconds,
+        "residual": float(residual),
+        "delta": float(delta),
     }
 
 
@@ -112,9 +184,14 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="*", default=[2048, 8192, 16384])
     p.add_argument("--full", action="store_true", help="also compile the full-size model")
     p.add_argument("--full-only", action="store_true", help="only the full-size model")
+    p.add_argument("--full-length", type=int, default=196_608)
+    p.add_argument(
+        "--run", type=int, nargs="*", default=[], help="run the full-width model at these lengths"
+    )
+    p.add_argument("--no-remat", action="store_true", help="--run without checkpointing")
     args = p.parse_args()
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, small model {SMALL}")
-    for length in [] if args.full_only else args.lengths:
+    for length in [] if (args.full_only or args.run) else args.lengths:
         r = measure(length)
         print(
             f"L={r['length']:>6}  grad {r['grad_s'] * 1e3:8.1f} ms {r['grad_mb']:8.1f} MiB | "
@@ -125,13 +202,11 @@ def main() -> None:
             flush=True,
         )
     if args.full or args.full_only:
-        r = full_size()
-        print(
-            f"full size at {r['length']} bp (compiled, not run): params {r['params_mb']:.0f} MiB; "
-            f"gradient {r['grad_mb']:.0f} MiB, {r['grad_gflop']:.0f} GFLOP; DeepLIFT 1 ref "
-            f"{r['deeplift_mb']:.0f} MiB, {r['deeplift_gflop']:.0f} GFLOP",
-            flush=True,
-        )
+        for remat in (False, True):
+            r = full_size(args.full_length, remat=remat)
+            print(f"full size (compiled, not run): {r}", flush=True)
+    for length in args.run:
+        print(f"run: {run_full(length, remat=not args.no_remat)}", flush=True)
 
 
 if __name__ == "__main__":

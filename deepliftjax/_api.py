@@ -400,17 +400,16 @@ def _pair_runner(closed, ref_leaves, n_main, options):
         return Pair(tx, jnp.zeros((), dt))
 
     def run(*xs):
-        # Values known at trace time (a closed-over reference and weights: the whole
-        # reference pass) are computed now, once, instead of being staged out for XLA to
-        # constant-fold, which interprets them slowly at compile time.
+        # A closed-over reference is broadcast now, so the reference pass the interpreter
+        # runs on it is computed at trace time too (``_pair.bind_both``).
         with jax.ensure_compile_time_eval():
             rs_ = [
                 jnp.broadcast_to(jnp.asarray(r, x.dtype), jnp.shape(x))
                 for x, r in zip(xs, ref_leaves, strict=True)
             ]
-            opts = dataclasses.replace(options, distance=distance(xs, rs_))
-            vals = [Pair(x, r, exact=True) for x, r in zip(xs, rs_, strict=True)]
-            outs = eval_jaxpr(jaxpr, consts, vals, opts)
+        opts = dataclasses.replace(options, distance=distance(xs, rs_))
+        vals = [Pair(x, r, exact=True) for x, r in zip(xs, rs_, strict=True)]
+        outs = eval_jaxpr(jaxpr, consts, vals, opts)
         ox = [o.x if isinstance(o, Pair) else o for o in outs]
         orf = [o.r if isinstance(o, Pair) else o for o in outs]
         return ox[:n_main], (orf[:n_main], ox[n_main:])

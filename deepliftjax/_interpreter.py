@@ -172,8 +172,9 @@ def eval_jaxpr(
         with _compat.equation_context(eqn):
             if any(isinstance(v, Pair) for v in invals):
                 outs = apply_rule(eqn, invals, options, account)
-            else:
-                outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
+            else:  # weights arithmetic: computed now where the weights are known
+                with jax.ensure_compile_time_eval():
+                    outs = eqn.primitive.bind(*invals, **_compat.bind_params(eqn))
         return outs if eqn.primitive.multiple_results else [outs]
 
     return walk(jaxpr, consts, args, step)

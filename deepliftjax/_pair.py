@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -122,9 +123,17 @@ def rs(vals: Sequence[Any]) -> list[Any]:
 
 
 def bind_both(prim, vals: Sequence[Any], params: dict[str, Any]) -> Any:
-    """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff."""
+    """Bind ``prim`` on both sides: the actual side keeps ordinary autodiff.
+
+    A reference side known at trace time (a closed-over reference and weights) is computed
+    now, once, instead of being staged out for XLA to constant-fold, which interprets it
+    slowly at compile time. Only the values are: the rules' own arrays (``ones_like``
+    masks and multipliers) stay staged, where XLA fuses them, rather than becoming
+    activation-sized constants of the program.
+    """
     ox = prim.bind(*xs(vals), **params)
-    orf = prim.bind(*rs(vals), **params)
+    with jax.ensure_compile_time_eval():
+        orf = prim.bind(*rs(vals), **params)
     exact = prim in EXACT and all(v.exact for v in vals if isinstance(v, Pair))
     if prim.multiple_results:
         return [Pair(a, b, exact=exact) for a, b in zip(ox, orf, strict=True)]
