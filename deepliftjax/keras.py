@@ -49,7 +49,7 @@ def _keras() -> Any:
 
 
 def from_keras(
-    model: Any, *, batched: bool = True
+    model: Any, *, batched: bool = False
 ) -> tuple[Callable[[Any, Any], Any], dict[str, list[jax.Array]]]:
     """A Keras 3 model as a pure JAX function ``fn(params, x)`` and its variables.
 
@@ -65,12 +65,12 @@ def from_keras(
     Args:
       model: a built Keras 3 model (or layer) on the JAX backend: functional,
         ``Sequential`` or subclassed.
-      batched: the convention of ``fn``. ``True`` (default, Keras's own): ``x`` has a
-        leading batch axis and so has the output, exactly as ``model(x)``. ``False``:
-        ``fn`` takes one example without the batch axis and returns its output without
-        one (the model is called on ``x[None]``), ready for :func:`deepliftjax.deeplift`
-        and :func:`jax.vmap`. With the batched ``fn`` the same is
-        ``lambda p, xi: fn(p, xi[None])[0]`` (for one output array).
+      batched: the convention of ``fn``, as for :func:`deepliftjax.torch.from_torch`.
+        ``False`` (default): ``fn`` takes one example without the batch axis and returns
+        its output without one (the model is called on ``x[None]``), ready for
+        :func:`deepliftjax.deeplift` and :func:`jax.vmap`. ``True`` (Keras's own): ``x``
+        has a leading batch axis and so has the output, exactly as ``model(x)``; one
+        example is then ``lambda p, xi: fn(p, xi[None])[0]`` (for one output array).
 
     Returns:
       ``(fn, params)``. ``params`` is ``{"trainable": [...], "non_trainable": [...]}``,
@@ -87,23 +87,28 @@ def from_keras(
         variables yet).
 
     Notes:
-      Keras 2 era ``.h5`` files (ChromBPNet's and BPNet's published models) load with
-      Keras 3's legacy reader, ``keras.models.load_model(path, compile=False)``, and the
-      result goes to ``from_keras`` like any model. ``compile=False`` matters: the
-      training configuration names the losses, and with Keras 3.15.1 reloading an
-      ``.h5`` compiled with ChromBPNet's losses ``[multinomial_nll, "mse"]`` failed on the
-      string ``"mse"`` ("Could not deserialize 'keras.metrics.mse'"), while with
-      ``compile=False`` the reloaded model's outputs equal the saved ones exactly. A
-      custom layer class needs ``custom_objects={"Name": cls}``; a custom loss does not
-      once ``compile=False`` skips the losses. A ``Lambda`` layer stores its function as
-      marshalled Python bytecode: Keras 3 refuses it unless ``safe_mode=False``,
-      bytecode loads only on the Python version that wrote it, and its body runs with
-      the globals of Keras's loader module, so a lambda that calls ``tf.math``
-      (ChromBPNet's full model, whose ``logcount_predictions`` layer is
-      ``Lambda(lambda x: tf.math.reduce_logsumexp(x, ...))``) cannot run on JAX. Load
-      the ``*_nobias.h5`` model (the one ChromBPNet's contribution scores use) and the
-      bias model, which have no ``Lambda``, and combine their counts in JAX
-      (``jax.nn.logsumexp``) if you need the full model's head.
+      Precision: on the JAX backend Keras's type promotion maps 64-bit types to 32-bit
+      ones (``keras.backend.result_type("float64", "float64")`` is ``"float32"``), so
+      even a float64 model (``keras.config.set_floatx("float64")`` under
+      ``jax.enable_x64``) computes BatchNormalization and other promoted operations in
+      float32: expect float32 summation residuals, about 1e-7 of ``|f|``.
+
+      Saved ``.h5`` models load with Keras 3's legacy reader,
+      ``keras.models.load_model(path, compile=False, custom_objects={...})``, and the
+      result goes to ``from_keras`` like any model. ``compile=False`` skips the training
+      configuration: with Keras 3.15.1 an ``.h5`` compiled with ChromBPNet's losses
+      ``[multinomial_nll, "mse"]`` did not reload without it (``ValueError: Could not
+      deserialize 'keras.metrics.mse'``), and reloaded with it the model's outputs were
+      equal to the saved model's. ``custom_objects`` is then needed for custom layer
+      classes only, not for custom losses. A ``Lambda`` layer holding a Python lambda
+      (ChromBPNet's full model: ``logcount_predictions`` is
+      ``Lambda(lambda x: tf.math.reduce_logsumexp(x, ...))``) is refused unless
+      ``safe_mode=False``; its marshalled bytecode loads only on the Python version that
+      wrote it, and runs with the globals of Keras's loader, which ``custom_objects``
+      does not reach, so its ``tf`` is undefined. Attribute ChromBPNet's
+      ``*_nobias.h5`` model instead (it has no ``Lambda``; ChromBPNet's own
+      contribution scores use it). These were observed on files written by Keras 3.15.1
+      in the legacy ``.h5`` format; no file written by Keras 2 was tried.
 
     Example:
       >>> import os; os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -114,7 +119,7 @@ def from_keras(
       ...     [keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
       ... )
       >>> fn, params = from_keras(model)
-      >>> f = lambda x: fn(params, x[None])[0, 0]   # one example, a scalar output
+      >>> f = lambda x: fn(params, x)[0]   # one example, a scalar output
       >>> x, ref = jnp.array([1.0, -2.0, 0.5]), jnp.zeros(3)
       >>> c = deepliftjax.deeplift(f, ref)(x)
       >>> bool(jnp.isclose(c.sum(), f(x) - f(ref), atol=1e-6))

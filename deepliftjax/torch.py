@@ -81,8 +81,8 @@ def from_torch(
     batched: bool = False,
     dtype: Any = None,
     check: bool = True,
-) -> tuple[Callable[[Any, Any], Any], dict[str, jax.Array]]:
-    """A PyTorch module as a pure JAX function ``fn(params, x)`` and its weights.
+) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
+    """A PyTorch module as a pure JAX function ``fn(params, *inputs)`` and its weights.
 
     The module is copied and put in inference mode (``module.eval()``: BatchNorm uses its
     running statistics, dropout is off); the user's module is left as it was. Weights and
@@ -93,7 +93,9 @@ def from_torch(
     Args:
       module: a ``torch.nn.Module``.
       example_input: one input as the module takes it (a torch tensor or array, batch axis
-        included when ``batched``; without it when not), used to check the conversion.
+        included when ``batched``; without it when not), or a tuple of them for a module
+        whose ``forward`` takes several (BPNet's sequence and control track); used to
+        check the conversion.
       batched: the convention of ``fn``. ``False`` (default): ``fn(params, x)`` takes one
         example, without the batch axis the module expects, and returns the module's output
         for it without a batch axis (the module is called on ``x[None]``), so it composes
@@ -136,10 +138,10 @@ def from_torch(
     states, call = torchax.extract_jax(model)
     params = {k: v for k, v in states.items()}
 
-    def fn(p: dict[str, jax.Array], x: Any) -> Any:
+    def fn(p: dict[str, jax.Array], *xs: Any) -> Any:
         if batched:
-            return call(p, (x,))
-        out = call(p, (jax.tree_util.tree_map(lambda a: a[None], x),))
+            return call(p, xs)
+        out = call(p, jax.tree_util.tree_map(lambda a: a[None], xs))
         return jax.tree_util.tree_map(lambda a: a[0], out)
 
     fn.__doc__ = f"{type(module).__name__}.forward as a JAX function (batched={batched})."
@@ -152,26 +154,30 @@ def _check(model: Any, fn: Callable, params: dict, example: Any, batched: bool) 
     """Raise unless ``fn`` and the torch module agree on ``example``."""
     import torch
 
-    x = example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example
-    try:
-        x = np.asarray(x)
-    except Exception as e:  # noqa: BLE001 - any failure is the same user error
-        raise error(
-            f"example_input must be a tensor or array, got {type(example).__name__}.",
-            "pass one input of the module (a torch tensor).",
-        ) from e
+    examples = example if isinstance(example, tuple | list) else (example,)
     dt = next((p.dtype for p in model.parameters()), torch.float32)
-    xt = torch.as_tensor(x).to(dt if np.issubdtype(x.dtype, np.floating) else None)
+    xts = []
+    for e in examples:
+        a = e.detach().cpu().numpy() if isinstance(e, torch.Tensor) else e
+        try:
+            a = np.asarray(a)
+        except Exception as err:  # noqa: BLE001 - any failure is the same user error
+            raise error(
+                f"example_input must be a tensor or array, got {type(e).__name__}.",
+                "pass one input of the module (a torch tensor), or a tuple of them.",
+            ) from err
+        xts.append(torch.as_tensor(a).to(dt if np.issubdtype(a.dtype, np.floating) else None))
     shape_hint = (
         "pass example_input as the module takes it: with its batch axis for batched=True, "
         "without it for batched=False (the default: fn takes one example)."
     )
     try:
         with torch.no_grad():
-            want = model(xt if batched else xt[None])
+            want = model(*(xts if batched else [t[None] for t in xts]))
     except Exception as e:  # noqa: BLE001 - the module's own error, shown with the fix
         raise error(
-            f"from_torch: the module fails on example_input of shape {tuple(xt.shape)} "
+            f"from_torch: the module fails on example_input of shape "
+            f"{', '.join(str(tuple(t.shape)) for t in xts)} "
             f"(batched={batched}): {type(e).__name__}: {e}",
             shape_hint,
         ) from e
@@ -180,7 +186,7 @@ def _check(model: Any, fn: Callable, params: dict, example: Any, batched: bool) 
     )
     if not batched:
         want = jax.tree_util.tree_map(lambda a: a[0], want)
-    got = jax.tree_util.tree_map(np.asarray, fn(params, jnp.asarray(xt.numpy())))
+    got = jax.tree_util.tree_map(np.asarray, fn(params, *(jnp.asarray(t.numpy()) for t in xts)))
     for w, g in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got), strict=True):
         scale = max(float(np.max(np.abs(w), initial=0.0)), 1.0)
         tol = 1e-10 if w.dtype == np.float64 else 1e-4

@@ -178,6 +178,25 @@ def test_errors_are_clear():
 
 
 # ---------------------------------------------------------------- bpnet-lite's models
+def test_several_inputs_sequence_and_control_track():
+    pytest.importorskip("bpnetlite")
+    from bpnetlite.bpnet import BPNet as TorchBPNet
+
+    tm = _random(TorchBPNet(8, 2, n_outputs=2, n_control_tracks=2, verbose=False), 6)
+    x = _onehot(7, 2, 120).astype(np.float32)
+    ctl = np.random.default_rng(8).poisson(1.0, (2, 2, 120)).astype(np.float32)
+    fn, params = from_torch(tm, (torch.tensor(x[0]), torch.tensor(ctl[0])))
+    with torch.no_grad():
+        want = tm(torch.tensor(x), torch.tensor(ctl))[1].numpy()
+    f = lambda s, c: fn(params, s, c)[1][0]  # noqa: E731 - log counts of strand-summed reads
+    assert _rel(jax.vmap(f)(jnp.asarray(x), jnp.asarray(ctl)), want[:, 0]) < 1e-5
+    ref = jnp.full((4, 120), 0.25)
+    c = jax.jit(jax.vmap(deeplift(f, ref), in_axes=(0, 0)))(jnp.asarray(x), jnp.asarray(ctl))
+    delta = jax.vmap(lambda s, k: f(s, k) - f(ref, k))(jnp.asarray(x), jnp.asarray(ctl))
+    assert c.shape == x.shape
+    np.testing.assert_allclose(c.sum((1, 2)), delta, rtol=1e-5, atol=1e-6)
+
+
 def _bpnet_parity_data():
     x = np.eye(4)[np.random.default_rng(0).integers(0, 4, (2, 260))]  # (N, L, 4)
     with jax.enable_x64(True):
