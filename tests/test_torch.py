@@ -358,3 +358,31 @@ def test_resnet18_exact():
     c = jax.jit(jax.vmap(deeplift(f, ref)))(xj)
     assert _summation(f, c, xj, ref) <= 1e-5
     assert float(jnp.abs(c).sum()) > 0
+
+
+# ---------------------------------------------------------------- enformer-pytorch
+def test_enformer_pytorch_small_deeplift_shap_sums_to_delta():
+    pytest.importorskip("enformer_pytorch")
+    from enformer_pytorch import Enformer as TorchEnformer
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tm = TorchEnformer.from_hparams(
+            dim=48, depth=1, heads=2, output_heads={"human": 4}, target_length=4,
+            num_downsamples=3, dim_divisible_by=8,
+        )  # fmt: skip
+    # attention pooling, relative positional attention, GELU, BatchNorm, softplus
+    x = jax.nn.one_hot(jax.random.randint(jax.random.key(0), (256,), 0, 4), 4)  # (L, 4)
+    refs = dinuc_shuffle(jax.random.key(1), x, num_shuffles=8)
+    for dtype, tol in ((None, 1e-5), (torch.float64, 1e-10)):
+        with jax.enable_x64(dtype is not None):
+            dt = jnp.float32 if dtype is None else jnp.float64
+            xd, rd = x.astype(dt), refs.astype(dt)
+            fn, params = from_torch(tm, torch.tensor(np.asarray(xd)), dtype=dtype)
+            f = lambda s: fn(params, s)["human"][1:3, 0].sum()  # noqa: E731, B023
+            s = jax.jit(deeplift_shap(f, rd, return_residuals=True))(xd)
+            delta = f(xd) - jax.vmap(f)(rd)
+            assert s.contributions.dtype == xd.dtype
+            assert float(s.residuals) <= tol * max(1.0, float(jnp.abs(f(xd))))
+            np.testing.assert_allclose(s.contributions.sum(), delta.mean(), rtol=0, atol=tol)
