@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import os
 import pkgutil
 import runpy
@@ -30,6 +31,9 @@ MODEL is module:function (importable from the current directory or PYTHONPATH) o
 path/to/file.py:function. The function takes ONE example (inputs[i]) and returns a scalar,
 or an array from which --target picks one value. For a Flax model, write a small file that
 loads the parameters and defines: def predict(x): return model.apply(params, x[None])[0]
+A PyTorch model (the torch extra): MODEL may name a torch.nn.Module, or a function of no
+arguments returning one; it is converted by deepliftjax.torch.from_torch and called on one
+example (it sees inputs[i][None]). PyTorch's (N, 4, L) DNA: --alphabet-axis 0.
 
 References: without --references or --shuffles, every example is attributed against ONE
 ALL-ZERO reference (an input of zeros, the same shape as an example). For one-hot DNA the
@@ -130,9 +134,50 @@ def _load_model(spec: str):
             ) from e
         except (AttributeError, ValueError) as e:
             raise CliError(f"{where} has no attribute {attr!r}.") from e
+    module = _torch_module(fn)
+    if module is not None:
+        return module
     if not callable(fn):
         raise CliError(f"{spec} is not callable (got {type(fn).__name__}).")
     return fn
+
+
+def _is_torch_module(obj: Any) -> bool:
+    """Whether ``obj`` is a ``torch.nn.Module`` (without importing torch)."""
+    return any(
+        c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module"
+        for c in type(obj).__mro__
+    )
+
+
+def _torch_module(obj: Any) -> Any:
+    """A torch module named by MODEL: the module itself, or a function of no arguments that
+    returns one (``def load(): return torch.load(...)``); None for anything else."""
+    if _is_torch_module(obj):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        try:
+            params = inspect.signature(obj).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        if not any(
+            p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in params
+        ):
+            try:
+                made = obj()
+            except Exception as e:  # noqa: BLE001 - the user's loader failed
+                raise CliError(f"calling {obj.__name__}() failed: {type(e).__name__}: {e}") from e
+            return made if _is_torch_module(made) else None
+    return None
+
+
+def _from_torch(module: Any, example: np.ndarray) -> Any:
+    """A torch module as the CLI's function of one example (``deepliftjax.torch``)."""
+    from deepliftjax.torch import from_torch
+
+    fn, params = from_torch(module, example)
+    return lambda x: fn(params, x)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -208,7 +253,12 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write ohe.npy and shap.npy (N, 4, L) for modisco-lite (implies --hypothetical)",
     )
-    add("--alphabet-axis", type=int, default=-1, help="one-hot axis of an example (default -1)")
+    add(
+        "--alphabet-axis",
+        type=int,
+        default=-1,
+        help="one-hot axis of an example (default -1; 0 for PyTorch's (4, L))",
+    )
     add("--seed", type=int, default=0, help="seed for shuffled references (default 0)")
     add(
         "--residual-threshold",
@@ -235,9 +285,23 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     add("--no-progress", action="store_true", help="no progress bar")
 
 
+def _alphabet_axis(args, inputs: np.ndarray) -> int:
+    """--alphabet-axis (an axis of one example) counted from the end: the same axis of an
+    example and of the (N, ...) batch."""
+    a, nd = args.alphabet_axis, inputs.ndim - 1
+    if not -nd <= a < nd:
+        raise CliError(
+            f"--alphabet-axis {a} is out of range for examples of shape {inputs.shape[1:]}."
+        )
+    return a - nd if a >= 0 else a
+
+
 def _check_onehot(x: np.ndarray, axis: int, why: str) -> None:
     if x.ndim != 3:
-        raise CliError(f"{why} needs one-hot inputs shaped (N, L, A), got shape {x.shape}.")
+        raise CliError(
+            f"{why} needs one-hot inputs shaped (N, L, A) (or (N, A, L) with --alphabet-axis 0), "
+            f"got shape {x.shape}."
+        )
     sample = np.asarray(x[: min(len(x), 64)])
     if not np.isin(sample, (0, 1)).all() or (sample.sum(axis=axis) > 1).any():
         raise CliError(
@@ -254,11 +318,11 @@ def _references(args, inputs: np.ndarray) -> Any:
     if args.shuffles is not None:
         if args.shuffles < 1:
             raise CliError(f"--shuffles must be >= 1, got {args.shuffles}.")
-        if args.alphabet_axis not in (-1, inputs.ndim - 2):
-            raise CliError("--shuffles needs the alphabet on the last axis, (N, L, A).")
-        _check_onehot(inputs, -1, "--shuffles")
+        axis = _alphabet_axis(args, inputs)
+        _check_onehot(inputs, axis, "--shuffles")
         kind = dinuc_shuffle if args.shuffle_kind == "dinuc" else shuffle
-        return functools.partial(kind, num_shuffles=args.shuffles)
+        # one example is (L, A) or, with --alphabet-axis 0, (A, L): PyTorch's layout
+        return functools.partial(kind, num_shuffles=args.shuffles, alphabet_axis=axis + 2)
     if args.references is None:
         return None
     references = _load_array(args.references, "references")
@@ -305,11 +369,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     if inputs.ndim < 2 or inputs.shape[0] == 0:
         raise CliError(f"inputs must be shaped (N, ...) with N >= 1, got {inputs.shape}.")
     hypothetical = args.hypothetical or args.modisco
+    axis = _alphabet_axis(args, inputs)
     if hypothetical:
-        _check_onehot(inputs, args.alphabet_axis, "--hypothetical/--modisco")
+        _check_onehot(inputs, axis, "--hypothetical/--modisco")
     references = _references(args, inputs)
     target = _target(args, inputs)
     fn = _load_model(args.model)
+    if _is_torch_module(fn):
+        fn = _from_torch(fn, np.asarray(inputs[0]))
 
     import jax
 
@@ -326,7 +393,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         chunk_size=args.chunk_size,
         reference_chunk_size=args.reference_chunk_size,
         hypothetical=hypothetical,
-        alphabet_axis=args.alphabet_axis,
+        alphabet_axis=axis,
         out_dir=args.out_dir,
         resume=not args.no_resume,
         progress=not args.no_progress,
@@ -338,7 +405,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     written += ["hypothetical.npy", "projected.npy"] if hypothetical else []
     if args.modisco:
         try:
-            export_modisco(args.out_dir, inputs, res.hypothetical, alphabet_axis=args.alphabet_axis)
+            export_modisco(args.out_dir, inputs, res.hypothetical, alphabet_axis=axis)
         except ValueError as e:
             raise CliError(f"--modisco: {e}") from e
         written += ["ohe.npy", "shap.npy"]

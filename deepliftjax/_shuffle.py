@@ -194,7 +194,7 @@ def _wilson_tree(key: jax.Array, counts: jax.Array, root: jax.Array, present: ja
         logits = jnp.where(
             w[cur] > 0, jnp.log(jnp.maximum(w[cur], 1).astype(jnp.float32)), -jnp.inf
         )
-        step = jax.random.categorical(sub, logits)
+        step = jax.random.categorical(sub, logits).astype(jnp.int32)  # int64 under x64
         hit = in_tree[cur]
         in_tree = jnp.where(hit, traced, in_tree)
         nxt = jnp.where(hit, nxt, nxt.at[cur].set(step))
@@ -249,6 +249,7 @@ def dinuc_shuffle(
     *,
     alphabet_size: int | None = None,
     alphabet_axis: int = -1,
+    batched: bool = False,
 ) -> jax.Array:
     """Dinucleotide-preserving shuffle of one sequence (jit- and vmap-able).
 
@@ -269,6 +270,10 @@ def dinuc_shuffle(
         ``(A, L)`` (the PyTorch layout); the result has ``x``'s layout.
       alphabet_size: for token input, the number of token values (tokens must lie in
         ``[0, alphabet_size)``); without it tokens are relabelled, which is slower.
+      batched: ``x`` is a batch of sequences on its first axis (``(N, L, A)``, ``(N, A, L)``
+        with ``alphabet_axis=1``, or tokens ``(N, L)``); each gets its own key
+        (``jax.random.split(key, N)``), so the result equals ``jax.vmap`` of the unbatched
+        call over those keys: ``(N, *x.shape[1:])`` or ``(N, K, *x.shape[1:])``.
 
     Returns:
       The shuffled sequence(s), same dtype as ``x``.
@@ -287,12 +292,35 @@ def dinuc_shuffle(
       True
     """
     x = jnp.asarray(x)
+    if batched:
+        return _batched(key, x, num_shuffles, alphabet_size, alphabet_axis)
     first = _alphabet_first(x, alphabet_axis)
     if x.ndim == 2:
         check_onehot(x, alphabet_axis, what="dinuc_shuffle")
     if first:
         return jnp.swapaxes(_dinuc_shuffle(key, x.T, num_shuffles, alphabet_size), -1, -2)
     return _dinuc_shuffle(key, x, num_shuffles, alphabet_size)
+
+
+def _batched(key, x, num_shuffles, alphabet_size, alphabet_axis) -> jax.Array:
+    """:func:`dinuc_shuffle` of each sequence of a batch, one split key each."""
+    if x.ndim not in (2, 3):
+        raise error(
+            f"batched=True takes a batch of sequences (N, L, A), (N, A, L) or tokens (N, L); "
+            f"got shape {x.shape}.",
+            "pass one sequence with batched=False (the default).",
+        )
+    if x.ndim == 3 and alphabet_axis not in (-1, 2, 1, -2):
+        raise error(
+            f"alphabet_axis={alphabet_axis!r} does not fit a batch of shape {x.shape}.",
+            "with batched=True the axis is of the batch: -1 for (N, L, A), 1 for (N, A, L).",
+        )
+    axis = -1 if alphabet_axis in (-1, 2) else 0  # the axis of one sequence
+    keys = jax.random.split(key, x.shape[0])
+    one = lambda k, s: dinuc_shuffle(  # noqa: E731
+        k, s, num_shuffles, alphabet_size=alphabet_size, alphabet_axis=axis
+    )
+    return jax.vmap(one)(keys, x)
 
 
 def _dinuc_shuffle(

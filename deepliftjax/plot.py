@@ -69,6 +69,21 @@ def _colors(alphabet: str, colors: Mapping[str, str] | None) -> list[str]:
     return [table.get(a, _OTHER_COLORS[i % len(_OTHER_COLORS)]) for i, a in enumerate(alphabet)]
 
 
+def _bases_last(a: ArrayLike | None, alphabet_axis: int, batch: bool = False) -> Any:
+    """``a`` with the alphabet axis of one example (``alphabet_axis``: ``-1`` for
+    ``(length, 4)``, ``0`` for PyTorch's ``(4, length)``) moved last; ``batch``: ``a`` has a
+    leading batch axis."""
+    if a is None or alphabet_axis in (-1, 1 + batch):
+        return a
+    if alphabet_axis not in (0, -2):
+        raise error(
+            f"alphabet_axis={alphabet_axis!r}: one sequence is (length, 4) (-1, the default) "
+            "or (4, length) (0).",
+            "pass alphabet_axis=0 for channels-first (PyTorch) scores, -1 otherwise.",
+        )
+    return np.moveaxis(np.asarray(a), int(batch), -1)
+
+
 def _as_scores(scores: ArrayLike, alphabet: str, name: str = "scores") -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or s.shape[1] != len(alphabet):
@@ -274,6 +289,7 @@ def sequence_logo(
     xlabel: str | None = "position",
     ylim: tuple[float, float] | None = None,
     width: float = 0.95,
+    alphabet_axis: int = -1,
 ) -> Axes:
     """A sequence logo of contributions: at each position the letters are drawn with height
     equal to their score, positive scores stacked above the axis, negative ones below (the
@@ -305,6 +321,8 @@ def sequence_logo(
       ylim: y-limits (default: fit the letters); give several logos the same limits to
         compare their heights.
       width: letter width in positions.
+      alphabet_axis: the alphabet axis of ``scores`` and ``onehot``: ``-1`` (default) for
+        (length, 4), ``0`` for a PyTorch model's (4, length).
 
     Returns:
       The matplotlib Axes.
@@ -325,8 +343,8 @@ def sequence_logo(
     from matplotlib.patches import PathPatch
     from matplotlib.path import Path
 
-    s = _as_scores(scores, alphabet)
-    x = _check_onehot(onehot, s.shape)
+    s = _as_scores(_bases_last(scores, alphabet_axis), alphabet)
+    x = _check_onehot(_bases_last(onehot, alphabet_axis), s.shape)
     if x is not None:
         s = present_base(s, x, hypothetical=hypothetical)
     length, k = s.shape
@@ -377,6 +395,7 @@ def sequence_bars(
     ylabel: str | None = "score",
     xlabel: str | None = "position",
     ylim: tuple[float, float] | None = None,
+    alphabet_axis: int = -1,
 ) -> Axes:
     """Per-position scores as bars coloured by base (the paper's Fig. 3 style).
 
@@ -396,6 +415,8 @@ def sequence_bars(
       ylabel: y-axis label (None: none).
       xlabel: x-axis label (None: none).
       ylim: y-limits (default: fit the bars).
+      alphabet_axis: the alphabet axis of ``scores`` and ``onehot``: ``-1`` (default) for
+        (length, 4), ``0`` for a PyTorch model's (4, length).
 
     Returns:
       The matplotlib Axes.
@@ -406,8 +427,8 @@ def sequence_bars(
     _mpl()
     from matplotlib.patches import Patch
 
-    s = _as_scores(scores, alphabet)
-    x = _check_onehot(onehot, s.shape)
+    s = _as_scores(_bases_last(scores, alphabet_axis), alphabet)
+    x = _check_onehot(_bases_last(onehot, alphabet_axis), s.shape)
     if x is not None:
         height, base = present_base(s, x, hypothetical=hypothetical).sum(1), x.argmax(1)
     else:
@@ -735,6 +756,7 @@ def method_panels(
     colorbar_label: str = "score",
     ylabel: str = "score",
     hypothetical: bool | None = None,
+    alphabet_axis: int = -1,
 ) -> Figure:
     """Side-by-side panels of several methods' attributions for the same examples.
 
@@ -764,6 +786,8 @@ def method_panels(
       colorbar_label: images: the colour bars' label.
       ylabel: sequences: the y-axis quantity, shown under each method's name.
       hypothetical: sequences with inputs: as in :func:`sequence_logo`, for every method.
+      alphabet_axis: sequences: the alphabet axis of one example, ``-1`` (default) for
+        (length, 4), ``0`` for a PyTorch model's (4, length).
 
     Returns:
       The matplotlib Figure.
@@ -773,6 +797,9 @@ def method_panels(
         between methods or do not match the inputs.
     """
     plt = _mpl()
+    if kind != "image":
+        attributions = {k: _bases_last(v, alphabet_axis, True) for k, v in attributions.items()}
+        inputs = _bases_last(inputs, alphabet_axis, True)
     arrs, inputs = _panel_arrays(attributions, inputs, kind, alphabet, row_titles)
     if kind == "image":
         return _image_panels(

@@ -327,3 +327,29 @@ def test_jitted_models_with_new_weights_in_a_new_process(files, capsys):
         assert report[kind] == [2, 0, True], (kind, p.stderr[-3000:])
         assert "differs: weights" in line and str(tmp_path / kind) in line
         np.testing.assert_array_equal(np.load(tmp_path / kind / "contributions.npy"), first[kind])
+
+
+def test_channels_first_inputs_give_the_channels_last_scores(files):
+    """PyTorch's (N, 4, L) with --alphabet-axis 0: shuffles, scores, hypothetical scores and
+    the modisco files equal those of the (N, L, 4) run, transposed."""
+    tmp_path, x = files
+    (tmp_path / "cf.py").write_text(MODEL + "\ndef predict_cf(x):\n    return predict(x.T)\n")
+    np.save(tmp_path / "x_cf.npy", x.transpose(0, 2, 1))
+    common = ["--shuffles", "3", "-t", "1", "--modisco", "--no-progress", "--chunk-size", "4"]
+
+    def run(model, inputs, out, *extra):
+        return main([str(tmp_path / model), str(tmp_path / inputs), "-o", str(tmp_path / out)]
+                    + common + list(extra))  # fmt: skip
+
+    assert run("cf.py:predict", "x.npy", "last") == 0
+    assert run("cf.py:predict_cf", "x_cf.npy", "first", "--alphabet-axis", "0") == 0
+    for name in ("contributions", "hypothetical", "projected"):
+        last, first = (np.load(tmp_path / d / f"{name}.npy") for d in ("last", "first"))
+        np.testing.assert_allclose(first.transpose(0, 2, 1), last, rtol=1e-6, atol=1e-7)
+    ohe, shap = (
+        {d: np.load(tmp_path / d / f"{n}.npy") for d in ("last", "first")} for n in ("ohe", "shap")
+    )
+    np.testing.assert_array_equal(ohe["first"], ohe["last"])  # modisco's (N, 4, L) either way
+    np.testing.assert_allclose(shap["first"], shap["last"], rtol=1e-6, atol=1e-7)
+    # the alphabet axis is checked to be one-hot: axis 1 of (4, L) examples is not
+    assert run("cf.py:predict_cf", "x_cf.npy", "bad", "--alphabet-axis", "1") == 2

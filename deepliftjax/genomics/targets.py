@@ -165,6 +165,17 @@ def profile_weights(z_x: jax.Array, z_r: jax.Array, weighting: str) -> jax.Array
     raise _bad_weighting(weighting)
 
 
+def _axis(alphabet_axis: int, x: jax.Array) -> int:
+    """``alphabet_axis`` counted from the end: the same axis of one example ``x`` and of the
+    stacked ``(K, *x.shape)`` arrays."""
+    if not -x.ndim <= alphabet_axis < x.ndim:
+        raise error(
+            f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
+            "pass the axis of size 4 that holds the bases: -1 for (L, 4), 0 for (4, L).",
+        )
+    return alphabet_axis - x.ndim if alphabet_axis >= 0 else alphabet_axis
+
+
 def counts_shap(model: Model, references: Any, **shap_options: Any) -> Callable[..., Any]:
     """DeepLIFT-SHAP scores of the counts target: ``deeplift_shap(counts_target(model), ...)``.
 
@@ -184,6 +195,7 @@ def profile_shap(
     key: jax.Array | None = None,
     reference_chunk_size: int | None = 10,
     hypothetical: bool = False,
+    alphabet_axis: int = -1,
     **deeplift_options: Any,
 ) -> Callable[..., Any]:
     """DeepLIFT-SHAP scores of the profile target under a named ``weighting``.
@@ -201,6 +213,9 @@ def profile_shap(
       reference_chunk_size: references processed together (``lax.map`` over chunks);
         None, or at least the number of references, processes all of them at once.
       hypothetical: also return hypothetical contributions (a :class:`ShapScores`).
+      alphabet_axis: the one-hot axis of ``x`` for ``hypothetical``: ``-1`` for ``(L, 4)``,
+        ``0`` for a PyTorch model's ``(4, L)``. The profile logits may have either layout
+        (the target flattens them).
       **deeplift_options: passed to ``deeplift_vjp``.
 
     Returns:
@@ -216,6 +231,7 @@ def profile_shap(
             key=key,
             reference_chunk_size=reference_chunk_size,
             hypothetical=hypothetical,
+            alphabet_axis=alphabet_axis,
             stop_gradient=mode,
             **deeplift_options,
         )
@@ -240,7 +256,8 @@ def profile_shap(
         contrib = jnp.mean(m * (x - refs), axis=0)
         if not hypothetical:
             return contrib
-        hyp = jnp.mean(hypothetical_from_multipliers(m, refs, onehot=x), axis=0)
+        hyp = hypothetical_from_multipliers(m, refs, axis=_axis(alphabet_axis, x), onehot=x)
+        hyp = jnp.mean(hyp, axis=0)
         return ShapScores(contrib, hyp)
 
     return scores
