@@ -276,23 +276,41 @@ def current_scope() -> tuple[str, ...]:
         return ()
 
 
+_CONVERTERS = ("/torchax/", "/torch/", "/keras/")
+"""Libraries that turn a PyTorch or Keras model into JAX calls (``deepliftjax.torch``,
+``deepliftjax.keras``): JAX counts their frames as user code, the user's model line is
+further out."""
+
+
+def _model_frame(frames: Any) -> Any:
+    """The innermost frame outside the converters, else the innermost user frame."""
+    first = None
+    for f in frames:
+        first = f if first is None else first
+        if not any(c in f.file_name.replace("\\", "/") for c in _CONVERTERS):
+            return f
+    return first
+
+
 def user_location(eqn: Any) -> str | None:
     """``file:line (function)`` of the user's code that made ``eqn``, if known.
 
     Equations inside a cached ``jit`` (``jnp.sort``'s) carry no traceback; the enclosing
     equation's, which the interpreter binds under (:func:`equation_context`), is used.
-    jax 0.10-0.11: ``jax._src.source_info_util.user_frame`` and ``current``.
+    Frames of torchax/torch/keras are skipped, so a converted model names the line of the
+    user's ``forward`` or ``call``. jax 0.10-0.11: ``jax._src.source_info_util.user_frames``
+    and ``current``.
     """
     try:
         from jax._src import source_info_util as siu
 
         frame = None
         for tb in (eqn.source_info.traceback, siu.current().traceback):
-            frame = siu.user_frame(tb) if tb is not None else None
+            frame = _model_frame(siu.user_frames(tb)) if tb is not None else None
             if frame is not None:
                 break
     except Exception as err:  # noqa: BLE001 - a newer JAX without this API
-        missing("jax._src.source_info_util.user_frame", "error messages", err)
+        missing("jax._src.source_info_util.user_frames", "error messages", err)
         return None
     if frame is None:
         return None

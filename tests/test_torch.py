@@ -386,3 +386,92 @@ def test_enformer_pytorch_small_deeplift_shap_sums_to_delta():
             assert s.contributions.dtype == xd.dtype
             assert float(s.residuals) <= tol * max(1.0, float(jnp.abs(f(xd))))
             np.testing.assert_allclose(s.contributions.sum(), delta.mean(), rtol=0, atol=tol)
+
+
+# ---------------------------------------------------------------- errors name the torch line
+class _Sorted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 1)
+
+    def forward(self, x):
+        return self.fc(torch.sort(x, dim=-1).values)  # no DeepLIFT rule for sort
+
+
+def test_unsupported_op_names_the_primitive_and_the_forward_line():
+    fn, params = from_torch(_Sorted(), torch.ones(6))
+    with pytest.raises(DeepLiftError) as info:
+        deeplift(lambda x: fn(params, x)[0], jnp.zeros(6))(jnp.arange(6.0))
+    message = str(info.value)
+    assert "'sort'" in message and "Hint:" in message
+    line = _Sorted.forward.__code__.co_firstlineno + 1
+    assert f"test_torch.py:{line} (_Sorted.forward)" in message
+
+
+# ---------------------------------------------------------------- the CLI takes a torch module
+def test_cli_takes_a_torch_module_channels_first(tmp_path):
+    from deepliftjax._cli import main
+
+    (tmp_path / "tmodel.py").write_text(
+        "import torch\n"
+        "torch.manual_seed(0)\n"
+        "model = torch.nn.Sequential(torch.nn.Conv1d(4, 6, 5, padding=2), torch.nn.ReLU(),\n"
+        f"    torch.nn.Flatten(), torch.nn.Linear(6 * {L}, 2))\n"
+        "def load():\n"
+        "    return model\n"
+    )
+    x = _onehot(9, 5).astype(np.float32)  # (N, 4, L)
+    np.save(tmp_path / "x.npy", x)
+    for name in ("model", "load"):  # the module, or a function of no arguments returning it
+        out = tmp_path / name
+        argv = [f"{tmp_path / 'tmodel.py'}:{name}", str(tmp_path / "x.npy"), "-o", str(out)]
+        argv += ["--alphabet-axis", "0", "--shuffles", "3", "-t", "1", "--hypothetical"]
+        assert main([*argv, "--no-progress"]) == 0
+    import runpy
+
+    module = runpy.run_path(str(tmp_path / "tmodel.py"))["model"]
+    fn, params = from_torch(module, torch.tensor(x[0]))
+    f = lambda s: fn(params, s)[1]  # noqa: E731
+    keys = jax.random.split(jax.random.key(0), len(x))
+    refs = jax.vmap(lambda k, s: dinuc_shuffle(k, s, 3, alphabet_axis=0))(keys, jnp.asarray(x))
+    want = jax.vmap(lambda s, r: deeplift_shap(f, r)(s))(jnp.asarray(x), refs)
+    for name in ("model", "load"):
+        got = np.load(tmp_path / name / "contributions.npy")
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert np.load(tmp_path / name / "hypothetical.npy").shape == x.shape
+
+
+# ---------------------------------------------------------------- VGG-16
+def test_vgg16_exact():
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    layers, cin = [], 3
+    for v in cfg:  # torchvision's vgg16 features
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = v
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        *layers,
+        nn.AdaptiveAvgPool2d((7, 7)),
+        nn.Flatten(),
+        nn.Linear(512 * 7 * 7, 256),  # torchvision's classifier, narrower (4096 there)
+        nn.ReLU(True),
+        nn.Dropout(),
+        nn.Linear(256, 10),
+    ).eval()
+    for m in model.modules():  # torchvision's initialisation (torch's default fades out)
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.normal_(m.bias, 0.0, 0.01)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.normal_(m.bias, 0.0, 0.01)
+    x = torch.randn(2, 3, 32, 32)
+    fn, params = from_torch(model, x[0])
+    f = lambda s: fn(params, s)[4]  # noqa: E731
+    ref = jnp.zeros((3, 32, 32))
+    xj = jnp.asarray(x.numpy())
+    c = jax.jit(jax.vmap(deeplift(f, ref)))(xj)
+    assert _summation(f, c, xj, ref) <= 1e-5
