@@ -445,12 +445,12 @@ def test_a_missing_private_api_warns_once_naming_it(monkeypatch):
     from deepliftjax import _compat
 
     def gone(*args, **kwargs):
-        raise AttributeError("user_frame was removed")
+        raise AttributeError("user_frames was removed")
 
-    monkeypatch.setattr(source_info_util, "user_frame", gone)
+    monkeypatch.setattr(source_info_util, "user_frames", gone)
     monkeypatch.setattr(_compat, "_MISSING", set())
     eqn = jax.make_jaxpr(jnp.sin)(1.0).jaxpr.eqns[0]
-    with pytest.warns(RuntimeWarning, match="user_frame.*user_frame was removed"):
+    with pytest.warns(RuntimeWarning, match="user_frames.*user_frames was removed"):
         assert _compat.user_location(eqn) is None
     import warnings
 
