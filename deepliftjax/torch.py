@@ -136,7 +136,7 @@ def from_torch(
     if dtype is not None:
         model = model.to(dtype)
     states, call = torchax.extract_jax(model)
-    params = {k: v for k, v in states.items()}
+    params = dict(states)
 
     def fn(p: dict[str, jax.Array], *xs: Any) -> Any:
         if batched:
