@@ -157,13 +157,12 @@ def _torch_module(obj: Any) -> Any:
         return obj
     if callable(obj) and not isinstance(obj, type):
         try:
-            params = inspect.signature(obj).parameters.values()
+            takes_arguments = bool(inspect.signature(obj).parameters)
         except (TypeError, ValueError):
             return None
-        if not any(
-            p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            for p in params
-        ):
+        # only a loader of no parameters is called: a model (one example in, even
+        # ``def predict(*xs)``) is never called without its input
+        if not takes_arguments:
             try:
                 made = obj()
             except Exception as e:  # noqa: BLE001 - the user's loader failed

@@ -23,6 +23,8 @@ MODEL = textwrap.dedent(f"""
         return jnp.tanh(jnp.einsum("la,lao->o", x, W))
     def scalar(x):
         return predict(x)[0]
+    def predict_args(*xs):
+        return predict(xs[0])
     broken = 3
     def fails(x):
         raise RuntimeError("the model's own error")
@@ -353,3 +355,14 @@ def test_channels_first_inputs_give_the_channels_last_scores(files):
     np.testing.assert_allclose(shap["first"], shap["last"], rtol=1e-6, atol=1e-7)
     # the alphabet axis is checked to be one-hot: axis 1 of (4, L) examples is not
     assert run("cf.py:predict_cf", "x_cf.npy", "bad", "--alphabet-axis", "1") == 2
+
+
+def test_a_model_of_variable_arguments_is_not_called_as_a_loader(files):
+    """Only a function of no parameters is called to load a torch module; a model written
+    ``def predict(*xs)`` is returned as it is, never called without its input."""
+    from deepliftjax._cli import _load_model
+
+    tmp_path, x = files
+    fn = _load_model(str(tmp_path / "mymodel.py") + ":predict_args")
+    assert fn.__name__ == "predict_args"
+    np.testing.assert_array_equal(fn(x[0]), _load_model(str(tmp_path / "mymodel.py:predict"))(x[0]))
