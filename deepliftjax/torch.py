@@ -150,6 +150,14 @@ def from_torch(
     return fn, params
 
 
+def _numpy(t: Any) -> np.ndarray:
+    """A torch tensor as a NumPy array; half types (which NumPy lacks) as float32."""
+    import torch
+
+    t = t.detach().cpu()
+    return t.float().numpy() if t.dtype in (torch.bfloat16, torch.float16) else t.numpy()
+
+
 def _check(model: Any, fn: Callable, params: dict, example: Any, batched: bool) -> None:
     """Raise unless ``fn`` and the torch module agree on ``example``."""
     import torch
@@ -158,7 +166,7 @@ def _check(model: Any, fn: Callable, params: dict, example: Any, batched: bool) 
     dt = next((p.dtype for p in model.parameters()), torch.float32)
     xts = []
     for e in examples:
-        a = e.detach().cpu().numpy() if isinstance(e, torch.Tensor) else e
+        a = _numpy(e) if isinstance(e, torch.Tensor) else e
         try:
             a = np.asarray(a)
         except Exception as err:  # noqa: BLE001 - any failure is the same user error
@@ -181,15 +189,15 @@ def _check(model: Any, fn: Callable, params: dict, example: Any, batched: bool) 
             f"(batched={batched}): {type(e).__name__}: {e}",
             shape_hint,
         ) from e
-    want = jax.tree_util.tree_map(
-        lambda t: t.detach().cpu().numpy(), want, is_leaf=lambda t: isinstance(t, torch.Tensor)
-    )
+    want = jax.tree_util.tree_map(_numpy, want, is_leaf=lambda t: isinstance(t, torch.Tensor))
     if not batched:
         want = jax.tree_util.tree_map(lambda a: a[0], want)
-    got = jax.tree_util.tree_map(np.asarray, fn(params, *(jnp.asarray(t.numpy()) for t in xts)))
+    inputs = [jnp.asarray(_numpy(t), dtype=str(t.dtype).removeprefix("torch.")) for t in xts]
+    got = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), fn(params, *inputs))
+    # float64, float32, and the 8-bit-mantissa half types (bfloat16, float16)
+    tol = {torch.float64: 1e-10, torch.bfloat16: 3e-2, torch.float16: 3e-2}.get(dt, 1e-4)
     for w, g in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got), strict=True):
         scale = max(float(np.max(np.abs(w), initial=0.0)), 1.0)
-        tol = 1e-10 if w.dtype == np.float64 else 1e-4
         if w.shape != g.shape or not np.allclose(g, w, rtol=tol, atol=tol * scale):
             err = np.max(np.abs(g - w)) if w.shape == g.shape else "shapes differ"
             raise error(

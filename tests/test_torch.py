@@ -474,3 +474,24 @@ def test_vgg16_exact():
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.normal_(m.bias, 0.0, 0.01)
     _assert_exact_on_images(model, (3, 32, 32), output=4)
+
+
+def test_bfloat16_copy_and_input_equal_to_reference():
+    """``dtype=torch.bfloat16`` converts (NumPy has no bfloat16: the check compares in
+    float32) and sums to delta within bfloat16's rounding; an input equal to the reference
+    scores exactly 0."""
+    model = _random(_FunctionalCNN(), 11)
+    x = jnp.asarray(_onehot(12, 1)[0], jnp.float32)
+    ref = jnp.full((4, L), 0.25)
+    fn, params = from_torch(model, torch.tensor(np.asarray(x)))
+    f = lambda s: fn(params, s)[0]  # noqa: E731
+    assert float(jnp.abs(jax.jit(deeplift(f, x))(x)).max()) == 0.0
+    fnb, pb = from_torch(model, torch.tensor(np.asarray(x)), dtype=torch.bfloat16)
+    fb = lambda s: fnb(pb, s)[0]  # noqa: E731
+    xb, rb = x.astype(jnp.bfloat16), ref.astype(jnp.bfloat16)
+    c = jax.jit(deeplift(fb, rb))(xb)
+    assert c.dtype == jnp.bfloat16
+    delta = float(fb(xb)) - float(fb(rb))
+    scale = max(abs(float(fb(xb))), abs(float(fb(rb))))
+    assert abs(float(c.astype(jnp.float32).sum()) - delta) <= 2 * 2**-8 * scale  # 2 ulp
+    assert abs(float(fb(xb)) - float(f(x))) <= 0.05 * max(abs(float(f(x))), 1.0)
