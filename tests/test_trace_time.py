@@ -63,3 +63,49 @@ def test_rule_masks_are_not_program_constants():
         assert nbytes(jax.make_jaxpr(fn)(*args)) <= limit
     c = jax.jit(lambda a, b: dl.deeplift(f, b)(a))(x, r)
     np.testing.assert_allclose(c.sum(), f(x) - f(r), rtol=1e-4, atol=1e-6)
+
+
+def test_after_leaves_every_value_unchanged():
+    """``_rulekit.after`` ties values to the cotangent without changing a bit of them as
+    arithmetic reads them: ±0, ±inf, NaN, and subnormals as XLA reads them (as ±0 on CPU),
+    whatever the cotangent holds (inf, NaN, nothing); it passes no derivative to the
+    cotangent."""
+    from deepliftjax._rulekit import after
+
+    tiny = np.finfo(np.float32).smallest_subnormal
+    v = jnp.array([0.0, -0.0, tiny, -tiny, 1.5, -np.inf, np.inf, np.nan], jnp.float32)
+    read = jax.jit(lambda v, one: v * one)(v, 1.0)  # how XLA's arithmetic reads v
+    ints = jnp.arange(3)
+    for g in (jnp.ones(4), jnp.full(2, np.inf), jnp.full(2, -np.nan), jnp.zeros(0), 7.0):
+        out, out_ints = jax.jit(after)((v, ints), g)
+        bits, ok = np.asarray(out).view(np.uint32), np.asarray(v).view(np.uint32)
+        ok_read = np.asarray(read).view(np.uint32)
+        assert np.all((bits == ok) | (bits == ok_read)), (g, bits)
+        assert np.array_equal(bits[[0, 1, 4, 5, 6, 7]], ok[[0, 1, 4, 5, 6, 7]])
+        assert np.array_equal(out_ints, ints)
+    dg = jax.grad(lambda g: jnp.sum(after(jnp.full(5, 1.5), g)))(jnp.full(3, 2.0))
+    np.testing.assert_array_equal(dg, np.zeros(3))
+
+
+def test_multipliers_are_computed_when_their_cotangent_is():
+    """A layer's multipliers need only forward values; untied from the cotangent, XLA
+    computed every layer's at the start of the backward pass and held them all (an
+    Enformer's peak memory 98 -> 41 activations, with the tie). Memory of a 16-layer
+    chain compiled: 124 activations with the tie, 226 without; the gradient's 32."""
+    n, c, depth = 512, 64, 16
+    ws = [jax.random.normal(jax.random.key(i), (c, c)) / 8 for i in range(depth)]
+
+    def f(x):
+        for w in ws:
+            x = jax.nn.sigmoid(x @ w) * x
+        return jnp.sum(x)
+
+    def scores(x, r):
+        out, out_ref, pullback = dl.deeplift_vjp(f, r, x)
+        return pullback(jnp.ones_like(out))[0] * (x - r)
+
+    x = jax.ShapeDtypeStruct((n, c), jnp.float32)
+    temp = lambda fn, *a: jax.jit(fn).lower(*a).compile().memory_analysis().temp_size_in_bytes  # noqa: E731
+    assert temp(scores, x, x) <= 5 * temp(jax.grad(f), x)
+    a, b = jax.random.normal(jax.random.key(0), (2, n, c))
+    np.testing.assert_allclose(jax.jit(scores)(a, b).sum(), f(a) - f(b), rtol=1e-4)

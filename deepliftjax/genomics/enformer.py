@@ -191,8 +191,9 @@ class Enformer(nn.Module):
       num_rel_features: relative position features (default ``channels // num_heads``).
       remat: checkpoint the model as long-context training does: the transformer blocks
         run as one ``nn.scan`` over ``nn.remat`` blocks (their parameters stacked under
-        ``"transformer"``, see :func:`scanned_variables`) and every tower block under
-        ``nn.remat`` (same parameters as the plain model). Outputs equal the plain
+        ``"transformer"``, see :func:`scanned_variables`), and every conv block and
+        attention pool, the stem's included, under ``nn.remat`` (same parameters as the
+        plain model). Outputs equal the plain
         model's; activation memory, under the gradient and under DeepLIFT alike (its
         pass keeps ``jax.checkpoint``), is that of the scan's carries plus one block.
     """
@@ -210,14 +211,15 @@ class Enformer(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         half = self.channels // 2
         conv_block = nn.remat(ConvBlock) if self.remat else ConvBlock
+        pool = nn.remat(AttentionPool) if self.remat else AttentionPool
         h = nn.Conv(half, (15,), padding="SAME", name="stem_conv")(x)
-        h = h + ConvBlock(half, 1, name="stem_res")(h)
-        h = AttentionPool(2, name="stem_pool")(h)
+        h = h + conv_block(half, 1, name="stem_res")(h)
+        h = pool(2, name="stem_pool")(h)
         widths = np.linspace(half, self.channels, self.tower_layers + 1)[1:]
         for i, f in enumerate(widths):
             h = conv_block(int(round(f)), 5, name=f"tower_conv_{i}")(h)
             h = h + conv_block(int(round(f)), 1, name=f"tower_res_{i}")(h)
-            h = AttentionPool(2, name=f"tower_pool_{i}")(h)
+            h = pool(2, name=f"tower_pool_{i}")(h)
         rel = self.num_rel_features or max(6, self.channels // self.num_heads)
         if self.remat and self.transformer_layers:
             blocks = nn.scan(
