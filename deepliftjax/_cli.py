@@ -287,12 +287,13 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
 def _alphabet_axis(args, inputs: np.ndarray) -> int:
     """--alphabet-axis (an axis of one example) counted from the end: the same axis of an
     example and of the (N, ...) batch."""
-    a, nd = args.alphabet_axis, inputs.ndim - 1
-    if not -nd <= a < nd:
-        raise CliError(
-            f"--alphabet-axis {a} is out of range for examples of shape {inputs.shape[1:]}."
-        )
-    return a - nd if a >= 0 else a
+    from deepliftjax._errors import DeepLiftError
+    from deepliftjax._hypothetical import axis_from_end
+
+    try:
+        return axis_from_end(args.alphabet_axis, inputs.shape[1:], "--alphabet-axis")
+    except DeepLiftError as e:
+        raise CliError(str(e)) from e
 
 
 def _check_onehot(x: np.ndarray, axis: int, why: str) -> None:

@@ -40,6 +40,22 @@ __all__ = [
 # length, shuffles of the letters' rows), so the axis they read is checked first.
 
 
+def axis_from_end(axis: int, shape: tuple[int, ...], name: str = "alphabet_axis") -> int:
+    """``axis`` of an array of ``shape``, counted from the end: the same axis of one example
+    and of a stack of them, ``(K, *shape)``.
+
+    Raises:
+      DeepLiftError: ``axis`` is not an axis of ``shape``; the message calls it ``name``.
+    """
+    n = len(shape)
+    if not (isinstance(axis, int | np.integer) and -n <= axis < n):
+        raise error(
+            f"{name}={axis!r} is out of range for x of shape {tuple(shape)}.",
+            "pass the axis of size 4 that holds the bases: -1 for (L, 4), 0 for (4, L).",
+        )
+    return int(axis) - n if axis >= 0 else int(axis)
+
+
 def check_onehot(
     x: ArrayLike,
     axis: int = -1,

@@ -59,22 +59,16 @@ def after(values: Any, g: Any) -> Any:
     one element of ``g``: ``v + (-0.0)`` is ``v`` for every ``v`` (±0, ±inf and NaN
     included), and nothing computed from it can run before ``g`` exists.
     """
-    floats = [
-        v
-        for v in jax.tree_util.tree_leaves(g)
-        if hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.floating) and v.size
-    ]
+
+    def is_float(v: Any) -> bool:
+        return hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.floating)
+
+    floats = [v for v in jax.tree_util.tree_leaves(g) if is_float(v)]
     if not floats:
         return values
-    g0 = jnp.ravel(floats[0])[:1].astype(jnp.float32)
+    g0 = jnp.ravel(floats[0])[:1].astype(jnp.float32)  # empty: the sum below is 0
     z = -jnp.abs(jnp.sum(jnp.where(jnp.isfinite(g0), g0, 0)) * 0)
-
-    def tie(v):
-        if not (hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.floating)) or v.size < 2:
-            return v
-        return v + z.astype(v.dtype)
-
-    return jax.tree_util.tree_map(tie, values)
+    return jax.tree_util.tree_map(lambda v: v + z.astype(v.dtype) if is_float(v) else v, values)
 
 
 def times(g: jax.Array, m: jax.Array) -> jax.Array:

@@ -24,7 +24,11 @@ from jax.typing import ArrayLike
 from deepliftjax._api import deeplift_vjp, scores_of
 from deepliftjax._checks import floored_delta, ratio
 from deepliftjax._errors import error
-from deepliftjax._hypothetical import check_onehot, hypothetical_from_multipliers
+from deepliftjax._hypothetical import (
+    axis_from_end,
+    check_onehot,
+    hypothetical_from_multipliers,
+)
 
 __all__ = [
     "deeplift_shap",
@@ -240,11 +244,7 @@ def _shap_inputs(args, argnums, references, key, hypothetical, alphabet_axis):
                 f"alphabet_axis), got {x_struct}.",
                 "attribute the one-hot array alone, closing over any other inputs.",
             )
-        if not -x.ndim <= alphabet_axis < x.ndim:
-            raise error(
-                f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
-                "pass the axis of x that holds the one-hot alphabet (default -1).",
-            )
+        axis_from_end(alphabet_axis, x.shape)
         check_onehot(x, alphabet_axis, what="deeplift_shap(hypothetical=True)")
     return x, refs
 

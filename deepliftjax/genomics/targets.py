@@ -51,7 +51,7 @@ import jax.numpy as jnp
 
 from deepliftjax._api import deeplift_vjp
 from deepliftjax._errors import DeepLiftError, error
-from deepliftjax._hypothetical import hypothetical_from_multipliers
+from deepliftjax._hypothetical import axis_from_end, hypothetical_from_multipliers
 from deepliftjax._shap import ShapScores, deeplift_shap
 
 __all__ = [
@@ -165,17 +165,6 @@ def profile_weights(z_x: jax.Array, z_r: jax.Array, weighting: str) -> jax.Array
     raise _bad_weighting(weighting)
 
 
-def _axis(alphabet_axis: int, x: jax.Array) -> int:
-    """``alphabet_axis`` counted from the end: the same axis of one example ``x`` and of the
-    stacked ``(K, *x.shape)`` arrays."""
-    if not -x.ndim <= alphabet_axis < x.ndim:
-        raise error(
-            f"alphabet_axis={alphabet_axis} is out of range for x of shape {x.shape}.",
-            "pass the axis of size 4 that holds the bases: -1 for (L, 4), 0 for (4, L).",
-        )
-    return alphabet_axis - x.ndim if alphabet_axis >= 0 else alphabet_axis
-
-
 def counts_shap(model: Model, references: Any, **shap_options: Any) -> Callable[..., Any]:
     """DeepLIFT-SHAP scores of the counts target: ``deeplift_shap(counts_target(model), ...)``.
 
@@ -256,7 +245,8 @@ def profile_shap(
         contrib = jnp.mean(m * (x - refs), axis=0)
         if not hypothetical:
             return contrib
-        hyp = hypothetical_from_multipliers(m, refs, axis=_axis(alphabet_axis, x), onehot=x)
+        axis = axis_from_end(alphabet_axis, x.shape)
+        hyp = hypothetical_from_multipliers(m, refs, axis=axis, onehot=x)
         hyp = jnp.mean(hyp, axis=0)
         return ShapScores(contrib, hyp)
 
